@@ -1,0 +1,141 @@
+"""The user-facing model: the encoder plus its configuration, preprocessing and persistence.
+
+A :class:`CorrespondenceModel` is an ``nn.Module`` whose state dict keeps torchvision's ResNet key names.
+It carries its configuration (architecture, stride, input space, feature dimension, kept layers), which
+:meth:`save_pretrained` writes as ``config.json`` beside ``model.safetensors``; ``push_to_hub`` publishes
+the same two files (huggingface_hub's ``PyTorchModelHubMixin``), and ``load_model("hf-hub:org/repo")``
+or :meth:`from_pretrained` loads them back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import save_file
+
+from stcorr._atomic import atomic_path
+from stcorr._version import __version__
+from stcorr.color import normalize_imagenet, normalize_lab
+from stcorr.encoder import ResNetEncoder, feature_dim
+from stcorr.errors import InputError
+
+__all__ = ["CorrespondenceModel", "INPUT_SPACES", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+INPUT_SPACES = ("lab", "rgb")
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CorrespondenceModel(
+    ResNetEncoder,
+    PyTorchModelHubMixin,
+    library_name="stcorr",
+    tags=["video-correspondence", "label-propagation"],
+    repo_url="https://github.com/qianduoduolr/Spa-then-Temp",
+    paper_url="https://openaccess.thecvf.com/content/CVPR2023/html/Li_Spatial-Then-Temporal_Self-Supervised_Learning_for_Video_Correspondence_CVPR_2023_paper.html",
+):
+    """A ResNet correspondence encoder with its input preprocessing.
+
+    Args:
+        arch: ``"resnet18"`` or ``"resnet50"``.
+        stride: output stride of the feature map, 8 or 4.
+        input_space: ``"lab"`` (the paper's (L-50)/50, a/127, b/127) or ``"rgb"`` (ImageNet mean/std).
+        layers: stage outputs kept; inference models keep ``("layer3",)``.
+        layer4_stride: stride of layer4 when it is kept (training only).
+
+    ``model(rgb)`` takes RGB in [0, 1], shape (B, 3, H, W), and returns the raw (not normalised)
+    features of the last kept layer, (B, C, ceil(H/s), ceil(W/s)).
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        stride: int = 8,
+        input_space: str = "lab",
+        layers: Sequence[str] = ("layer3",),
+        layer4_stride: int = 2,
+    ) -> None:
+        if input_space not in INPUT_SPACES:
+            raise InputError(f"input_space must be one of {INPUT_SPACES}, got {input_space!r}")
+        super().__init__(arch=arch, stride=stride, layers=tuple(layers), layer4_stride=layer4_stride)
+        self.input_space = input_space
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the output feature map."""
+        return feature_dim(self.arch, self.layers[-1])
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration written to ``config.json``."""
+        return {
+            "arch": self.arch,
+            "stride": self.stride,
+            "input_space": self.input_space,
+            "layers": list(self.layers),
+            "layer4_stride": self.layer4_stride,
+            "feature_dim": self.feature_dim,
+            "library": "stcorr",
+            "stcorr_version": __version__,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CorrespondenceModel:
+        """Build an (untrained) model from a ``config.json`` dictionary."""
+        known = ("arch", "stride", "input_space", "layers", "layer4_stride")
+        model = cls(**{key: config[key] for key in known if key in config})
+        if "feature_dim" in config and config["feature_dim"] != model.feature_dim:
+            raise InputError(
+                f"config feature_dim {config['feature_dim']} does not match {model.arch} "
+                f"{model.layers[-1]} ({model.feature_dim} channels)"
+            )
+        return model
+
+    def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1], (B, 3, H, W) -> the encoder's normalised input."""
+        return normalize_lab(rgb) if self.input_space == "lab" else normalize_imagenet(rgb)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Raw features of the last kept layer for RGB input in [0, 1]."""
+        return self.forward_features(self.preprocess(rgb))[self.layers[-1]]
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All kept layer outputs for an already-normalised input (used in training)."""
+        return ResNetEncoder.forward(self, x)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``model.safetensors`` and ``config.json`` atomically (used by ``save_pretrained``)."""
+        tensors = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}
+        with atomic_path(Path(save_directory) / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "library": "stcorr"})
+        with atomic_path(Path(save_directory) / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def _from_pretrained(  # type: ignore[override]
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        map_location: str = "cpu",
+        **_: Any,
+    ) -> CorrespondenceModel:
+        """Used by ``from_pretrained``: a local folder or a Hub repo id, loaded strictly."""
+        from stcorr.loading import load_model
+
+        name = model_id if Path(model_id).is_dir() else f"hf-hub:{model_id}"
+        return load_model(
+            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, device=map_location
+        )
