@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +11,17 @@ from pathlib import Path
 from stcorr.errors import OutputWriteError
 
 __all__ = ["atomic_path"]
+
+
+def _create_temp(destination: Path) -> Path:
+    """Create an empty hidden file beside ``destination`` with the usual permissions (0666 & ~umask)."""
+    while True:
+        tmp = destination.parent / f".{destination.name}.{secrets.token_hex(6)}.tmp{destination.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
@@ -23,11 +34,9 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
     destination = Path(destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=f".tmp{destination.suffix}", dir=destination.parent)
+        tmp = _create_temp(destination)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {destination}: {exc.strerror or exc}; choose a writable folder") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, destination)

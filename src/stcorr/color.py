@@ -38,11 +38,13 @@ def _check_rgb(rgb: torch.Tensor) -> None:
 
 
 def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
-    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055).clamp_min(0).pow(2.4))
+    curve = rgb.add(0.055).div_(1.055).clamp_min_(0).pow_(2.4)
+    return torch.where(rgb <= 0.04045, rgb * (1.0 / 12.92), curve)
 
 
 def _lab_f(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(t > _EPSILON, t.clamp_min(_EPSILON).pow(1.0 / 3.0), 7.787 * t + 16.0 / 116.0)
+    cube_root = t.clamp_min(_EPSILON).pow_(1.0 / 3.0)
+    return torch.where(t > _EPSILON, cube_root, t.mul(7.787).add_(16.0 / 116.0))
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
