@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-torch.set_num_threads(2)
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
