@@ -214,8 +214,9 @@ def test_points_csv(tmp_path: Path, tracks: tuple[np.ndarray, np.ndarray, list[s
     path = write_points_csv(tmp_path / "p.csv", points, scores, names)
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 6 and list(rows[0]) == ["frame", "name", "point_id", "x", "y", "score"]
-    assert rows[1] == {"frame": "0", "name": "a", "point_id": "1", "x": "2.25", "y": "3.25", "score": "0.2"}
+    assert len(rows) == 6 and list(rows[0]) == ["frame", "name", "point_id", "x", "y", "score", "point_name"]
+    assert rows[1] == {"frame": "0", "name": "a", "point_id": "1", "x": "2.25", "y": "3.25", "score": "0.2",
+                       "point_name": "p1"}
     assert rows[3]["x"] == "" and rows[3]["y"] == "" and rows[4]["score"] == ""
 
 

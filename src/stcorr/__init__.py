@@ -14,15 +14,27 @@ from stcorr.errors import (
     VideoReadError,
     WeightsUnavailableError,
 )
-from stcorr.loading import load_model
+from stcorr.features import extract_features, iter_features
+from stcorr.loading import load_encoder, load_model
 from stcorr.manifest import list_models
 from stcorr.model import CorrespondenceModel
+from stcorr.propagation.api import FramePrediction, PropagationResult, iter_propagate, propagate_labels
+from stcorr.propagation.matching import PointMatches, match_points
 
 __all__ = [
     "__version__",
     "load_model",
+    "load_encoder",
     "list_models",
     "CorrespondenceModel",
+    "extract_features",
+    "iter_features",
+    "propagate_labels",
+    "iter_propagate",
+    "match_points",
+    "PropagationResult",
+    "FramePrediction",
+    "PointMatches",
     "StcorrError",
     "InputError",
     "UnknownModelError",

@@ -90,11 +90,96 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _propagation_options(args: argparse.Namespace) -> dict:
+    return dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature,
+                batch_size=args.batch_size)
+
+
+def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel or a baseline
+    from stcorr.loading import load_encoder
+
+    return load_encoder(args.model, device=args.device)
+
+
+def _cmd_propagate(args: argparse.Namespace) -> int:
+    from stcorr.frames import open_frames
+    from stcorr.pipelines import load_first_mask, propagate_video_mask
+
+    source = open_frames(args.video, max_frames=args.max_frames)
+    mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
+    model = _open_model(args)
+    with _progress_bar(len(source)) as bar:
+        job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=args.max_side,
+                                   max_frames=args.max_frames,
+                                   overlay_path=args.overlay, write_confidence=args.confidence,
+                                   progress=bar.update, **_propagation_options(args))
+    print(f"wrote {job.frames} masks to {job.masks_dir}")
+    if job.confidence_dir:
+        print(f"wrote confidence maps to {job.confidence_dir}")
+    if job.overlay:
+        print(f"wrote overlay video {job.overlay}")
+    return 0
+
+
+def _cmd_points(args: argparse.Namespace) -> int:
+    from stcorr.frames import open_frames
+    from stcorr.pipelines import read_points_file, track_video_points
+
+    source = open_frames(args.video, max_frames=args.max_frames)
+    points, names = read_points_file(args.points)
+    model = _open_model(args)
+    with _progress_bar(len(source)) as bar:
+        path = track_video_points(model, args.video, points, names, args.out, start=args.frame,
+                                  max_side=args.max_side, max_frames=args.max_frames, overlay_path=args.overlay,
+                                  progress=bar.update,
+                                  **_propagation_options(args))
+    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    if args.overlay:
+        print(f"wrote overlay video {args.overlay}")
+    return 0
+
+
+def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--video", required=True, help="a video file or a folder of JPEG/PNG frames")
+    parser.add_argument("--frame", type=int, default=0, help="index of the annotated frame (default 0)")
+    parser.add_argument("--model", default=None,
+                        help="model name, hf-hub:org/repo, folder, checkpoint, or a baseline (lab-pixels, random-r18, "
+                             "efficientnet-lite0); default: the embedded model")
+    parser.add_argument("--out", type=Path, default=Path("stcorr_out"), help="output folder")
+    parser.add_argument("--overlay", type=Path, help="also write an overlay video here (e.g. out.mp4)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    parser.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    parser.add_argument("--max-frames", type=int, help="use only the first N frames")
+    parser.add_argument("--context", type=int, default=20, help="preceding frames in the context")
+    parser.add_argument("--radius", type=int, default=12, help="search window half-width in feature cells")
+    parser.add_argument("--topk", type=int, default=10, help="candidates per position")
+    parser.add_argument("--temperature", type=float, default=0.07, help="softmax temperature")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per encoder batch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="stcorr", description="Dense video correspondence with stcorr.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    propagate = sub.add_parser("propagate", help="carry a first-frame mask through a video")
+    _add_video_job_arguments(propagate)
+    propagate.add_argument("--mask", required=True, type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
+    propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
+    propagate.set_defaults(func=_cmd_propagate)
+
+    points = sub.add_parser("points", help="track points given on one frame through a video")
+    _add_video_job_arguments(points)
+    points.add_argument("--points", required=True, type=Path, help='JSON [[x, y], ...] or {"points": ..., "names": ...}')
+    points.set_defaults(func=_cmd_points)
 
     convert = sub.add_parser("convert", help="convert an official .pth checkpoint to config.json + model.safetensors")
     convert.add_argument("checkpoint", type=Path, help="the authors' released .pth (or a torchvision-keyed one)")

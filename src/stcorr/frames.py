@@ -358,9 +358,18 @@ class FrameSource:
     (cost O(i)), so prefer iteration.
     """
 
-    def __init__(self, reader: _Reader, *, max_side: int | None = None, short_side: int | None = None) -> None:
+    def __init__(
+        self,
+        reader: _Reader,
+        *,
+        max_side: int | None = None,
+        short_side: int | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"max_frames must be >= 1, got {max_frames}")
         self._reader = reader
-        self.names: tuple[str, ...] = reader.names
+        self.names: tuple[str, ...] = reader.names[:max_frames]
         self.original_size: Size = reader.size
         self.size: Size = _target_size(reader.size, max_side, short_side)
         self.fps: float | None = reader.fps
@@ -369,7 +378,9 @@ class FrameSource:
         return len(self.names)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for frame in self._reader:
+        for index, frame in enumerate(self._reader):
+            if index == len(self):
+                return
             yield self._resize(frame)
 
     def iter_backward(self, start: int) -> Iterator[torch.Tensor]:
@@ -402,7 +413,13 @@ class FrameSource:
         return resized[0].clamp_(0.0, 1.0)
 
 
-def open_frames(source: FrameInput, *, max_side: int | None = None, short_side: int | None = None) -> FrameSource:
+def open_frames(
+    source: FrameInput,
+    *,
+    max_side: int | None = None,
+    short_side: int | None = None,
+    max_frames: int | None = None,
+) -> FrameSource:
     """Open a folder, video, image file, array, tensor or image list as a lazy :class:`FrameSource`.
 
     Args:
@@ -412,6 +429,7 @@ def open_frames(source: FrameInput, *, max_side: int | None = None, short_side: 
             for ordering, naming, layout and colour-mode rules.
         max_side: if given, frames whose longest side exceeds it are downscaled so that it equals it.
         short_side: if given, frames are rescaled (up or down) so that the shortest side equals it.
+        max_frames: if given, only the first ``max_frames`` frames are used.
 
     Resizing is bilinear with antialiasing and keeps the aspect ratio (sides rounded to integers).
 
@@ -428,7 +446,7 @@ def open_frames(source: FrameInput, *, max_side: int | None = None, short_side: 
             different sizes in a folder.
         ImportError: a video was given but PyAV is missing (``pip install "stcorr[video]"``).
     """
-    return FrameSource(_make_reader(source), max_side=max_side, short_side=short_side)
+    return FrameSource(_make_reader(source), max_side=max_side, short_side=short_side, max_frames=max_frames)
 
 
 # --------------------------------------------------------------------------------------------------

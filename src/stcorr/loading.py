@@ -31,7 +31,7 @@ from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
 from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
 
-__all__ = ["load_model", "resolve_device", "stcorr_home", "release_dir"]
+__all__ = ["load_model", "load_encoder", "resolve_device", "stcorr_home", "release_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ def load_model(
         name_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, stride=stride
     )
     return model.to(resolve_device(device)).eval()
+
+
+def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
+    """:func:`load_model`, or a baseline encoder for the names of :data:`stcorr.baselines.BASELINES`
+    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept."""
+    from stcorr.baselines import BASELINES, load_baseline
+
+    if isinstance(name_or_path, str) and name_or_path in BASELINES:
+        return load_baseline(name_or_path, device=resolve_device(kwargs.get("device")))
+    return load_model(name_or_path, **kwargs)
 
 
 def _load_cpu(

@@ -113,6 +113,12 @@ class CorrespondenceModel(
         """All kept layer outputs for an already-normalised input (used in training)."""
         return ResNetEncoder.forward(self, x)
 
+    def propagate(self, frames: Any, first_labels: Any, **kwargs: Any) -> Any:
+        """Propagate ``first_labels`` through ``frames``: ``propagate_labels(self, frames, first_labels, **kwargs)``."""
+        from stcorr.propagation.api import propagate_labels
+
+        return propagate_labels(self, frames, first_labels, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` atomically (used by ``save_pretrained``)."""
         tensors = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}

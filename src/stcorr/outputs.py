@@ -313,6 +313,13 @@ def overlay(
 # Point tracks
 
 
+def _point_names(count: int, point_names: Sequence[str] | None) -> list[str]:
+    names = [f"p{i}" for i in range(count)] if point_names is None else [str(n) for n in point_names]
+    if len(names) != count:
+        raise InputError(f"expected {count} point names (one per point), got {len(names)}")
+    return names
+
+
 def _as_tracks(
     points: ArrayLike, scores: ArrayLike, names: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -333,16 +340,21 @@ def _number(value: float) -> float | None:
     return round(float(value), _COORD_DECIMALS) if math.isfinite(value) else None
 
 
-def write_points_json(path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str]) -> Path:
+def write_points_json(
+    path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str], *,
+    point_names: Sequence[str] | None = None,
+) -> Path:
     """Write (T, N, 2) point tracks and (T, N) scores as JSON; return the path.
 
-    Layout: ``{"names": [T frame names], "points": T x N x [x, y], "scores": T x N}``, values
+    Layout: ``{"names": [T frame names], "point_names": [N names], "points": T x N x [x, y],
+    "scores": T x N}`` (point names default to ``p0, p1, ...``), values
     rounded to 4 decimals, non-finite values written as ``null``. ``np.array(data["points"],
     dtype=float)`` loads the tracks back (``null`` becomes NaN).
     """
     xy, conf, frame_names = _as_tracks(points, scores, names)
     data = {
         "names": frame_names,
+        "point_names": _point_names(xy.shape[1], point_names),
         "points": [[[_number(x), _number(y)] for x, y in frame] for frame in xy],
         "scores": [[_number(s) for s in frame] for frame in conf],
     }
@@ -355,12 +367,17 @@ def write_points_json(path: PathLike, points: ArrayLike, scores: ArrayLike, name
     return write_atomic(path, write)
 
 
-def write_points_csv(path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str]) -> Path:
-    """Write point tracks as CSV with columns ``frame,name,point_id,x,y,score``, one row per point and frame.
+def write_points_csv(
+    path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str], *,
+    point_names: Sequence[str] | None = None,
+) -> Path:
+    """Write point tracks as CSV with columns ``frame,name,point_id,x,y,score,point_name``, one row per
+    point and frame (``name`` is the frame's name).
 
     Values are rounded to 4 decimals; non-finite values are left empty.
     """
     xy, conf, frame_names = _as_tracks(points, scores, names)
+    labels = _point_names(xy.shape[1], point_names)
 
     def cell(value: float) -> float | str:
         number = _number(value)
@@ -369,10 +386,10 @@ def write_points_csv(path: PathLike, points: ArrayLike, scores: ArrayLike, names
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["frame", "name", "point_id", "x", "y", "score"])
+            writer.writerow(["frame", "name", "point_id", "x", "y", "score", "point_name"])
             for t, name in enumerate(frame_names):
                 for n in range(xy.shape[1]):
-                    writer.writerow([t, name, n, cell(xy[t, n, 0]), cell(xy[t, n, 1]), cell(conf[t, n])])
+                    writer.writerow([t, name, n, cell(xy[t, n, 0]), cell(xy[t, n, 1]), cell(conf[t, n]), labels[n]])
 
     return write_atomic(path, write)
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's first command: carry a first-frame mask of three pedestrians (examples/data/
+# vtest_first_mask.png, drawn for this clip) through OpenCV's vtest.avi and write an overlay video.
+# Usage: examples/demo_vtest.sh [MODEL] [FRAMES]   (defaults: efficientnet-lite0, 200 frames)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model="${1:-efficientnet-lite0}"
+frames="${2:-200}"
+video="$(examples/fetch_vtest.sh data)"
+python -m stcorr propagate --video "$video" --mask examples/data/vtest_first_mask.png \
+  --model "$model" --max-frames "$frames" --out outputs/vtest --overlay outputs/vtest_overlay.mp4

@@ -1,0 +1,186 @@
+"""End-to-end jobs on a video: propagate a mask or points and write the outputs, frame by frame.
+
+Each job streams: frames are read, propagated and written one at a time, so memory does not depend on
+the video's length (a backward pass from ``start`` holds frames 0..start of a video file). Frames may
+be processed at a reduced size (``max_side``); outputs are mapped back to the original resolution
+(masks by nearest neighbour, points by scaling).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stcorr.errors import InputError
+from stcorr.features import Encoder
+from stcorr.frames import FrameSource, open_frames, read_mask
+from stcorr.outputs import (
+    VideoWriter,
+    overlay,
+    write_confidence_png,
+    write_mask_png,
+    write_points_csv,
+    write_points_json,
+)
+from stcorr.propagation.api import FramePrediction, iter_propagate
+
+__all__ = ["MaskJob", "propagate_video_mask", "track_video_points", "render_overlay_video", "read_points_file"]
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """Where a mask-propagation job wrote its outputs."""
+
+    masks_dir: Path
+    confidence_dir: Path | None
+    overlay: Path | None
+    frames: int
+
+
+def _resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if ids.shape == size:
+        return ids
+    tensor = torch.from_numpy(ids.astype(np.int64))[None, None].float()
+    return F.interpolate(tensor, size=size, mode="nearest-exact")[0, 0].numpy().astype(ids.dtype)
+
+
+def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if values.shape == size:
+        return values
+    tensor = torch.from_numpy(values)[None, None]
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resize: bool = False) -> np.ndarray:
+    """Read a first-frame mask PNG and check (or, with ``resize``, fit) it to the frames' (H, W)."""
+    mask = read_mask(path)
+    if mask.shape != size:
+        if not resize:
+            raise InputError(
+                f"the mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames are {size[1]}x{size[0]}; "
+                "pass --resize-mask (nearest neighbour) or give a mask of the frames' size"
+            )
+        mask = _resize_ids(mask, size)
+    return mask
+
+
+def _both_directions(model: Encoder, source: FrameSource, first: Any, start: int, options: dict[str, Any]
+                     ) -> Iterator[FramePrediction]:
+    yield from iter_propagate(model, source, first, start=start, direction="forward", **options)
+    if start > 0:
+        backward = iter_propagate(model, source, first, start=start, direction="backward", **options)
+        next(backward)  # frame `start` was already yielded
+        yield from backward
+
+
+def propagate_video_mask(
+    model: Encoder,
+    video: Any,
+    mask: np.ndarray,
+    out_dir: str | os.PathLike[str],
+    *,
+    start: int = 0,
+    max_side: int | None = None,
+    max_frames: int | None = None,
+    overlay_path: str | os.PathLike[str] | None = None,
+    write_confidence: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> MaskJob:
+    """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
+
+    Palette PNGs are named like the input frames; ``write_confidence`` adds ``out_dir/confidence/``;
+    ``overlay_path`` renders an mp4 of the frames with coloured masks. ``options`` go to
+    :func:`stcorr.propagation.api.iter_propagate` (context, radius, topk, temperature, ...).
+    """
+    source = open_frames(video, max_side=max_side, max_frames=max_frames)
+    if mask.shape != source.original_size:
+        raise InputError(f"mask of shape {mask.shape} does not match the frames' size {source.original_size}")
+    masks_dir = Path(out_dir) / "masks"
+    confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
+    first = _resize_ids(mask, source.size)
+    for prediction in _both_directions(model, source, first, start, options):
+        name = source.names[prediction.t]
+        write_mask_png(masks_dir / f"{name}.png", _resize_ids(prediction.labels, source.original_size))
+        if confidence_dir is not None:
+            write_confidence_png(confidence_dir / f"{name}.png",
+                                 _resize_map(prediction.confidence, source.original_size))
+        if progress:
+            progress(1)
+    written = render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames) if overlay_path else None
+    return MaskJob(masks_dir, confidence_dir, written, len(source))
+
+
+def render_overlay_video(video: Any, masks_dir: str | os.PathLike[str] | None, path: str | os.PathLike[str], *,
+                         fps: float | None = None, points: np.ndarray | None = None,
+                         max_frames: int | None = None) -> Path:
+    """Render an mp4 of ``video`` with the masks of ``masks_dir`` (named like the frames) blended on top.
+
+    ``points`` (T, N, 2) draws keypoints as dots instead of (or on top of) masks.
+    """
+    source = open_frames(video, max_frames=max_frames)
+    with VideoWriter(path, fps=fps or source.fps or 10.0) as writer:
+        for t, frame in enumerate(source):
+            mask_file = Path(masks_dir) / f"{source.names[t]}.png" if masks_dir is not None else None
+            has_mask = mask_file is not None and mask_file.is_file()
+            ids = read_mask(mask_file) if has_mask else np.zeros(source.size, np.uint8)
+            writer.write(overlay(frame, ids, points=None if points is None else points[t]))
+    return Path(path)
+
+
+def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
+    """Read query points: JSON ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "names": [...]}``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read points from {path}: {exc}; expected JSON [[x, y], ...]") from exc
+    points = data.get("points") if isinstance(data, dict) else data
+    array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
+    if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
+        raise InputError(f"{path} must hold (x, y) points: [[x, y], ...] or {{\"points\": [[x, y], ...]}}")
+    names = list(data.get("names", [])) if isinstance(data, dict) else []
+    return array, [str(n) for n in names] or [f"p{i}" for i in range(len(array))]
+
+
+def track_video_points(
+    model: Encoder,
+    video: Any,
+    points: np.ndarray,
+    names: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    start: int = 0,
+    max_side: int | None = None,
+    max_frames: int | None = None,
+    overlay_path: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Path:
+    """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``."""
+    source = open_frames(video, max_side=max_side, max_frames=max_frames)
+    scale = np.array([source.size[1] / source.original_size[1], source.size[0] / source.original_size[0]],
+                     dtype=np.float32)
+    tracks = np.full((len(source), len(points), 2), np.nan, np.float32)
+    scores = np.zeros((len(source), len(points)), np.float32)
+    for prediction in _both_directions(model, source, points * scale, start, options):
+        valid = prediction.point_scores > 0
+        tracks[prediction.t] = np.where(valid[:, None], prediction.points / scale, np.nan)
+        scores[prediction.t] = prediction.point_scores
+        if progress:
+            progress(1)
+    out = Path(out_dir)
+    write_points_json(out / "points.json", tracks, scores, source.names, point_names=names)
+    write_points_csv(out / "points.csv", tracks, scores, source.names, point_names=names)
+    if overlay_path:
+        render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
+    return out / "points.json"
