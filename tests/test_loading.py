@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import constants
-from safetensors.torch import save_file
 
 import stcorr.hub
 import stcorr.loading

@@ -13,8 +13,18 @@ from stcorr.errors import OutputWriteError
 __all__ = ["atomic_path"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Files get the usual permissions, 0666 & ~umask, whatever the writer did to the temporary file.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _create_temp(destination: Path) -> Path:
-    """Create an empty hidden file beside ``destination`` with the usual permissions (0666 & ~umask)."""
+    """Create an empty hidden file beside ``destination``."""
     while True:
         tmp = destination.parent / f".{destination.name}.{secrets.token_hex(6)}.tmp{destination.suffix}"
         try:
@@ -39,6 +49,7 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputWriteError(f"cannot write {destination}: {exc.strerror or exc}; choose a writable folder") from exc
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, destination)
     except BaseException:
         tmp.unlink(missing_ok=True)

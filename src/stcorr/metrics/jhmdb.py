@@ -29,7 +29,6 @@ sigma 4 px, top-5 decoding).
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from stcorr._atomic import atomic_path
 from stcorr.errors import InputError, VideoReadError
