@@ -1,5 +1,11 @@
-"""Label propagation."""
+"""Label propagation.
 
-from stcorr.propagation.kernel import LabelPropagator, default_block_size, iter_propagate, propagate
+The kernel (features -> soft labels): :func:`propagate` for a whole (T, C, h, w) feature tensor,
+:func:`propagate_stream` for an iterable of per-frame features, :class:`LabelPropagator` for step-by-step
+control (anchors). The frame-level API (frames -> labels at image resolution) is
+:func:`stcorr.propagate_labels` / :func:`stcorr.iter_propagate`.
+"""
 
-__all__ = ["LabelPropagator", "default_block_size", "iter_propagate", "propagate"]
+from stcorr.propagation.kernel import LabelPropagator, default_block_size, propagate, propagate_stream
+
+__all__ = ["LabelPropagator", "default_block_size", "propagate", "propagate_stream"]

@@ -20,17 +20,24 @@ Semantics (fixed; tests compare against a dense reference implementing exactly t
   [-1, 1]; high where the cell found close matches. Frames given with labels (frame 0, anchors) have
   confidence 1.
 - **Precision**: similarities are computed in ``compute_dtype`` (float32 by default; bfloat16 or,
-  on CUDA, float16 to go faster). With a reduced dtype it only selects the candidates: the cosines
-  of the k selected ones are recomputed in float32 before the softmax. Outputs are always float32,
+  on CUDA, float16 to go faster). A reduced dtype only *selects* candidates: 2 x topk are
+  preselected, their cosines recomputed in float32, and the top-k of those used, so results match
+  float32 unless rounding pushes a true top-k candidate below rank 2k. Outputs are always float32,
   on the device of the features.
+- **Ties**: if the k-th and (k+1)-th candidates have (nearly) equal cosines, which one is kept is
+  arbitrary; two correct implementations may then differ at that cell (and, through feedback, at
+  nearby later cells).
 
 Speed. The dense formulation compares every query with every context cell, (h·w) x (n·h·w) per
-frame. Here the query grid is tiled into blocks of ``bh x bw`` cells; a block only needs the key
-rectangle of (bh + 2r) x (bw + 2r) cells its windows cover. Each context frame is stored once as
-overlapping column bands of width bw + 2r (zero-padded at the borders), so every block's key rectangle
-is a contiguous slice and one batched matmul per (band, context frame) computes all row blocks of a
-band with no copy. Out-of-window and padding cells get -inf, then one top-k per query runs over the
-candidates of all context frames at once. Memory is bounded by the context, not the video length.
+frame. Here the query grid is tiled into blocks of bh x bw cells (:func:`default_block_size`); a
+block only needs the key rectangle of (bh + 2r) x (bw + 2r) cells its windows cover. Each context
+frame is stored once as overlapping column bands of width bw + 2r (zero-padded at the borders), and
+up to 8 frames share a chunk in which their band rows are interleaved, so the key rectangles of a
+row block in all frames of a chunk form one strided matrix: one batched matmul per (band, chunk)
+covers every row block and frame with no copy. Out-of-window and padding cells get -inf; a top-k
+per (band, chunk) then a top-k over their union gives the joint top-k exactly. Memory is bounded by
+the context (about (bw + 2r) / bw times the context's features, plus a similarity buffer of at
+most ``_SIMS_BUDGET`` bytes), not by the video length.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ import torch.nn.functional as F
 
 from stcorr.errors import InputError
 
-__all__ = ["propagate", "iter_propagate", "LabelPropagator", "default_block_size"]
+__all__ = ["propagate", "propagate_stream", "LabelPropagator", "default_block_size"]
 
 _REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 # With a reduced compute dtype, this many times topk candidates are preselected, their cosines
@@ -55,18 +62,23 @@ _OVERSAMPLE = 2
 # Upper bound on the similarity buffer of one chunk of row blocks (bytes); bounds the peak memory
 # independently of grid size and radius.
 _SIMS_BUDGET = 96 * 2**20
+# Context frames per chunk: one matmul per (band, chunk) covers all frames of a chunk. Adding a
+# frame to a partly filled chunk copies that chunk (only while the context fills up).
+_SLOTS_PER_CHUNK = 8
 
 
 def default_block_size(radius: int) -> tuple[int, int]:
     """Query block (rows, columns) used when ``block_size`` is not given.
 
-    Measured at DAVIS scale (60x107 cells, C=256, radius 12, 21 context frames) on a 2-core AVX-512
-    CPU, single-thread CPU time per frame, fp32: (4, 8) 0.90 s, (8, 8) 1.02 s, (4, 16) 1.04 s,
-    (10, 12) 1.08 s, (6, 16) 1.11 s, (8, 16) 1.23 s; bf16: 0.44-0.46 s for (4, 16), (8, 8),
-    (10, 12). Smaller blocks waste fewer similarities on window corners; narrower blocks duplicate
-    more key columns in the cached bands ((bw + 2r) / bw). (4, 16) is within 15 % of the fastest with
-    40 % less context memory than (4, 8). For large radii the block widens with the radius to keep
-    that duplication near 3x. Not measured on a GPU.
+    Chosen by measurement at DAVIS scale (60x107 cells, C=256, radius 12, context 20, 22 frames) on
+    a 2-core AVX-512 CPU, fp32, single-thread CPU seconds per frame: (4, 8) 0.51, (3, 12) 0.53,
+    (4, 12) 0.53, (2, 12) 0.53, (2, 8) 0.53, (4, 16) 0.59 (one matmul per frame and band; grouping
+    frames in chunks later cost ~10 % single-thread but needs ~8x fewer matmul calls, which holds up
+    much better with 2 threads on a busy machine). Smaller blocks waste fewer
+    similarities on window corners but make smaller matmuls; narrower blocks duplicate more key
+    columns in the stored bands ((bw + 2r) / bw: 4x for (4, 8), 3x for (4, 12)). (4, 12) is within
+    4 % of the fastest with 25 % less context memory. For radii above 12 the block widens with the
+    radius to keep the duplication at most 3x. Not measured on a GPU.
     """
     return (4, max(12, radius))
 
@@ -86,8 +98,8 @@ class _Tiling:
     rx: int  # window half-width
     nby: int  # row blocks
     nbx: int  # column blocks = key bands
-    window_bias: torch.Tensor  # (Q, 1, R): 0 where the key is in the query's window, else -inf
-    grid_bias: torch.Tensor  # (nbx, nby, 1, 1, R): 0 where the key is on the grid, -inf on padding
+    window_bias: torch.Tensor  # (Q, rect_rows, 1, band_width): 0 where the key is in the query's window, else -inf
+    grid_bias: torch.Tensor  # (nbx, nby, 1, rect_rows, 1, band_width): 0 where the key is on the grid, else -inf
     key_cell: torch.Tensor  # (nbx, nby, R) int64: flat grid index y * w + x of each key (clamped)
 
     @property
@@ -130,11 +142,18 @@ def _make_tiling(
     on_grid = (abs_y >= 0) & (abs_y < h) & (abs_x >= 0) & (abs_x < w)
     key_cell = abs_y.clamp(0, h - 1) * w + abs_x.clamp(0, w - 1)
     return _Tiling(
-        h=h, w=w, bh=bh, bw=bw, ry=ry, rx=rx, nby=nby, nbx=nbx,
-        window_bias=_bias(in_window, dtype, device).unsqueeze(1),
-        grid_bias=_bias(on_grid, dtype, device)[:, :, None, None, :],
+        h=h,
+        w=w,
+        bh=bh,
+        bw=bw,
+        ry=ry,
+        rx=rx,
+        nby=nby,
+        nbx=nbx,
+        window_bias=_bias(in_window, dtype, device).view(bh * bw, rows, 1, cols),
+        grid_bias=_bias(on_grid, dtype, device).view(nbx, nby, 1, rows, 1, cols),
         key_cell=key_cell.to(device),
-    )  # fmt: skip
+    )
 
 
 def _bias(keep: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -165,13 +184,14 @@ def _to_bands(grid: torch.Tensor, t: _Tiling) -> torch.Tensor:
 
 
 def _key_rects(band: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """One (C, padded_rows, band_width) band -> (nby, C, R) view: the key rectangle of each row block.
+    """One band of a chunk, (C, padded_rows, slots, band_width) -> (nby, C, rect_rows * slots * band_width).
 
-    A rectangle is a run of whole band rows, so it is a plain strided matrix (no copy).
+    The key rectangle of a row block is a run of whole band rows (each holding every slot), so it
+    is a plain strided matrix: no copy.
     """
-    c = band.shape[0]
-    row = t.band_width
-    return band.as_strided((t.nby, c, t.keys), (t.bh * row, t.padded_rows * row, 1))
+    c, _, slots, width = band.shape
+    row = slots * width
+    return band.as_strided((t.nby, c, t.rect_rows * row), (t.bh * row, t.padded_rows * row, 1))
 
 
 def _grouped_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +210,26 @@ def _grouped_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, top_groups.gather(-1, local // size) * size + local % size
 
 
+def _matmul(queries: torch.Tensor, rects: torch.Tensor, out: torch.Tensor) -> None:
+    """out[b] = queries[b] @ rects[b] for every row block b.
+
+    One batched matmul, except for reduced precision on CPU: there oneDNN's batched path copies
+    the overlapping key rectangles first (measured 4x slower than a loop of 2-D matmuls).
+    """
+    if out.dtype == torch.float32 or out.device.type != "cpu":
+        torch.bmm(queries, rects, out=out)
+    else:
+        for b in range(out.shape[0]):
+            torch.mm(queries[b], rects[b], out=out[b])
+
+
+def _topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over the last two dims of x (..., groups, G) as (values, flat indices)."""
+    if x.dtype == torch.float32:
+        return _grouped_topk(x, k)
+    return x.flatten(-2).topk(k, dim=-1)  # grouping does not pay off with 16-bit values (slow amax)
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -204,7 +244,9 @@ def _check_options(context: int, radius: int, topk: int, temperature: float, com
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
         raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
     if compute_dtype not in (None, torch.float32, *_REDUCED_DTYPES):
-        raise InputError(f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {compute_dtype}")
+        raise InputError(
+            f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {compute_dtype}"
+        )
 
 
 def _check_block(block_size: tuple[int, int]) -> tuple[int, int]:
@@ -237,7 +279,9 @@ def _check_labels(labels: object, what: str, hw: tuple[int, int], k: int | None,
     if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
         raise InputError(f"{what}: expected soft labels of shape (K, h, w), got {_shape(labels)}")
     if tuple(labels.shape[1:]) != hw:
-        raise InputError(f"{what}: labels must cover the feature grid (h, w) = {hw}, got labels of shape {tuple(labels.shape)}")
+        raise InputError(
+            f"{what}: labels must cover the feature grid (h, w) = {hw}, got labels of shape {tuple(labels.shape)}"
+        )
     if labels.shape[0] == 0 or (k is not None and labels.shape[0] != k):
         expected = "at least one channel" if k is None else f"{k} channels"
         raise InputError(f"{what}: expected labels with {expected}, got shape {tuple(labels.shape)}")
@@ -252,17 +296,73 @@ def _check_labels(labels: object, what: str, hw: tuple[int, int], k: int | None,
 # --------------------------------------------------------------------------- context storage
 
 
-@dataclass
-class _ContextFrame:
-    bands: torch.Tensor  # (nbx, C, padded_rows, band_width), compute dtype
-    labels: torch.Tensor  # (h*w, K) float32
-    features: torch.Tensor | None  # (h*w, C) float32, kept only to refine reduced-precision cosines
+class _ContextStore:
+    """All context frames ("slots"): key bands in chunks, labels and float32 features in one tensor each.
+
+    A chunk (nbx, C, padded_rows, slots, band_width) holds up to ``_SLOTS_PER_CHUNK`` frames
+    interleaved along the band width: one band row holds that row of every slot of the chunk, so
+    the key rectangles of all its slots form one strided matrix and one matmul per (band, chunk)
+    covers them all. Slot i of the store is slot i - (slots of earlier chunks) of its chunk.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[torch.Tensor] = []
+        self.labels: torch.Tensor | None = None  # (slots, h*w, K) float32
+        self.features: torch.Tensor | None = None  # (slots, h*w, C) float32, only to refine reduced precision
+
+    @property
+    def slots(self) -> int:
+        return sum(c.shape[3] for c in self.chunks)
+
+    def add(self, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None) -> int:
+        """Store one frame ((nbx, C, rows, 1, width) bands, (1, h*w, K) labels, (1, h*w, C) features
+        or None) in a new slot; return its index. Growing a chunk copies it (only while filling up)."""
+        index = self.slots
+        if self.chunks and self.chunks[-1].shape[3] < _SLOTS_PER_CHUNK:
+            self.chunks[-1] = torch.cat([self.chunks[-1], bands], dim=3)
+        else:
+            self.chunks.append(bands)
+        self.labels = labels if self.labels is None else torch.cat([self.labels, labels])
+        if features is not None:
+            self.features = features if self.features is None else torch.cat([self.features, features])
+        return index
+
+    def replace(self, index: int, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None) -> None:
+        """Overwrite slot ``index`` in place with one frame (same layout as :meth:`add`)."""
+        assert self.labels is not None
+        self.labels[index].copy_(labels[0])
+        if features is not None and self.features is not None:
+            self.features[index].copy_(features[0])
+        for chunk in self.chunks:
+            if index < chunk.shape[3]:
+                chunk[:, :, :, index].copy_(bands[:, :, :, 0])
+                return
+            index -= chunk.shape[3]
+        raise IndexError(index)
 
 
 @dataclass
 class _Query:
     blocks: torch.Tensor  # (nbx, nby, Q, C) compute dtype
     flat: torch.Tensor | None  # (nbx*nby*Q, C) float32, only for refinement
+
+
+@dataclass
+class _Picks:
+    """Selected candidates per query, (nbx, nby, Q, k) each."""
+
+    cos: torch.Tensor  # similarity; -inf for a padding or out-of-window pick
+    slot: torch.Tensor  # int64 context slot
+    cell: torch.Tensor  # int64 flat grid cell y * w + x
+
+    def take(self, index: torch.Tensor) -> _Picks:
+        return _Picks(self.cos.gather(-1, index), self.slot.gather(-1, index), self.cell.gather(-1, index))
+
+    def best(self, k: int) -> _Picks:
+        """The k picks with the largest cosines."""
+        if self.cos.shape[-1] <= k:
+            return self
+        return self.take(self.cos.topk(k, dim=-1).indices)
 
 
 # --------------------------------------------------------------------------- the streaming propagator
@@ -286,6 +386,7 @@ class LabelPropagator:
             gives the same result, only speed and memory change.
     """
 
+    @torch.no_grad()
     def __init__(
         self,
         first_features: torch.Tensor,
@@ -304,12 +405,14 @@ class LabelPropagator:
         self._device = first.device
         labels = _check_labels(first_labels, "frame 0", self._chw[1:], None, self._device)
         self._num_labels = labels.shape[0]
-        self.radius, self.topk, self.temperature = int(radius), int(topk), float(temperature)
+        self.context, self.radius, self.topk = int(context), int(radius), int(topk)
+        self.temperature = float(temperature)
         self.compute_dtype = compute_dtype or torch.float32
         block = _check_block(block_size) if block_size is not None else default_block_size(self.radius)
         self._tiling = _make_tiling(*self._chw[1:], self.radius, block, self._device, self.compute_dtype)
-        self._fixed: list[_ContextFrame] = [self._store(self._normalise(first), labels)]
-        self._recent: deque[_ContextFrame] = deque(maxlen=int(context))
+        self._store = _ContextStore()
+        self._fixed: list[int] = [self._store.add(*self._frame(self._normalise(first), labels))]
+        self._recent: deque[int] = deque()  # slots of the previous frames, oldest first
         self._frames_seen = 1
 
     # ----------------------------------------------------------------- public
@@ -324,6 +427,7 @@ class LabelPropagator:
         """Frames given so far (frame 0 included, anchors excluded)."""
         return self._frames_seen
 
+    @torch.no_grad()
     def add_anchor(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a frame with known labels as fixed context, like frame 0, for every later :meth:`step`.
 
@@ -340,7 +444,7 @@ class LabelPropagator:
         feats = _check_frame(features, what, self._chw)
         self._check_device(feats, what)
         labels = _check_labels(labels, what, self._chw[1:], self._num_labels, self._device)
-        self._fixed.append(self._store(self._normalise(feats), labels))
+        self._fixed.append(self._store.add(*self._frame(self._normalise(feats), labels)))
 
     @torch.no_grad()
     def step(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,15 +461,16 @@ class LabelPropagator:
         self._check_device(feats, what)
         normalised = self._normalise(feats)
         labels, confidence = self._predict(normalised)
-        self._recent.append(self._store(normalised, labels))
+        self._remember(self._frame(normalised, labels))
         self._frames_seen += 1
         return labels, confidence
 
     def first_frame_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame 0's (labels, confidence): its labels as float32 (K, h, w) and a confidence of 1."""
         h, w = self._chw[1:]
-        labels = self._fixed[0].labels.t().reshape(self._num_labels, h, w).clone()
-        return labels, torch.ones((h, w), device=self._device)
+        assert self._store.labels is not None
+        first = self._store.labels[self._fixed[0]]
+        return first.t().reshape(self._num_labels, h, w).clone(), torch.ones((h, w), device=self._device)
 
     # ----------------------------------------------------------------- internals
 
@@ -382,92 +487,105 @@ class LabelPropagator:
     def _refine(self) -> bool:
         return self.compute_dtype != torch.float32
 
-    def _store(self, normalised: torch.Tensor, labels: torch.Tensor) -> _ContextFrame:
+    def _frame(
+        self, normalised: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One context frame in the layout of :meth:`_ContextStore.add`."""
         k = labels.shape[0]
-        return _ContextFrame(
-            bands=_to_bands(normalised.to(self.compute_dtype), self._tiling),
-            labels=labels.reshape(k, -1).t().contiguous(),
-            features=normalised.flatten(1).t().contiguous() if self._refine else None,
+        return (
+            _to_bands(normalised.to(self.compute_dtype), self._tiling).unsqueeze(3),
+            labels.reshape(1, k, -1).transpose(1, 2).contiguous(),
+            normalised.flatten(1).t().unsqueeze(0).contiguous() if self._refine else None,
         )
 
-    def _context(self) -> list[_ContextFrame]:
-        return [*self._fixed, *self._recent]
+    def _remember(self, frame: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
+        """Put a predicted frame in the window of previous frames, evicting the oldest if full."""
+        if self.context == 0:
+            return
+        if len(self._recent) == self.context:
+            slot = self._recent.popleft()
+            self._store.replace(slot, *frame)
+        else:
+            slot = self._store.add(*frame)
+        self._recent.append(slot)
 
     def _predict(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self._tiling
-        ctx = self._context()
         blocks = _to_blocks(normalised.permute(1, 2, 0), t)
         query = _Query(
             blocks=blocks.to(self.compute_dtype),
             flat=blocks.reshape(-1, blocks.shape[-1]) if self._refine else None,
         )
-        cos, frame, cell = self._select(query, ctx)
+        picks = self._select(query)
         if self._refine:
-            cos = self._exact_cosines(query, ctx, cos, frame, cell)
-            cos, best = cos.topk(min(self.topk, cos.shape[-1]), dim=-1)
-            frame, cell = frame.gather(-1, best), cell.gather(-1, best)
-        valid = torch.isfinite(cos)
-        weights = torch.softmax(torch.where(valid, cos / self.temperature, float("-inf")), dim=-1)
-        labels_ctx = torch.cat([c.labels for c in ctx])  # (n*h*w, K)
-        picked = labels_ctx[frame * (t.h * t.w) + cell]  # (nbx, nby, Q, k, K)
+            picks = self._exact(query, picks).best(self.topk)
+        valid = torch.isfinite(picks.cos)
+        weights = torch.softmax(torch.where(valid, picks.cos / self.temperature, float("-inf")), dim=-1)
+        assert self._store.labels is not None
+        picked = self._store.labels.flatten(0, 1)[picks.slot * (t.h * t.w) + picks.cell]  # (nbx, nby, Q, k, K)
         labels = (weights.unsqueeze(-1) * picked).sum(-2)
-        confidence = (weights * torch.where(valid, cos, 0.0)).sum(-1, keepdim=True)
+        confidence = (weights * torch.where(valid, picks.cos, 0.0)).sum(-1, keepdim=True)
         return _from_blocks(labels, t).contiguous(), _from_blocks(confidence, t)[0].contiguous()
 
-    def _select(
-        self, query: _Query, ctx: list[_ContextFrame]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Joint top-k over all context frames, band by band.
+    def _select(self, query: _Query) -> _Picks:
+        """Joint top-k over all context slots: per (band, chunk) top-k, then top-k of their union.
 
-        Returns cosines (nbx, nby, Q, k) in compute precision, -inf for padding picks, and the
-        context-frame index and flat grid cell of each pick (int64, same shape). k is topk (times
+        The union of per-chunk top-k's contains the joint top-k, so this is exact. k is topk (times
         ``_OVERSAMPLE`` with a reduced dtype), at most the number of candidates.
         """
         t = self._tiling
-        n = len(ctx)
-        k = min(self.topk * (_OVERSAMPLE if self._refine else 1), n * t.keys)
+        k = self.topk * (_OVERSAMPLE if self._refine else 1)
+        parts, first_slot = [], 0
+        for chunk in self._store.chunks:
+            parts.append(self._select_chunk(query, chunk, first_slot, k))
+            first_slot += chunk.shape[3]
+        if len(parts) == 1:
+            return parts[0]
+        union = _Picks(*(torch.cat([getattr(p, f) for p in parts], dim=-1) for f in ("cos", "slot", "cell")))
+        return union.best(min(k, self._store.slots * t.keys))
+
+    def _select_chunk(self, query: _Query, chunk: torch.Tensor, first_slot: int, k: int) -> _Picks:
+        """Top-k candidates among the slots of one chunk, band by band."""
+        t = self._tiling
+        g = chunk.shape[3]
+        k = min(k, g * t.keys)
         shape = (t.nbx, t.nby, t.queries, k)
         cos = torch.empty(shape, dtype=self.compute_dtype, device=self._device)
-        pick = torch.empty(shape, dtype=torch.int64, device=self._device)
-        # Similarities of a chunk of row blocks of one band: (rows, Q, n, R); each context frame
-        # writes its (rows, Q, R) slice, so one top-k covers all context frames.
-        per_row_block = t.queries * n * t.keys * cos.element_size()
-        chunk = max(1, min(t.nby, _SIMS_BUDGET // per_row_block))
-        buffer = torch.empty((chunk, t.queries, n, t.keys), dtype=self.compute_dtype, device=self._device)
+        flat_idx = torch.empty(shape, dtype=torch.int64, device=self._device)
+        # Similarities of a run of row blocks: (rows, Q, rect_rows, g, band_width).
+        per_row_block = t.queries * g * t.keys * cos.element_size()
+        step = max(1, min(t.nby, _SIMS_BUDGET // per_row_block))
+        buffer = torch.empty((step, t.queries, g * t.keys), dtype=self.compute_dtype, device=self._device)
         for j in range(t.nbx):
-            rects = [_key_rects(frame.bands[j], t) for frame in ctx]
-            for b0 in range(0, t.nby, chunk):
-                b1 = min(b0 + chunk, t.nby)
+            rects = _key_rects(chunk[j], t)
+            for b0 in range(0, t.nby, step):
+                b1 = min(b0 + step, t.nby)
                 sims = buffer[: b1 - b0]
-                for s, rect in enumerate(rects):
-                    torch.bmm(query.blocks[j, b0:b1], rect[b0:b1], out=sims[:, :, s])
-                sims.add_(t.window_bias + t.grid_bias[j, b0:b1])
-                rows = sims.view(b1 - b0, t.queries, n * t.rect_rows, t.band_width)
-                cos[j, b0:b1], pick[j, b0:b1] = _grouped_topk(rows, k)
-        frame_idx = pick // t.keys
-        rect_idx = pick % t.keys
+                _matmul(query.blocks[j, b0:b1], rects[b0:b1], sims)
+                shaped = sims.view(b1 - b0, t.queries, t.rect_rows, g, t.band_width)
+                shaped.add_(t.window_bias + t.grid_bias[j, b0:b1])
+                groups = sims.view(b1 - b0, t.queries, t.rect_rows * g, t.band_width)
+                cos[j, b0:b1], flat_idx[j, b0:b1] = _topk(groups, k)
+        # flat index = (rect_row * g + slot) * band_width + column
+        row, rem = flat_idx // (g * t.band_width), flat_idx % (g * t.band_width)
+        slot, col = rem // t.band_width, rem % t.band_width
+        rect_idx = row * t.band_width + col
         cell = torch.gather(t.key_cell[:, :, None, :].expand(-1, -1, t.queries, -1), 3, rect_idx)
-        return cos, frame_idx, cell
+        return _Picks(cos, slot + first_slot, cell)
 
-    def _exact_cosines(
-        self, query: _Query, ctx: list[_ContextFrame], cos: torch.Tensor, frame: torch.Tensor, cell: torch.Tensor
-    ) -> torch.Tensor:
-        """Recompute the selected cosines in float32 (reduced-precision path)."""
-        assert query.flat is not None
-        exact = cos.float()
-        q_index = torch.arange(query.flat.shape[0], device=self._device).view(*cos.shape[:3], 1).expand_as(cos)
-        valid = torch.isfinite(exact)
-        for s, entry in enumerate(ctx):
-            assert entry.features is not None
-            sel = valid & (frame == s)
-            exact[sel] = (query.flat[q_index[sel]] * entry.features[cell[sel]]).sum(-1)
-        return exact
+    def _exact(self, query: _Query, picks: _Picks) -> _Picks:
+        """Recompute the picked cosines in float32 (reduced-precision path)."""
+        assert query.flat is not None and self._store.features is not None
+        hw, c = self._tiling.h * self._tiling.w, query.flat.shape[-1]
+        keys = self._store.features.view(-1, c)[picks.slot * hw + picks.cell]  # (nbx, nby, Q, k, C)
+        exact = torch.matmul(keys, query.flat.view(*picks.cos.shape[:3], c, 1)).squeeze(-1)
+        return _Picks(torch.where(torch.isfinite(picks.cos), exact, float("-inf")), picks.slot, picks.cell)
 
 
 # --------------------------------------------------------------------------- whole-video helpers
 
 
-def iter_propagate(
+def propagate_stream(
     features: Iterable[torch.Tensor],
     labels: torch.Tensor,
     *,
@@ -489,9 +607,15 @@ def iter_propagate(
     except StopIteration:
         raise InputError("features: expected at least one frame, got none") from None
     propagator = LabelPropagator(
-        first, labels, context=context, radius=radius, topk=topk, temperature=temperature,
-        compute_dtype=compute_dtype, block_size=block_size,
-    )  # fmt: skip
+        first,
+        labels,
+        context=context,
+        radius=radius,
+        topk=topk,
+        temperature=temperature,
+        compute_dtype=compute_dtype,
+        block_size=block_size,
+    )
     yield propagator.first_frame_output()
     for feats in frames:
         yield propagator.step(feats)
@@ -532,10 +656,16 @@ def propagate(
     t_len, _, h, w = features.shape
     out_labels: torch.Tensor | None = None
     out_conf = torch.empty((t_len, h, w), device=features.device)
-    stream = iter_propagate(
-        features.unbind(0), labels, context=context, radius=radius, topk=topk, temperature=temperature,
-        compute_dtype=compute_dtype, block_size=block_size,
-    )  # fmt: skip
+    stream = propagate_stream(
+        features.unbind(0),
+        labels,
+        context=context,
+        radius=radius,
+        topk=topk,
+        temperature=temperature,
+        compute_dtype=compute_dtype,
+        block_size=block_size,
+    )
     for t, (lab, conf) in enumerate(stream):
         if out_labels is None:
             out_labels = torch.empty((t_len, *lab.shape), device=lab.device)
