@@ -187,3 +187,13 @@ def test_300_frame_video_streams_in_bounded_memory(tmp_path):
     assert len(open_frames(tmp_path / "out" / "o.mp4")) == 300
     growth = max(samples[50:]) - samples[50]
     assert growth < 30, f"RSS grew by {growth:.1f} MB between frame 50 and 300"
+
+
+def test_sheet_command(tmp_path, clip):
+    from PIL import Image
+
+    video, _ = clip
+    assert main(["sheet", str(video), "--frames", "0", "5", "11", "--out", str(tmp_path / "s.png"), "--width", "384"]) == 0
+    image = Image.open(tmp_path / "s.png")
+    assert image.size == (384, 96)
+    assert main(["sheet", str(video), "--frames", "99", "--out", str(tmp_path / "t.png")]) == 2

@@ -145,6 +145,13 @@ def _cmd_points(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sheet(args: argparse.Namespace) -> int:
+    from stcorr.pipelines import contact_sheet
+
+    print(f"wrote {contact_sheet(args.video, args.frames, args.out, width=args.width)}")
+    return 0
+
+
 def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="a video file or a folder of JPEG/PNG frames")
     parser.add_argument("--frame", type=int, default=0, help="index of the annotated frame (default 0)")
@@ -180,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_job_arguments(points)
     points.add_argument("--points", required=True, type=Path, help='JSON [[x, y], ...] or {"points": ..., "names": ...}')
     points.set_defaults(func=_cmd_points)
+
+    sheet = sub.add_parser("sheet", help="save chosen frames of a video side by side as one image")
+    sheet.add_argument("video", help="a video file or a folder of frames (e.g. an overlay video)")
+    sheet.add_argument("--frames", type=int, nargs="+", required=True, help="frame indices, e.g. 0 100 199")
+    sheet.add_argument("--out", type=Path, required=True, help="output image (.png or .jpg)")
+    sheet.add_argument("--width", type=int, default=1200, help="width of the output image in pixels")
+    sheet.set_defaults(func=_cmd_sheet)
 
     convert = sub.add_parser("convert", help="convert an official .pth checkpoint to config.json + model.safetensors")
     convert.add_argument("checkpoint", type=Path, help="the authors' released .pth (or a torchvision-keyed one)")

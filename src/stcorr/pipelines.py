@@ -26,13 +26,21 @@ from stcorr.outputs import (
     VideoWriter,
     overlay,
     write_confidence_png,
+    write_image,
     write_mask_png,
     write_points_csv,
     write_points_json,
 )
 from stcorr.propagation.api import FramePrediction, iter_propagate
 
-__all__ = ["MaskJob", "propagate_video_mask", "track_video_points", "render_overlay_video", "read_points_file"]
+__all__ = [
+    "MaskJob",
+    "propagate_video_mask",
+    "track_video_points",
+    "render_overlay_video",
+    "read_points_file",
+    "contact_sheet",
+]
 
 Progress = Callable[[int], None]
 
@@ -184,3 +192,21 @@ def track_video_points(
     if overlay_path:
         render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
     return out / "points.json"
+
+
+def contact_sheet(video: Any, indices: Sequence[int], path: str | os.PathLike[str], *, width: int = 1200) -> Path:
+    """Write the frames ``indices`` of ``video`` side by side as one image (PNG/JPEG), ``width`` px wide."""
+    source = open_frames(video)
+    wanted = sorted(set(indices))
+    if not wanted or wanted[0] < 0 or wanted[-1] >= len(source):
+        raise InputError(f"frame indices must lie in [0, {len(source) - 1}], got {list(indices)}")
+    picked = {}
+    for t, frame in enumerate(source):
+        if t in wanted:
+            picked[t] = frame
+        if t == wanted[-1]:
+            break
+    strip = torch.cat([picked[t] for t in indices], dim=2)
+    height = max(1, round(strip.shape[1] * width / strip.shape[2]))
+    resized = F.interpolate(strip[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return write_image(path, resized[0].clamp(0, 1))
