@@ -1,6 +1,13 @@
-"""Score result folders on DAVIS-2017, VIP and JHMDB: ``python -m stcorr.eval {davis,vip,jhmdb}``.
+"""Evaluate on DAVIS-2017, VIP and JHMDB: ``python -m stcorr.eval {davis,vip,jhmdb,offline}``.
 
-Result layouts (``--results DIR``):
+Each benchmark subcommand scores either an existing result folder (``--results DIR``) or a model it
+first propagates with the benchmark's preset (``--model NAME|PATH --out DIR``, presets in
+:mod:`stcorr.eval.presets`, knobs overridable with ``--context --radius --topk --temperature``).
+Under ``torchrun`` each rank propagates a slice of the videos and rank 0 scores the merged folder
+(:mod:`stcorr.eval.sharding`). ``offline`` runs the benchmark that needs no dataset download
+(:mod:`stcorr.eval.offline`).
+
+Result layouts (``--results DIR``, or what ``--model`` writes to ``--out DIR``):
 
 * DAVIS: ``DIR/<seq>/<frame>.png``, single-channel indexed PNGs at GT size, one per evaluated GT
   frame (the first and last frames are not read). Object ids as in the first GT frame.
@@ -10,7 +17,8 @@ Result layouts (``--results DIR``):
   ``(x, y)`` in the original frame, ``-1`` for missing (:func:`stcorr.metrics.jhmdb.save_keypoints`).
 
 Every score is recomputed from the PNGs / keypoint files; no cached CSV is ever read. A missing
-folder or file, or a malformed result, stops the run with exit code 2 and a message.
+folder or file, a malformed result, or a model that cannot be loaded stops the run with exit code 2
+and a message.
 """
 
 from __future__ import annotations
@@ -109,7 +117,9 @@ class DavisEvaluation:
         }
 
 
-def evaluate_davis(root: PathLike, results: PathLike, subset: str = "val", *, progress: bool = False) -> DavisEvaluation:
+def evaluate_davis(
+    root: PathLike, results: PathLike, subset: str = "val", *, progress: bool = False
+) -> DavisEvaluation:
     """Score ``results/<seq>/<frame>.png`` against DAVIS ``root`` like davis2017-evaluation.
 
     ``progress`` shows a bar on an interactive stderr (as every ``evaluate_*`` function here).
@@ -259,30 +269,92 @@ def _write_json(data: dict[str, Any], path: Path) -> None:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
+def _propagated(args: argparse.Namespace, benchmark: str, subset: Any) -> tuple[Path | None, dict[str, Any]]:
+    """The folder to score and what to add to the JSON: ``--results`` as given, or ``--out`` once
+    ``--model`` has been propagated over this process's shard (None on ranks other than 0).
+    ``subset`` is the dataset's set, split or list file."""
+    if args.model is None:
+        return args.results, {}
+    from dataclasses import asdict
+
+    from stcorr.eval import predict
+    from stcorr.eval.sharding import all_succeeded, default_device, process_group, shard_from_env
+    from stcorr.loading import load_encoder
+
+    writers = {"davis": predict.predict_davis, "vip": predict.predict_vip, "jhmdb": predict.predict_jhmdb}
+    datasets = {"davis": DavisDataset, "vip": VipDataset, "jhmdb": JhmdbDataset}
+    datasets[benchmark](args.root, subset)  # a missing folder or list fails before the model loads
+    shard = shard_from_env()
+    with process_group(shard):
+        succeeded = False
+        try:
+            model = load_encoder(args.model, device=default_device(shard, args.device))
+            knobs = {name: getattr(args, name) for name in ("context", "radius", "topk", "temperature")}
+            preset = predict.model_preset(model, benchmark, **knobs)
+            if shard.is_main:
+                ranks = f" on {shard.world_size} ranks" if shard.distributed else ""
+                print(f"propagating {args.model}{ranks}: {preset.describe()}", flush=True)
+            write = writers[benchmark]
+            write(model, args.root, args.out, subset, preset=preset, shard=shard, batch_size=args.batch_size or 8,
+                  progress=True)
+            succeeded = True
+        finally:
+            everyone = all_succeeded(shard, succeeded)
+    if not everyone:
+        raise StcorrError(f"rank {shard.rank}: another rank failed (see its error); {args.out} is incomplete")
+    if not shard.is_main:
+        return None, {}
+    return args.out, {"model": str(args.model), "propagation": asdict(preset), "world_size": shard.world_size}
+
+
 def _cmd_davis(args: argparse.Namespace) -> int:
-    evaluation = evaluate_davis(args.root, args.results, args.set, progress=True)
+    results, extra = _propagated(args, "davis", args.set)
+    if results is None:
+        return 0
+    evaluation = evaluate_davis(args.root, results, args.set, progress=True)
     summary = evaluation.summary
+    sequences = len(evaluation.evaluated_frames)
     _print_table(
-        f"DAVIS 2017 {args.set}, semi-supervised: {len(evaluation.evaluated_frames)} sequences, {summary.num_objects} objects",
+        f"DAVIS 2017 {args.set}, semi-supervised: {sequences} sequences, {summary.num_objects} objects",
         summary.as_dict(),
         ".3f",
     )
     if args.csv:
         _write_davis_csv(evaluation, args.csv)
-    return _finish(evaluation.to_json(), args)
+    return _finish({**evaluation.to_json(), **extra}, args)
 
 
 def _cmd_vip(args: argparse.Namespace) -> int:
-    evaluation = evaluate_vip(args.root, args.results, args.split, progress=True)
+    results, extra = _propagated(args, "vip", args.split)
+    if results is None:
+        return 0
+    evaluation = evaluate_vip(args.root, results, args.split, progress=True)
     title = f"VIP {args.split}: {evaluation.num_videos} videos, {evaluation.num_frames} frames (frame 0 included)"
     _print_table(title, {"mIoU": evaluation.miou}, ".3f")
-    return _finish(evaluation.to_json(), args)
+    return _finish({**evaluation.to_json(), **extra}, args)
 
 
 def _cmd_jhmdb(args: argparse.Namespace) -> int:
-    evaluation = evaluate_jhmdb(args.root, args.results, args.list, args.protocol, progress=True)
-    _print_table(f"JHMDB PCK (%), protocol {args.protocol}: {evaluation.num_videos} videos", evaluation.result.as_dict(), ".2f")
-    return _finish(evaluation.to_json(), args)
+    results, extra = _propagated(args, "jhmdb", args.list)
+    if results is None:
+        return 0
+    evaluation = evaluate_jhmdb(args.root, results, args.list, args.protocol, progress=True)
+    title = f"JHMDB PCK (%), protocol {args.protocol}: {evaluation.num_videos} videos"
+    _print_table(title, evaluation.result.as_dict(), ".2f")
+    return _finish({**evaluation.to_json(), **extra}, args)
+
+
+def _cmd_offline(args: argparse.Namespace) -> int:
+    from stcorr.eval.offline import OfflineConfig, run_offline
+
+    config = OfflineConfig.quick() if args.quick else OfflineConfig()
+    try:
+        report = run_offline(args.models, config=config, device=args.device, progress=True)
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_markdown())
+    return _finish(report.to_json(), args)
 
 
 def _finish(data: dict[str, Any], args: argparse.Namespace) -> int:
@@ -295,20 +367,46 @@ def _finish(data: dict[str, Any], args: argparse.Namespace) -> int:
 # Parser
 
 
+_MODEL_OPTIONS = ("out", "device", "batch_size", "context", "radius", "topk", "temperature")
+
+
 def _add_common(parser: argparse.ArgumentParser, results_help: str) -> None:
-    """Dataset root, result source and outputs. ``--results`` sits in a required exclusive group
-    so that another source (e.g. a model to propagate) can be added next to it."""
+    """Dataset root, result source (``--results`` or ``--model``, exclusive) and outputs."""
     parser.add_argument("--root", type=Path, required=True, help="dataset root folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--results", type=Path, help=results_help)
+    source.add_argument(
+        "--model",
+        help="propagate this model first: manifest name, hf-hub:org/repo, folder, checkpoint, or a baseline "
+        "(lab-pixels, random-r18, efficientnet-lite0); needs --out",
+    )
     parser.add_argument("--json", type=Path, help="write the scores (and per-video data) to this JSON file")
+    model = parser.add_argument_group("with --model", "preset of the model's stride unless overridden")
+    model.add_argument("--out", type=Path, help="folder for the propagated results (then scored)")
+    model.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available; one GPU per rank)")
+    model.add_argument("--batch-size", type=int, help="frames per encoder batch (default 8)")
+    model.add_argument("--context", type=int, help="preceding frames in the context (preset: 20)")
+    model.add_argument("--radius", type=int, help="search window half-width in feature cells (preset per task)")
+    model.add_argument("--topk", type=int, help="candidates kept per position (preset: 10)")
+    model.add_argument("--temperature", type=float, help="softmax temperature (preset: 0.07)")
+
+
+def _check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not hasattr(args, "results"):  # offline
+        return
+    if args.model is not None and args.out is None:
+        parser.error("--model needs --out DIR, the folder the propagated results are written to")
+    given = [f"--{name.replace('_', '-')}" for name in _MODEL_OPTIONS if getattr(args, name) is not None]
+    if args.model is None and given:
+        parser.error(f"{', '.join(given)}: only with --model (they configure the propagation)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m stcorr.eval`` parser: one subcommand per benchmark."""
     parser = argparse.ArgumentParser(
         prog="python -m stcorr.eval",
-        description="Score result folders on DAVIS-2017 (J&F), VIP (mIoU) and JHMDB (PCK), like the reference tools.",
+        description="Score result folders, or models propagated with the paper's presets, on DAVIS-2017 (J&F), "
+        "VIP (mIoU) and JHMDB (PCK) like the reference tools; or run the offline benchmark.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages")
     sub = parser.add_subparsers(dest="benchmark", required=True)
@@ -335,13 +433,34 @@ def build_parser() -> argparse.ArgumentParser:
         "crw: CRW/UVC, frame 0 skipped, visible = predicted x >= 0",
     )
     jhmdb_parser.set_defaults(func=_cmd_jhmdb)
+
+    offline_parser = sub.add_parser(
+        "offline",
+        help="benchmark with no dataset download: real image pairs with exact GT and semi-synthetic videos",
+    )
+    offline_parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="models to add to the baselines (default: the embedded model, if this build ships one)",
+    )
+    offline_parser.add_argument("--json", type=Path, help="write every score to this JSON file")
+    offline_parser.add_argument(
+        "--quick", action="store_true", help="a reduced run (fewer and shorter videos, smaller pairs)"
+    )
+    offline_parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    offline_parser.set_defaults(func=_cmd_offline)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for a bad path or malformed input)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Run the command line; returns the exit code (2 for a bad path, malformed input or a model that cannot load)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_model_options(parser, args)
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except StcorrError as exc:
