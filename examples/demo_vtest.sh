@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-efficientnet-lite0}"
 frames="${2:-200}"
-video="$(examples/fetch_vtest.sh data)"
-python -m stcorr propagate --video "$video" --mask examples/data/vtest_first_mask.png \
+data="$(examples/fetch_opencv_data.sh data/opencv)"
+python -m stcorr propagate --video "$data/vtest.avi" --mask examples/data/vtest_first_mask.png \
   --model "$model" --max-frames "$frames" --out outputs/vtest --overlay outputs/vtest_overlay.mp4
