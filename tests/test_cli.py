@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from stcorr.baselines import load_baseline
 from stcorr.cli import main
 from stcorr.frames import open_frames, read_mask
 from stcorr.outputs import VideoWriter, write_mask_png
 from stcorr.pipelines import propagate_video_mask
-from stcorr.baselines import load_baseline
 
 av = pytest.importorskip("av")
 
@@ -76,11 +77,16 @@ def test_propagate_writes_masks_and_overlay(tmp_path, clip):
     video, mask = clip
     out = tmp_path / "out"
     code = main(["propagate", "--video", str(video), "--mask", str(mask), "--model", "efficientnet-lite0",
-                 "--out", str(out), "--overlay", str(out / "overlay.mp4"), "--confidence", "--radius", "4"])
+                 "--out", str(out), "--overlay", str(out / "overlay.mp4"), "--confidence", "--radius", "4",
+                 "--overlay-pngs", str(out / "overlay")])
     assert code == 0
     masks = sorted((out / "masks").glob("*.png"))
     assert [m.stem for m in masks] == [f"{t:05d}" for t in range(12)]
     assert len(list((out / "confidence").glob("*.png"))) == 12
+    stills = sorted((out / "overlay").glob("*.png"))
+    assert [p.stem for p in stills] == [m.stem for m in masks]
+    still = np.asarray(Image.open(stills[0]))
+    assert still.shape == (*SIZE, 3) and (still != frame(0, texture(0, SIZE), texture(1, (SIDE, SIDE)))).any()
     np.testing.assert_array_equal(read_mask(masks[0]), square_mask(0))
     follows_square(read_mask(masks[1]), 1, 0.75)
     follows_square(read_mask(masks[-1]), 11, 0.5)
@@ -90,8 +96,6 @@ def test_propagate_writes_masks_and_overlay(tmp_path, clip):
 
 
 def test_propagate_from_a_middle_frame_of_a_folder(tmp_path):
-    from PIL import Image
-
     background, patch = texture(0, SIZE), texture(1, (SIDE, SIDE))
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
@@ -135,8 +139,6 @@ def test_mask_of_another_size(tmp_path, clip, capsys):
 
 
 def test_rgb_coloured_mask_is_mapped_to_ids(tmp_path, clip):
-    from PIL import Image
-
     video, _ = clip
     rgb = np.zeros((*SIZE, 3), np.uint8)
     rgb[square_mask(0) == 1] = (10, 200, 30)
@@ -190,8 +192,6 @@ def test_300_frame_video_streams_in_bounded_memory(tmp_path):
 
 
 def test_sheet_command(tmp_path, clip):
-    from PIL import Image
-
     video, _ = clip
     assert main(["sheet", str(video), "--frames", "0", "5", "11", "--out", str(tmp_path / "s.png"), "--width", "384"]) == 0
     image = Image.open(tmp_path / "s.png")

@@ -117,7 +117,8 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     with _progress_bar(len(source)) as bar:
         job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=args.max_side,
                                    max_frames=args.max_frames,
-                                   overlay_path=args.overlay, write_confidence=args.confidence,
+                                   overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
+                                   write_confidence=args.confidence,
                                    progress=bar.update, **_propagation_options(args))
     print(f"wrote {job.frames} masks to {job.masks_dir}")
     if job.confidence_dir:
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--mask", required=True, type=Path, help="first-frame mask PNG (palette, grey or RGB)")
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
+    propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
     propagate.set_defaults(func=_cmd_propagate)
 
     points = sub.add_parser("points", help="track points given on one frame through a video")

@@ -39,6 +39,7 @@ __all__ = [
     "track_video_points",
     "render_overlay_video",
     "read_points_file",
+    "write_overlay_pngs",
     "contact_sheet",
 ]
 
@@ -101,6 +102,7 @@ def propagate_video_mask(
     max_side: int | None = None,
     max_frames: int | None = None,
     overlay_path: str | os.PathLike[str] | None = None,
+    overlay_dir: str | os.PathLike[str] | None = None,
     write_confidence: bool = False,
     progress: Progress | None = None,
     **options: Any,
@@ -108,7 +110,8 @@ def propagate_video_mask(
     """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
 
     Palette PNGs are named like the input frames; ``write_confidence`` adds ``out_dir/confidence/``;
-    ``overlay_path`` renders an mp4 of the frames with coloured masks. ``options`` go to
+    ``overlay_path`` renders an mp4 of the frames with coloured masks, ``overlay_dir`` the same as one PNG per
+    frame. ``options`` go to
     :func:`stcorr.propagation.api.iter_propagate` (context, radius, topk, temperature, ...).
     """
     source = open_frames(video, max_side=max_side, max_frames=max_frames)
@@ -126,7 +129,20 @@ def propagate_video_mask(
         if progress:
             progress(1)
     written = render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames) if overlay_path else None
+    if overlay_dir is not None:
+        write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
     return MaskJob(masks_dir, confidence_dir, written, len(source))
+
+
+def _overlay_frames(video: Any, masks_dir: str | os.PathLike[str] | None, points: np.ndarray | None,
+                    max_frames: int | None) -> Iterator[tuple[str, np.ndarray]]:
+    """(frame name, overlay image) per frame: the masks of ``masks_dir`` and/or ``points`` (T, N, 2) drawn."""
+    source = open_frames(video, max_frames=max_frames)
+    for t, frame in enumerate(source):
+        mask_file = Path(masks_dir) / f"{source.names[t]}.png" if masks_dir is not None else None
+        has_mask = mask_file is not None and mask_file.is_file()
+        ids = read_mask(mask_file) if has_mask else np.zeros(source.size, np.uint8)
+        yield source.names[t], overlay(frame, ids, points=None if points is None else points[t])
 
 
 def render_overlay_video(video: Any, masks_dir: str | os.PathLike[str] | None, path: str | os.PathLike[str], *,
@@ -136,14 +152,19 @@ def render_overlay_video(video: Any, masks_dir: str | os.PathLike[str] | None, p
 
     ``points`` (T, N, 2) draws keypoints as dots instead of (or on top of) masks.
     """
-    source = open_frames(video, max_frames=max_frames)
-    with VideoWriter(path, fps=fps or source.fps or 10.0) as writer:
-        for t, frame in enumerate(source):
-            mask_file = Path(masks_dir) / f"{source.names[t]}.png" if masks_dir is not None else None
-            has_mask = mask_file is not None and mask_file.is_file()
-            ids = read_mask(mask_file) if has_mask else np.zeros(source.size, np.uint8)
-            writer.write(overlay(frame, ids, points=None if points is None else points[t]))
+    fps = fps or open_frames(video).fps or 10.0
+    with VideoWriter(path, fps=fps) as writer:
+        for _, image in _overlay_frames(video, masks_dir, points, max_frames):
+            writer.write(image)
     return Path(path)
+
+
+def write_overlay_pngs(video: Any, masks_dir: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str], *,
+                       points: np.ndarray | None = None, max_frames: int | None = None) -> Path:
+    """Write one overlay PNG per frame, named like the frames, into ``out_dir``."""
+    for name, image in _overlay_frames(video, masks_dir, points, max_frames):
+        write_image(Path(out_dir) / f"{name}.png", image)
+    return Path(out_dir)
 
 
 def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
