@@ -329,17 +329,19 @@ def test_truncated_mp4_index_at_end(tmp_path: Path, mp4: Path) -> None:
         open_frames(path)
 
 
-def test_truncated_mp4_index_at_start(tmp_path: Path) -> None:
+def test_truncated_mp4_index_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(1)
     noisy = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(20)]
     full = write_video(tmp_path / "full.mp4", noisy, options={"movflags": "faststart"})
     data = full.read_bytes()
     path = tmp_path / "cut.mp4"
     path.write_bytes(data[: len(data) * 2 // 3])
-    source = open_frames(path)  # the index survives, so opening works and announces all frames
-    assert len(source) == 20
+    with caplog.at_level("WARNING", logger="stcorr.frames"):
+        source = open_frames(path)  # the index survives and announces 20 frames; 14 packets remain
+    assert len(source) == 14
+    assert "announces 20 frames but holds 14" in caplog.text
     with pytest.raises(VideoReadError, match=r"cut\.mp4 ended after \d+ frames.*truncated"):
-        list(source)
+        list(source)  # the last packet is cut short too
 
 
 def test_missing_pyav_is_explained(monkeypatch: pytest.MonkeyPatch, mp4: Path) -> None:

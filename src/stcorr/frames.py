@@ -139,7 +139,12 @@ class _VideoReader:
             with self._av.open(str(path)) as container:
                 stream = self._video_stream(container)
                 self.fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-                count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+                # Count non-empty packets (demuxing reads the file, it does not decode): container headers can
+                # be wrong (Debian's tree.avi announces 444 frames and holds 68).
+                count = sum(1 for packet in container.demux(stream) if packet.size)
+                if stream.frames and stream.frames != count:
+                    logger.warning("%s announces %d frames but holds %d; using %d (truncated file?)",
+                                   path, stream.frames, count, count)
             with closing(self._decode()) as frames:
                 first = next(frames, None)
         except self._av.FFmpegError as exc:
@@ -189,7 +194,7 @@ class _VideoReader:
             raise VideoReadError(message) from exc
         if decoded < count:
             raise VideoReadError(
-                f"{self.path} ended after {decoded} frames but its container announces {count}; "
+                f"{self.path} ended after {decoded} frames but holds {count} video packets; "
                 "the file is probably truncated. Re-encode or re-download it"
             )
 
@@ -433,10 +438,11 @@ def open_frames(
 
     Resizing is bilinear with antialiasing and keeps the aspect ratio (sides rounded to integers).
 
-    The frame count of a video is the container's, when it records one (mp4, mov, avi); otherwise
-    (mkv, webm, ...) packets are counted by demuxing the file once, without decoding. The first frame
-    is decoded on opening to check the file and get its size. A video that decodes to fewer frames
-    than announced raises :class:`VideoReadError` when iteration reaches its end.
+    The frame count of a video is its number of non-empty packets, counted by demuxing the file once
+    without decoding (container headers can be wrong); a header that announces another count is logged
+    as a warning (a truncated file keeps the frames it holds). The first frame is decoded on opening to
+    check the file and get its size. A video that decodes to fewer frames than it has packets raises
+    :class:`VideoReadError` when iteration reaches its end.
 
     Folders read every image header once on opening, to check that all frames have the same size.
 
