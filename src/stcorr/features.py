@@ -13,7 +13,7 @@ from stcorr.errors import InputError
 from stcorr.frames import FrameSource, open_frames
 from stcorr.loading import resolve_device
 
-__all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride"]
+__all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -85,7 +85,8 @@ def encode_batch(
     return F.normalize(fused, dim=1)
 
 
-def _batches(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
+def batch_frames(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
+    """Stack consecutive (3, H, W) frames into batches of ``batch_size`` (the last one may be smaller)."""
     batch: list[torch.Tensor] = []
     for frame in frames:
         batch.append(frame)
@@ -120,7 +121,7 @@ def iter_features(
     """
     _prepare(model, device, batch_size)
     source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-    for batch in _batches(source, batch_size):
+    for batch in batch_frames(source, batch_size):
         yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, encode_batch, feature_stride
+from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride
 from stcorr.frames import FrameSource, open_frames
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 from stcorr.propagation.kernel import LabelPropagator
@@ -195,20 +195,9 @@ def _frames_in_order(source: FrameSource, order: range) -> Iterator[torch.Tensor
             yield frame
 
 
-def _batched(frames: Iterator[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
-    batch: list[torch.Tensor] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            yield torch.stack(batch)
-            batch = []
-    if batch:
-        yield torch.stack(batch)
-
-
 def _features_in_order(model: Encoder, source: FrameSource, order: range, batch_size: int,
                        dtype: torch.dtype | None, fusion_weights: Sequence[float] | None) -> Iterator[torch.Tensor]:
-    for batch in _batched(_frames_in_order(source, order), batch_size):
+    for batch in batch_frames(_frames_in_order(source, order), batch_size):
         yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)
 
 
