@@ -38,6 +38,13 @@ def _window(h: int, w: int, radius: int) -> torch.Tensor:
     return ((ys[:, None] - ys[None, :]).abs() <= radius) & ((xs[:, None] - xs[None, :]).abs() <= radius)
 
 
+def _margin(top: torch.Tensor, k: int) -> torch.Tensor:
+    """top[:, k-1] - top[:, k] where a (k+1)-th in-window candidate exists, else inf."""
+    if top.shape[1] <= k:
+        return torch.full(top.shape[:1], torch.inf)
+    return torch.where(torch.isfinite(top[:, k]), top[:, k - 1] - top[:, k], torch.inf)
+
+
 def dense_propagate(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -49,11 +56,15 @@ def dense_propagate(
     anchors: Sequence[Anchor] = (),
     num_frames: int | None = None,
     query_chunk: int | None = None,
+    margins: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Propagate ``labels`` (K, h, w) of frame 0 through ``features`` (T, C, h, w).
 
     Only the first ``num_frames`` frames are produced if given. ``query_chunk`` splits the queries
     into chunks (same result, lower peak memory). Returns (labels (T, K, h, w), confidence (T, h, w)).
+    If ``margins`` is a list, the (h, w) gap between the k-th and (k+1)-th largest cosine of every
+    target frame is appended to it (inf where there is no (k+1)-th candidate): where it is within
+    float32 rounding, which candidate is kept is arbitrary (a near-tie).
     """
     t_len, _, h, w = features.shape
     t_len = t_len if num_frames is None else min(num_frames, t_len)
@@ -72,17 +83,22 @@ def dense_propagate(
         n = len(ctx_keys)
         all_keys, all_labels = torch.cat(ctx_keys), torch.cat(ctx_labels)
         k = min(topk, n * hw)
-        pred, score = [], []
+        pred, score, gap = [], [], []
         for start in range(0, hw, chunk):
             stop = min(start + chunk, hw)
             affinity = keys[t][start:stop] @ all_keys.t()  # (q, n*h*w)
             affinity.masked_fill_(~window[start:stop].repeat(1, n), float("-inf"))
-            top, idx = affinity.topk(k, dim=1)
+            top, idx = affinity.topk(min(k + 1, n * hw) if margins is not None else k, dim=1)
+            if margins is not None:
+                gap.append(_margin(top, k))
+                top, idx = top[:, :k], idx[:, :k]
             weight = torch.softmax(top / temperature, dim=1)
             pred.append((weight[:, :, None] * all_labels[idx]).sum(1))
             score.append((weight * torch.where(torch.isfinite(top), top, 0.0)).sum(1))
         soft.append(torch.cat(pred))
         conf.append(torch.cat(score))
+        if margins is not None:
+            margins.append(torch.cat(gap).reshape(h, w))
     out_labels = torch.stack([s.t().reshape(-1, h, w) for s in soft])
     out_conf = torch.stack([c.reshape(h, w) for c in conf])
     return out_labels, out_conf

@@ -102,6 +102,35 @@ def test_convert_prints_sha256(tmp_path, capsys):
     assert sha256_of(tmp_path / "out" / "model.safetensors") in printed
 
 
+def test_convert_a_model_folder_to_float16(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    source = randomize_batchnorm(load_model(_saved_release(tmp_path), stride=8, device="cpu"), seed=4)
+    source.save_pretrained(tmp_path / "fp32")
+    assert cli_main(["convert", str(tmp_path / "fp32"), str(tmp_path / "fp16"), "--dtype", "float16"]) == 0
+    assert "float16" in capsys.readouterr().out
+    stored = load_file(tmp_path / "fp16" / "model.safetensors")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    half = load_model(tmp_path / "fp16", device="cpu")
+    assert next(half.parameters()).dtype == torch.float32  # cast back when loaded
+    for key, value in source.state_dict().items():  # every tensor equals the float32 one rounded to float16
+        assert torch.equal(half.state_dict()[key], value.half().to(value.dtype)), key
+    rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert cosine(half(rgb), source(rgb)) > 0.999
+
+
+def test_convert_pth_without_stride_is_a_typed_error(tmp_path, capsys):
+    assert cli_main(["convert", str(_saved_release(tmp_path)), str(tmp_path / "out")]) == 2
+    assert "--stride 8 or --stride 4" in capsys.readouterr().err
+
+
+def _saved_release(tmp_path):
+    path = tmp_path / "release.pth"
+    torch.save(official_checkpoint(reference_network("resnet18", 8, seed=3)), path)
+    return path
+
+
 def test_pth_without_stride_is_a_clear_error(tmp_path):
     path = tmp_path / "release.pth"
     torch.save(official_checkpoint(reference_network("resnet18", 8, seed=3)), path)

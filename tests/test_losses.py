@@ -15,6 +15,7 @@ from stcorr.train.losses import (
     TemporalLossConfig,
     correlation_scores,
     drop_chroma_channel,
+    cosine_kl_distillation_loss,
     global_distillation_loss,
     info_nce_loss,
     local_affinity,
@@ -274,6 +275,50 @@ def test_global_distillation_rejects_different_grids() -> None:
         global_distillation_loss(
             torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8), torch.randn(1, 8, 7, 7), torch.randn(1, 8, 7, 7)
         )
+
+
+def test_cosine_kl_equals_hand_computed_case() -> None:
+    # A 1x2 grid: two query cells, two reference cells; cosines chosen by hand.
+    def grid(a: list[float], b: list[float]) -> torch.Tensor:
+        return torch.tensor([a, b]).T.reshape(1, 2, 1, 2)  # cells a, b -> (1, C=2, 1, 2)
+
+    student_t, student_r = grid([1.0, 0.0], [0.0, 1.0]), grid([1.0, 0.0], [0.0, 2.0])  # rows [1, 0], [0, 1]
+    teacher_t, teacher_r = grid([3.0, 4.0], [1.0, 0.0]), grid([0.0, 1.0], [3.0, 4.0])  # rows [.8, 1], [0, .6]
+    tau = 0.5
+    q = torch.softmax(torch.tensor([[1.0, 0.0], [0.0, 1.0]]) / tau, 1)
+    p = torch.softmax(torch.tensor([[0.8, 1.0], [0.0, 0.6]]) / tau, 1)
+    expected = (p * (p / q).log()).sum(1).mean()
+    loss = cosine_kl_distillation_loss(student_t, student_r, teacher_t, teacher_r, temperature=tau)
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_cosine_kl_zero_for_same_directions_and_grad_to_student_only() -> None:
+    teacher_t, teacher_r = torch.randn(2, 8, 3, 4), torch.randn(2, 8, 3, 4)
+    scale = torch.rand(2, 1, 3, 4) + 0.5  # per-position norms do not matter: cosine affinities
+    assert cosine_kl_distillation_loss(scale * teacher_t, 2 * teacher_r, teacher_t, teacher_r).abs().item() < 1e-5
+    student_t = torch.randn(2, 5, 3, 4, requires_grad=True)
+    student_r = torch.randn(2, 5, 3, 4, requires_grad=True)
+    teacher_t.requires_grad_(True)
+    loss = cosine_kl_distillation_loss(student_t, student_r, teacher_t, teacher_r)
+    loss.backward()
+    assert loss.item() > 1e-3 and student_t.grad.abs().sum() > 0 and student_r.grad.abs().sum() > 0
+    assert teacher_t.grad is None
+
+
+def test_temporal_loss_selects_the_global_loss() -> None:
+    f_t, f_r = torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
+    g_t, g_r = torch.randn(1, 6, 2, 2), torch.randn(1, 6, 2, 2)
+    s_t, s_r = torch.randn(1, 8, 2, 2), torch.randn(1, 8, 2, 2)
+    kw = dict(student_global=(s_t, s_r), teacher_global=(g_t, g_r))
+    for name, function, extra in (
+        ("mse", global_distillation_loss, {"teacher_temperature": 0.07}),
+        ("cosine-kl", cosine_kl_distillation_loss, {"temperature": 0.07}),
+    ):
+        config = TemporalLossConfig(radii=(2,), strides=(8,), global_loss=name, global_distillation_weight=3.0)
+        _, parts = temporal_loss([f_t], [f_r], config=config, **kw)
+        assert torch.allclose(parts["global_distillation"], 3.0 * function(s_t, s_r, g_t, g_r, **extra))
+    with pytest.raises(InputError, match="global_loss"):
+        TemporalLossConfig(global_loss="l1")
 
 
 # ------------------------------------------------------------------------------------- MoCo v2

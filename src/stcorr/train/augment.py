@@ -3,6 +3,7 @@
 * Stage 2 (:func:`crop_pair`): one crop and one flip shared by every frame of a clip, as the official
   pipeline: crop area U(0.6, 1) of the frame, aspect ratio w/h log-uniform in [1.5, 2], up to 20 attempts,
   else a centred square of side min(H, W); resized to a square (aspect not kept); horizontal flip p = 0.5.
+  Optionally (``crop_jitter``, not official) the later frames get a rescaled and shifted copy of the box.
   Randomness comes from an explicit ``torch.Generator``. Resizing is bilinear *with* antialiasing (the
   official cv2 resize has none), then clamped to [0, 1].
 * Stage 1 (:func:`moco_v2_transform`, :func:`two_views`): MoCo v2 "aug+": RandomResizedCrop (scale
@@ -20,7 +21,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["CropBox", "sample_crop_box", "crop_pair", "moco_v2_transform", "two_views"]
+__all__ = ["CropBox", "sample_crop_box", "jitter_crop_box", "crop_pair", "moco_v2_transform", "two_views"]
 
 CropBox = tuple[int, int, int, int]  # top, left, height, width
 _MOCO_BLUR_SIGMA = (0.1, 2.0)
@@ -57,6 +58,23 @@ def sample_crop_box(
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def jitter_crop_box(
+    box: CropBox, height: int, width: int, generator: torch.Generator, scale: float, shift: float
+) -> CropBox:
+    """``box`` rescaled by a log-uniform factor in [1/scale, scale] and moved by up to ``shift`` of its size.
+
+    The result keeps the box's aspect ratio where the frame allows and stays inside the frame.
+    """
+    top, left, crop_h, crop_w = box
+    factor = math.exp(_uniform(generator, -math.log(scale), math.log(scale)))
+    new_h, new_w = min(height, max(1, round(crop_h * factor))), min(width, max(1, round(crop_w * factor)))
+    centre_y = top + crop_h / 2 + _uniform(generator, -shift, shift) * crop_h
+    centre_x = left + crop_w / 2 + _uniform(generator, -shift, shift) * crop_w
+    new_top = min(max(0, round(centre_y - new_h / 2)), height - new_h)
+    new_left = min(max(0, round(centre_x - new_w / 2)), width - new_w)
+    return new_top, new_left, new_h, new_w
+
+
 def crop_pair(
     frames: torch.Tensor,
     size: int,
@@ -65,10 +83,24 @@ def crop_pair(
     area: tuple[float, float] = (0.6, 1.0),
     aspect: tuple[float, float] = (1.5, 2.0),
     flip_p: float = 0.5,
+    jitter: tuple[float, float] = (1.0, 0.0),
 ) -> torch.Tensor:
-    """Crop every frame of (T, 3, H, W) with one box, resize to (size, size), flip all or none."""
-    box = sample_crop_box(frames.shape[-2], frames.shape[-1], generator, area, aspect)
-    out = TF.resized_crop(frames, *box, size=[size, size], antialias=True).clamp_(0.0, 1.0)
+    """Crop every frame of (T, 3, H, W) with one box, resize to (size, size), flip all or none.
+
+    ``jitter = (scale, shift)`` other than (1, 0) gives every frame after the first its own box, the first
+    frame's rescaled and moved by :func:`jitter_crop_box` (not in the official pipeline: scale and position
+    changes between the frames of a pair).
+    """
+    height, width = frames.shape[-2:]
+    box = sample_crop_box(height, width, generator, area, aspect)
+    if tuple(jitter) == (1.0, 0.0):
+        out = TF.resized_crop(frames, *box, size=[size, size], antialias=True)
+    else:
+        boxes = [box] + [jitter_crop_box(box, height, width, generator, *jitter) for _ in range(len(frames) - 1)]
+        out = torch.stack(
+            [TF.resized_crop(frame, *b, size=[size, size], antialias=True) for frame, b in zip(frames, boxes)]
+        )
+    out = out.clamp_(0.0, 1.0)
     return out.flip(-1) if float(torch.rand((), generator=generator)) < flip_p else out
 
 

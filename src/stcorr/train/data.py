@@ -255,8 +255,10 @@ class FramePairs(Dataset):
         gap = int(torch.randint(low, min(high, len(clip) - 1) + 1, (), generator=generator))
         offset = int(torch.randint(0, len(clip) - gap, (), generator=generator))
         frames = torch.stack([clip.frame(offset), clip.frame(offset + gap)])
+        config = self.config
         return crop_pair(
-            frames, self.config.image_size, generator, area=self.config.crop_area, aspect=self.config.crop_aspect
+            frames, config.image_size, generator, area=config.crop_area, aspect=config.crop_aspect,
+            jitter=config.crop_jitter,
         )
 
 

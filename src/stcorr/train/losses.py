@@ -51,6 +51,8 @@ __all__ = [
     "local_distillation_target",
     "local_distillation_loss",
     "global_distillation_loss",
+    "cosine_kl_distillation_loss",
+    "GLOBAL_LOSSES",
     "info_nce_loss",
     "MomentumQueue",
     "TemporalLossConfig",
@@ -58,6 +60,8 @@ __all__ = [
 ]
 
 UncertaintyScore = Literal["official", "shannon"]
+GlobalLoss = Literal["mse", "cosine-kl"]
+GLOBAL_LOSSES = ("mse", "cosine-kl")
 
 _DROPOUT_SCALE = 1.5  # 3 / (3 - 1): official ``dropout2d_lab`` rescales after zeroing 1 of 3 channels
 _LOG_EPS = 1e-12  # official score: sum_d -log(q_d + 1e-12)
@@ -422,6 +426,45 @@ def global_distillation_loss(
     return F.mse_loss(student, teacher.to(student.dtype))
 
 
+def cosine_kl_distillation_loss(
+    student_t: torch.Tensor,
+    student_r: torch.Tensor,
+    teacher_t: torch.Tensor,
+    teacher_r: torch.Tensor,
+    *,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """KL(teacher || student) between the rows of both models' full cosine affinities (not in the paper).
+
+    Both affinities are ``softmax_j(cos(f_t(i), f_r(j)) / temperature)`` on L2-normalised features: exactly
+    the affinity label propagation uses at inference (temperature 0.07), so the student is trained on the
+    quantity it is used for. Compared with the official MSE on near-one-hot rows
+    (:func:`global_distillation_loss`), whose gradients vanish once rows disagree, the KL keeps a useful
+    gradient everywhere. Mean over B x HW_t rows (nats). Channel counts may differ; grids must match.
+
+    Args:
+        student_t, student_r: (B, C_s, H, W) student features of the target and reference frames.
+        teacher_t, teacher_r: (B, C_T, H, W) frozen teacher features of the same frames.
+        temperature: softmax temperature of both affinities.
+    """
+    _check_pair("student_t", student_t, "student_r", student_r)
+    _check_pair("teacher_t", teacher_t, "teacher_r", teacher_r)
+    if student_t.shape[0] != teacher_t.shape[0] or student_t.shape[-2:] != teacher_t.shape[-2:]:
+        raise InputError(
+            f"student {tuple(student_t.shape)} and teacher {tuple(teacher_t.shape)} features need the same batch "
+            "size and spatial grid; resize the teacher's features to the student's grid first"
+        )
+    if temperature <= 0:
+        raise InputError(f"temperature must be positive, got {temperature!r}")
+    s_t, s_r = (F.normalize(_at_least_float32(x), dim=1) for x in (student_t, student_r))
+    log_student = torch.log_softmax(_dot_logits(s_t, s_r, 1.0 / temperature), -1)
+    with torch.no_grad():
+        g_t, g_r = (F.normalize(_at_least_float32(x.detach()), dim=1) for x in (teacher_t, teacher_r))
+        teacher = _teacher_affinity(g_t, g_r, temperature)
+    rows = log_student.shape[0] * log_student.shape[1]
+    return F.kl_div(log_student, teacher.to(log_student.dtype), reduction="sum") / rows
+
+
 # ------------------------------------------------------------------------------- stage 1 (MoCo v2)
 
 
@@ -502,7 +545,10 @@ class TemporalLossConfig:
         keep_ratio: fraction of coarse query positions distilled (``T = 0.7``).
         max_displacement: correlation radius of the uncertainty score (6, i.e. 169 displacements).
         uncertainty: ``"official"`` score or ``"shannon"`` entropy (see :func:`uncertainty_scores`).
-        teacher_temperature: teacher softmax temperature (``temperature_t = 0.07``).
+        teacher_temperature: teacher softmax temperature (``temperature_t = 0.07``); with ``"cosine-kl"``
+            the temperature of both affinities.
+        global_loss: ``"mse"`` (official, :func:`global_distillation_loss`) or ``"cosine-kl"``
+            (:func:`cosine_kl_distillation_loss`).
         normalize_local_target: rescale the local target rows to sum 1 (official: False, rows sum 0.25).
     """
 
@@ -517,6 +563,7 @@ class TemporalLossConfig:
     uncertainty: UncertaintyScore = "official"
     teacher_temperature: float = 0.07
     normalize_local_target: bool = False
+    global_loss: GlobalLoss = "mse"
 
     def __post_init__(self) -> None:
         if not self.radii or len(self.radii) != len(self.strides):
@@ -525,6 +572,8 @@ class TemporalLossConfig:
             raise InputError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
         if self.uncertainty not in ("official", "shannon"):
             raise InputError(f"uncertainty must be 'official' or 'shannon', got {self.uncertainty!r}")
+        if self.global_loss not in GLOBAL_LOSSES:
+            raise InputError(f"global_loss must be one of {GLOBAL_LOSSES}, got {self.global_loss!r}")
 
 
 def _pair_or_none(name: str, pair: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -613,7 +662,11 @@ def temporal_loss(
             affinities[1], target, mask
         )
     if student_pair is not None and teacher_pair is not None and config.global_distillation_weight != 0:
-        loss = global_distillation_loss(*student_pair, *teacher_pair, teacher_temperature=config.teacher_temperature)
+        temperature = config.teacher_temperature
+        if config.global_loss == "cosine-kl":
+            loss = cosine_kl_distillation_loss(*student_pair, *teacher_pair, temperature=temperature)
+        else:
+            loss = global_distillation_loss(*student_pair, *teacher_pair, teacher_temperature=temperature)
         parts["global_distillation"] = config.global_distillation_weight * loss
     if not parts:
         raise InputError("no loss term has its inputs: give channels to reconstruct, two local levels or a teacher")

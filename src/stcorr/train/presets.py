@@ -46,11 +46,13 @@ from typing import Any
 
 from stcorr.encoder import ARCHS
 from stcorr.errors import InputError
+from stcorr.train.losses import GLOBAL_LOSSES
 
 __all__ = ["STAGES", "TrainConfig", "Preset", "PRESETS", "DEFAULT_PRESET", "resolve_config", "config_from_dict"]
 
 STAGES = ("spatial", "temporal", "joint")
 LOCAL_LAYERS = ("layer1", "layer2", "layer3")
+GLOBAL_LAYERS = ("layer4", "layer3")
 
 
 def _option(default: Any, help: str, **cli: Any) -> Any:
@@ -74,6 +76,10 @@ class TrainConfig:
     frame_gap: tuple[int, int] = _option((1, 1), "min and max frame distance of a pair", metavar=("MIN", "MAX"))
     crop_area: tuple[float, float] = _option((0.6, 1.0), "pair crop area fraction range", metavar=("LO", "HI"))
     crop_aspect: tuple[float, float] = _option((1.5, 2.0), "pair crop w/h range, log-uniform", metavar=("LO", "HI"))
+    crop_jitter: tuple[float, float] = _option(
+        (1.0, 0.0), "target crop = reference crop rescaled by up to SCALE (log-uniform) and moved by up to SHIFT of "
+        "its size (1 0: one shared crop, official)", metavar=("SCALE", "SHIFT"),
+    )
     view_scale: tuple[float, float] = _option((0.2, 1.0), "MoCo RandomResizedCrop scale range", metavar=("LO", "HI"))
     cache_short_side: int = _option(256, "frames larger than this short side are downscaled when read (0: never)")
     frames_per_video: int = _option(64, "spatial stage: evenly spaced frames kept per video file")
@@ -96,6 +102,11 @@ class TrainConfig:
     keep_ratio: float = _option(0.7, "fraction of coarse positions in the local distillation (T)")
     uncertainty: str = _option("official", "score ranking those positions", choices=("official", "shannon"))
     teacher_temperature: float = _option(0.07, "teacher affinity temperature")
+    global_layer: str = _option(
+        "layer4", "student layer distilled globally (official layer4; layer3 = the exported features)",
+        choices=GLOBAL_LAYERS,
+    )
+    global_loss: str = _option("mse", "global distillation loss (official mse)", choices=GLOBAL_LOSSES)
     teacher_stride: int = _option(32, "output stride of a ResNet teacher with layer4 (max-pool stem)", choices=(32, 16))
     # ---- stage-1 contrast (MoCo v2)
     moco_dim: int = _option(128, "MoCo embedding size")
@@ -120,6 +131,7 @@ class TrainConfig:
             (1 <= self.frame_gap[0] <= self.frame_gap[1], "frame_gap must be MIN MAX with 1 <= MIN <= MAX"),
             (0 < self.crop_area[0] <= self.crop_area[1] <= 1, "crop_area must satisfy 0 < LO <= HI <= 1"),
             (0 < self.crop_aspect[0] <= self.crop_aspect[1], "crop_aspect must satisfy 0 < LO <= HI"),
+            (self.crop_jitter[0] >= 1 and 0 <= self.crop_jitter[1] <= 1, "crop_jitter needs SCALE >= 1, 0 <= SHIFT <= 1"),
             (0 < self.view_scale[0] <= self.view_scale[1] <= 1, "view_scale must satisfy 0 < LO <= HI <= 1"),
             (self.cache_short_side >= 0 and self.frames_per_video >= 1, "cache_short_side >= 0, frames_per_video >= 1"),
             (self.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
@@ -128,6 +140,8 @@ class TrainConfig:
             (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]"),
             (0 < self.keep_ratio <= 1, "keep_ratio must be in (0, 1]"),
             (self.uncertainty in ("official", "shannon"), "uncertainty must be official or shannon"),
+            (self.global_layer in GLOBAL_LAYERS and self.global_loss in GLOBAL_LOSSES,
+             f"global_layer must be one of {GLOBAL_LAYERS}, global_loss one of {GLOBAL_LOSSES}"),
             (self.teacher_stride in (16, 32) and self.teacher_temperature > 0, "teacher_stride 16|32, temperature > 0"),
             (self.moco_queue >= 1 and self.moco_dim >= 1 and 0 <= self.moco_momentum < 1, "bad MoCo constants"),
             (1 <= self.moco_bn_splits <= self.batch_size, "moco_bn_splits must be in 1..batch_size"),

@@ -6,10 +6,12 @@ One step on a batch of frame pairs (B, 2, 3, S, S) (reference, target), RGB in [
    and process) zeroed and everything x1.5; both frames run through the student as one batch.
 2. Pyramid reconstruction of the dropped channel at each local level (official: layer2 at 1/4 with radius
    12, layer3 at 1/8 with radius 6), local correlation distillation layer2 -> layer3 with the uncertainty
-   mask, and, with a teacher, global correlation distillation at the student's layer4 (1/32).
+   mask, and, with a teacher, global correlation distillation at the student's layer4 (1/32; official) or,
+   with ``global_layer="layer3"``, at the exported stride-8 features, optionally with the cosine-KL loss
+   (``global_loss="cosine-kl"``, :func:`stcorr.train.losses.cosine_kl_distillation_loss`).
 3. The frozen teacher sees its own input space (its ``forward`` takes RGB in [0, 1]: ImageNet-normalised RGB
    for ImageNet teachers, Lab for stcorr models); its features are resized (bilinear, antialiased) to the
-   student's layer4 grid when the grids differ. Only affinities are compared, so any architecture works.
+   grid of the distilled student layer when the grids differ. Only affinities are compared, so any architecture works.
 
 Teachers (``--teacher``): ``none``; ``efficientnet-lite0`` (ImageNet, from :mod:`stcorr.baselines`, at the
 student's layer4 stride); or stcorr/torchvision weights. Weights *with* layer4 (a run folder's
@@ -64,8 +66,8 @@ class Teacher:
 
 
 def global_stride(config: TrainConfig) -> int:
-    """Output stride of the student's layer4 (32 for the official stride-8 student)."""
-    return config.stride * config.layer4_stride
+    """Output stride of the globally distilled student layer (official layer4: 32 for a stride-8 student)."""
+    return config.stride * (config.layer4_stride if config.global_layer == "layer4" else 1)
 
 
 def load_teacher(spec: str | None, config: TrainConfig, input_space: str = "auto") -> Teacher | None:
@@ -88,9 +90,9 @@ def load_teacher(spec: str | None, config: TrainConfig, input_space: str = "auto
     return Teacher(network)
 
 
-def student_encoder(config: TrainConfig, *, with_layer4: bool) -> CorrespondenceModel:
-    """The stage-2 student: Lab input, the local layers, and layer4 at ``layer4_stride`` when needed."""
-    layers = tuple(config.local_layers) + (("layer4",) if with_layer4 else ())
+def student_encoder(config: TrainConfig, *, extra_layers: tuple[str, ...] = ()) -> CorrespondenceModel:
+    """The stage-2 student: Lab input, the local layers plus ``extra_layers`` (layer4 at ``layer4_stride``)."""
+    layers = tuple(sorted({*config.local_layers, *extra_layers}))
     return CorrespondenceModel(
         config.arch, stride=config.stride, input_space="lab", layers=layers, layer4_stride=config.layer4_stride
     )
@@ -106,6 +108,7 @@ def _loss_config(config: TrainConfig, strides: tuple[int, ...]) -> TemporalLossC
         keep_ratio=config.keep_ratio,
         uncertainty=config.uncertainty,  # type: ignore[arg-type]
         teacher_temperature=config.teacher_temperature,
+        global_loss=config.global_loss,  # type: ignore[arg-type]
     )
 
 
@@ -128,7 +131,7 @@ def temporal_parts(
     values = lab[:, :, channel : channel + 1]
     global_pairs = {}
     if teacher is not None:
-        top = features["layer4"]
+        top = features[config.global_layer]
         guide = teacher(frames.flatten(0, 1), tuple(top.shape[-2:])).unflatten(0, (batch, 2))
         global_pairs = dict(student_global=(top[:, 1], top[:, 0]), teacher_global=(guide[:, 1], guide[:, 0]))
     _, parts = temporal_loss(
@@ -199,7 +202,7 @@ def build_temporal(
 ) -> Stage:
     """Stage 2 on the videos under ``data``; ``init``/``teacher`` = weights, ``none`` or None."""
     guide = _teacher_on(env, teacher, config, teacher_input)
-    encoder = student_encoder(config, with_layer4=guide is not None)
+    encoder = student_encoder(config, extra_layers=(config.global_layer,) if guide is not None else ())
     load_init_weights(encoder, init)
     return Stage(TemporalTask(encoder, guide, config, rank=env.rank), _pairs(config, data))
 
@@ -217,7 +220,7 @@ def build_joint(
     """Joint stage: frame pairs from ``data``, MoCo views from ``images`` (default: frames of ``data``)."""
     check_queue(config, env)
     guide = _teacher_on(env, teacher, config, teacher_input)
-    encoder = student_encoder(config, with_layer4=True)
+    encoder = student_encoder(config, extra_layers=("layer4", config.global_layer))
     load_init_weights(encoder, init)
     clips, items = image_items(images or data, config.cache_short_side, config.frames_per_video)
     dataset = JointSamples(_pairs(config, data), ImageViews(clips, items, config))
