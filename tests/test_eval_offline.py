@@ -14,6 +14,7 @@ from stcorr.eval.offline import block_segments, grid_points
 from stcorr.eval.pairs import OCCLUSION_TOLERANCE, load_pair, read_opencv_matrix, stereo_pair
 from stcorr.eval.sources import opencv_data_dir, skimage_photos
 from stcorr.eval.synthetic import make_scene, make_video
+from stcorr.manifest import default_model_name
 
 pytest.importorskip("skimage")
 
@@ -132,7 +133,8 @@ def test_ground_truth_warps_lower_the_photometric_error(name: str) -> None:
 # The benchmark
 
 
-def test_offline_quick_ranks_imagenet_features_above_the_trivial_baselines(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_offline_quick_ranks_imagenet_and_embedded_above_the_baselines(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The benchmark end to end; also the embedded model's real-behaviour test (it runs by default)."""
     monkeypatch.setenv("STCORR_OPENCV_DATA", str(tmp_path / "absent"))
     monkeypatch.chdir(tmp_path)  # no data/opencv here
     if opencv_data_dir() is not None:  # a system-wide opencv-doc: the pairs are present, fine
@@ -145,7 +147,9 @@ def test_offline_quick_ranks_imagenet_features_above_the_trivial_baselines(tmp_p
     assert "| Method | Synthetic J&F |" in printed and "| efficientnet-lite0 |" in printed
     data = json.loads(out.read_text())
     methods = data["methods"]
-    assert list(methods) == ["held-still", "lab-pixels", "random-r18", "efficientnet-lite0"]
+    embedded = default_model_name()
+    assert embedded is not None and list(methods) == ["held-still", "lab-pixels", "random-r18", "efficientnet-lite0",
+                                                      embedded]
     assert set(data["absent"]) == expected_absent and "motorcycle" in data["pairs"]
     assert len(data["videos"]) == 3 and all(v["frames"] == 8 for v in data["videos"].values())
     synthetic = {name: m["synthetic"]["J&F-Mean"] for name, m in methods.items()}
@@ -154,6 +158,9 @@ def test_offline_quick_ranks_imagenet_features_above_the_trivial_baselines(tmp_p
     motorcycle = {name: m["pairs"]["motorcycle"] for name, m in methods.items()}
     assert motorcycle["efficientnet-lite0"]["PCK"]["8px"] > motorcycle["held-still"]["PCK"]["8px"]
     assert all(m["seconds"] >= 0 for m in methods.values())
+    for baseline in ("held-still", "lab-pixels", "random-r18"):  # trained here on CPU: clearly better
+        assert synthetic[embedded] > synthetic[baseline] + 0.03, baseline
+        assert motorcycle[embedded]["PCK"]["8px"] > motorcycle[baseline]["PCK"]["8px"] + 20, baseline
 
 
 def test_offline_unknown_model_exits_with_code_2(capsys) -> None:

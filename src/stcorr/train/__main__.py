@@ -26,6 +26,10 @@ model name; ``--teacher`` also ``efficientnet-lite0`` or ``none``; ``--init none
         --teacher runs/s1-r50 --out runs/r18-s8 --preset r18-s8
     torchrun --nproc_per_node 4 -m stcorr.train temporal --data /data/ytv/train --init runs/s1-r50 \\
         --teacher runs/s1-r50 --out runs/r50-s4 --preset r50-s4        # (r18-s4 likewise)
+    # the embedded model's recipe (CPU, ImageNet EfficientNet teacher distilled at the exported layer)
+    python -m stcorr.train temporal --data data/train_videos --out runs/embedded-r18-s8 --preset cpu \\
+        --init none --teacher efficientnet-lite0 --global-layer layer3 --global-loss cosine-kl \\
+        --global-distillation-weight 4 --image-size 160 --crop-jitter 1.4 0.15 --iters 2400 --warmup-iters 100
     # temporal only (the README's "ResNet-18 (Temporal)", dev recipe): no init, no teacher
     python -m stcorr.train temporal --data VIDEOS --init none --teacher none --lr 1e-3 --out runs/t --preset r18-s8
 
@@ -56,7 +60,11 @@ Deviations from the official code (``qianduoduolr/Spa-then-Temp``; see also :mod
 * The channel to drop is drawn once per micro-batch and process (official: per iteration and process).
 * One DDP wrapper around the task without buffer broadcast (official: MMDDP per submodule); SyncBN only on
   CUDA (PyTorch has no CPU SyncBatchNorm).
-* Any teacher: features resized (bilinear, antialiased) to the student's layer4 grid; stcorr weights as
+* Opt-in options not in the official code: ``--global-layer layer3`` (distil at the exported stride-8
+  features instead of layer4), ``--global-loss cosine-kl`` (KL between cosine affinities at the teacher
+  temperature instead of MSE of softmax rows), ``--crop-jitter SCALE SHIFT`` (the target frame's crop is a
+  rescaled, shifted copy of the reference's instead of the same crop).
+* Any teacher: features resized (bilinear, antialiased) to the grid of the distilled student layer; stcorr weights as
   teacher read Lab, other ``.pth`` files ImageNet RGB (official: DetCo R50 on ImageNet RGB).
 * ``--init`` loads strictly except a missing layer4 (inference weights stop at layer3), which stays random.
 * Checkpoints every ``--save-every`` steps (official: only the last); the export is safetensors through

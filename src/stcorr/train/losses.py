@@ -391,6 +391,21 @@ def _teacher_affinity(teacher_t: torch.Tensor, teacher_r: torch.Tensor, temperat
         return torch.softmax(_dot_logits(g_t, g_r, 1.0 / temperature), -1)
 
 
+def _check_global_inputs(
+    student_t: torch.Tensor, student_r: torch.Tensor, teacher_t: torch.Tensor, teacher_r: torch.Tensor, temperature: float
+) -> None:
+    _check_pair("student_t", student_t, "student_r", student_r)
+    _check_pair("teacher_t", teacher_t, "teacher_r", teacher_r)
+    if student_t.shape[0] != teacher_t.shape[0] or student_t.shape[-2:] != teacher_t.shape[-2:]:
+        raise InputError(
+            f"student {tuple(student_t.shape)} and teacher {tuple(teacher_t.shape)} features need the same batch "
+            "size and spatial grid; resize the teacher's features first, e.g. "
+            "torch.nn.functional.interpolate(teacher, size=student.shape[-2:], mode='bilinear', align_corners=False)"
+        )
+    if temperature <= 0:
+        raise InputError(f"temperature must be positive, got {temperature!r}")
+
+
 def global_distillation_loss(
     student_t: torch.Tensor,
     student_r: torch.Tensor,
@@ -411,16 +426,7 @@ def global_distillation_loss(
         teacher_t, teacher_r: (B, C_T, H, W) teacher features of the same frames.
         teacher_temperature: teacher softmax temperature.
     """
-    _check_pair("student_t", student_t, "student_r", student_r)
-    _check_pair("teacher_t", teacher_t, "teacher_r", teacher_r)
-    if student_t.shape[0] != teacher_t.shape[0] or student_t.shape[-2:] != teacher_t.shape[-2:]:
-        raise InputError(
-            f"student {tuple(student_t.shape)} and teacher {tuple(teacher_t.shape)} features need the same batch "
-            "size and spatial grid; resize the teacher's features first, e.g. "
-            "torch.nn.functional.interpolate(teacher, size=student.shape[-2:], mode='bilinear', align_corners=False)"
-        )
-    if teacher_temperature <= 0:
-        raise InputError(f"teacher_temperature must be positive, got {teacher_temperature!r}")
+    _check_global_inputs(student_t, student_r, teacher_t, teacher_r, teacher_temperature)
     student = _at_least_float32(torch.softmax(_dot_logits(student_t, student_r, student_t.shape[1] ** -0.5), -1))
     teacher = _teacher_affinity(teacher_t, teacher_r, teacher_temperature)
     return F.mse_loss(student, teacher.to(student.dtype))
@@ -447,15 +453,7 @@ def cosine_kl_distillation_loss(
         teacher_t, teacher_r: (B, C_T, H, W) frozen teacher features of the same frames.
         temperature: softmax temperature of both affinities.
     """
-    _check_pair("student_t", student_t, "student_r", student_r)
-    _check_pair("teacher_t", teacher_t, "teacher_r", teacher_r)
-    if student_t.shape[0] != teacher_t.shape[0] or student_t.shape[-2:] != teacher_t.shape[-2:]:
-        raise InputError(
-            f"student {tuple(student_t.shape)} and teacher {tuple(teacher_t.shape)} features need the same batch "
-            "size and spatial grid; resize the teacher's features to the student's grid first"
-        )
-    if temperature <= 0:
-        raise InputError(f"temperature must be positive, got {temperature!r}")
+    _check_global_inputs(student_t, student_r, teacher_t, teacher_r, temperature)
     s_t, s_r = (F.normalize(_at_least_float32(x), dim=1) for x in (student_t, student_r))
     log_student = torch.log_softmax(_dot_logits(s_t, s_r, 1.0 / temperature), -1)
     with torch.no_grad():
