@@ -19,16 +19,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from stcorr.hub import sha256_of
-    from stcorr.loading import load_checkpoint, load_model
+    from stcorr.loading import PICKLE_SUFFIXES, load_model
     from stcorr.model import WEIGHTS_NAME
 
-    source = Path(args.source)
-    if source.suffix in (".pth", ".pt", ".tar"):
-        if args.stride is None:
-            raise InputError(f"{source} is a .pth checkpoint: give its output stride with --stride 8 or --stride 4")
-        model = load_checkpoint(source, stride=args.stride)
-    else:
-        model = load_model(args.source, device="cpu", stride=args.stride)
+    if Path(args.source).suffix in PICKLE_SUFFIXES and args.stride is None:
+        raise InputError(f"{args.source} is a .pth checkpoint: give its output stride with --stride 8 or --stride 4")
+    model = load_model(args.source, device="cpu", stride=args.stride)
     model = model.to(getattr(torch, args.dtype))
     model.save_pretrained(args.out_dir)
     weights = Path(args.out_dir) / WEIGHTS_NAME
