@@ -1,13 +1,16 @@
 """Benchmark: windowed label-propagation kernel vs the dense reference.
 
-Each variant (dense reference, kernel fp32, kernel bf16) runs in a fresh subprocess so that peak
-resident memory is measured per variant. All of them regenerate the same seeded random features
-(T, C, h, w) and soft labels (K, h, w); outputs are compared with the dense reference on the frames
-it computed.
+Each variant runs in a fresh subprocess so that peak resident memory is measured per variant: the
+dense reference in float32 (the speed baseline), the dense reference in float64 (the exactness
+reference: its ranking of candidates is exact for all practical purposes, as the kernel's is), and
+the kernel with float32 and bfloat16 similarities. All regenerate the same seeded random features
+(T, C, h, w) and soft labels (K, h, w); outputs are compared with the float64 reference on the
+frames it computed.
 
     python benchmarks/propagation.py                      # DAVIS scale, full dense run (~3-4 min)
     python benchmarks/propagation.py --dense-frames 3     # time dense on the first 3 targets only
     python benchmarks/propagation.py --json results.json
+    python benchmarks/propagation.py --video data/opencv/vtest.avi   # real features (default model)
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-VARIANTS = ("dense", "fp32", "bf16")
-KERNELS = ("fp32", "bf16")
+VARIANTS = ("dense", "exact", "fp32", "bf16")
+DENSE = ("dense", "exact")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,29 +64,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1024,
         help="query chunk of the dense reference (bounds its memory; 0 = the full affinity at once)",
     )
-    p.add_argument(
-        "--tie-tol",
-        type=float,
-        default=1e-5,
-        help="a query cell is a near-tie when its k-th and (k+1)-th cosines (dense, float32) differ by less",
-    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        help="use the features of this video's first --frames frames (then --height/--width/--channels are "
+        "the features' own) instead of random ones",
+    )
+    p.add_argument("--model", default=None, help="model for --video (default: stcorr's default model)")
+    p.add_argument("--features-file", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
-    p.add_argument("--worker", choices=VARIANTS + tuple(f"forced-{k}" for k in KERNELS), default=None,
-                   help=argparse.SUPPRESS)
-    p.add_argument("--dense-output", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--output", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def make_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded random features (T, C, h, w) and a random soft label map (K, h, w) summing to 1."""
+    """Features (T, C, h, w): seeded random, or a video's (--video); a random soft label map (K, h, w) summing to 1."""
     gen = torch.Generator().manual_seed(args.seed)
-    features = torch.randn(args.frames, args.channels, args.height, args.width, generator=gen)
-    labels = torch.rand(args.labels, args.height, args.width, generator=gen) ** 4
+    if args.features_file is not None:
+        features = torch.load(args.features_file)
+    else:
+        features = torch.randn(args.frames, args.channels, args.height, args.width, generator=gen)
+    labels = torch.rand(args.labels, *features.shape[-2:], generator=gen) ** 4
     return features, labels / labels.sum(0, keepdim=True)
+
+
+def video_features(args: argparse.Namespace) -> torch.Tensor:
+    """Features of the first --frames frames of --video from --model, float32 on CPU."""
+    from stcorr import extract_features, load_model
+    from stcorr.frames import open_frames
+
+    model = load_model(args.model, device="cpu")
+    return extract_features(model, open_frames(args.video, max_frames=args.frames)).cpu()
 
 
 def proc_status_mb(field: str) -> float:
@@ -118,7 +134,7 @@ def run_worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     features, labels = make_inputs(args)
     opts = dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature)
-    if args.worker == "dense":
+    if args.worker in DENSE:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from dense_reference import dense_propagate
     else:
@@ -126,18 +142,18 @@ def run_worker(args: argparse.Namespace) -> None:
     rss_before = proc_status_mb("VmRSS")
     was_reset = reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
-    if args.worker == "dense":
+    if args.worker in DENSE:
         num = None if args.dense_frames is None else args.dense_frames + 1
-        margins: list[torch.Tensor] = []
+        dtype = torch.float64 if args.worker == "exact" else torch.float32
         out, _ = dense_propagate(
-            features, labels, num_frames=num, query_chunk=args.dense_chunk or None, margins=margins, **opts
+            features, labels, num_frames=num, query_chunk=args.dense_chunk or None, dtype=dtype, **opts
         )
         frame_seconds = []
     else:
-        dtype = torch.bfloat16 if args.worker == "bf16" else None
+        dtype = torch.bfloat16 if args.worker == "bf16" else torch.float32
         block = tuple(args.block_size) if args.block_size else None
         stream = propagate_stream(features.unbind(0), labels, compute_dtype=dtype, block_size=block, **opts)
-        out = torch.empty(args.frames, args.labels, args.height, args.width)
+        out = torch.empty(features.shape[0], args.labels, *features.shape[-2:])
         frame_seconds, last = [], time.perf_counter()
         for t, (lab, _) in enumerate(stream):
             out[t] = lab
@@ -147,7 +163,7 @@ def run_worker(args: argparse.Namespace) -> None:
             last = now
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = peak_rss_mb(was_reset)
-    torch.save({"labels": out, "margins": torch.stack(margins)} if args.worker == "dense" else out, args.output)
+    torch.save(out, args.output)
     targets = out.shape[0] - 1
     print(
         json.dumps(
@@ -163,40 +179,6 @@ def run_worker(args: argparse.Namespace) -> None:
             }
         )
     )
-
-
-def run_forced_worker(args: argparse.Namespace) -> None:
-    """One-step exactness: every target frame predicted by the kernel from the dense reference's own context.
-
-    Frame t gets frame 0 and the dense labels of frames max(1, t - context) .. t - 1 as fixed context
-    (anchors), so a near-tie swapped at an earlier frame cannot spread; the difference from dense at t is
-    then split into near-tie cells (dense margin < --tie-tol) and all other cells.
-    """
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from stcorr.propagation import LabelPropagator
-
-    features, labels = make_inputs(args)
-    dense = torch.load(args.dense_output)
-    reference, margins = dense["labels"], dense["margins"]
-    dtype = torch.bfloat16 if args.worker == "forced-bf16" else None
-    block = tuple(args.block_size) if args.block_size else None
-    opts = dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature)
-    clear_max, tie_max, ties, clear_over = 0.0, 0.0, 0, 0
-    for t in range(1, reference.shape[0]):
-        propagator = LabelPropagator(features[0], labels, compute_dtype=dtype, block_size=block, **opts)
-        for s in range(max(1, t - args.context), t):
-            propagator.add_anchor(features[s], reference[s])
-        predicted, _ = propagator.step(features[t])
-        diff = (predicted - reference[t]).abs().amax(0)
-        tie = margins[t - 1] < args.tie_tol
-        ties += int(tie.sum())
-        clear_over += int((diff[~tie] > 1e-4).sum())
-        clear_max = max(clear_max, float(diff[~tie].max()) if (~tie).any() else 0.0)
-        tie_max = max(tie_max, float(diff[tie].max()) if tie.any() else 0.0)
-    print(json.dumps({"variant": args.worker, "targets": reference.shape[0] - 1, "near_tie_cells": ties,
-                      "max_abs_diff_clear": clear_max, "clear_cells_over_1e-4": clear_over,
-                      "max_abs_diff_near_ties": tie_max}))
 
 
 def run_variant(variant: str, argv: list[str], workdir: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -227,24 +209,26 @@ def machine_info() -> dict[str, Any]:
 
 
 def compare(results: dict[str, dict[str, Any]]) -> None:
-    """Add max abs difference vs the dense reference, on the frames dense computed."""
-    if "dense" not in results:
+    """Add max abs difference vs the float64 dense reference, on the frames it computed."""
+    if "exact" not in results:
         return
-    dense = torch.load(results["dense"]["output"])["labels"]
+    exact = torch.load(results["exact"]["output"])
     for name, res in results.items():
-        if name == "dense":
+        if name == "exact":
             continue
-        out = torch.load(res["output"])[: dense.shape[0]]
-        diff = (out - dense).abs().amax(1)  # (T, h, w): worst label channel per cell
+        out = torch.load(res["output"])[: exact.shape[0]]
+        diff = (out - exact).abs().amax(1)  # (T, h, w): worst label channel per cell
         res["max_abs_diff"] = float(diff.max())
         res["cells_over_1e-4"] = int((diff > 1e-4).sum())
-        res["frames_compared"] = int(dense.shape[0] - 1)
+        res["frames_compared"] = int(min(out.shape[0], exact.shape[0]) - 1)
 
 
 def speedup(dense: dict[str, Any] | None, res: dict[str, Any]) -> float | None:
-    """Dense time / kernel time on the same target frames (the first ones dense computed)."""
-    if dense is None or not res.get("frame_seconds"):
+    """Dense float32 time / this variant's time on the same target frames (the first ones dense computed)."""
+    if dense is None:
         return None
+    if res["variant"] in DENSE:
+        return dense["seconds"] / res["seconds"] if res["targets"] == dense["targets"] else None
     return dense["seconds"] / sum(res["frame_seconds"][: dense["targets"]])
 
 
@@ -253,25 +237,26 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace, machi
     lines = [
         "Peak RSS is measured per variant in a fresh process, over the propagation only (VmHWM reset after "
         "the inputs are built); 'RSS before run' = interpreter + torch + inputs; extra = peak - before. "
-        "Cells > 1e-4: (frame, cell) pairs where some label differs from dense by more than 1e-4 (a near-tie "
-        "at the k-th candidate, within float32 rounding, can swap candidates between any two implementations).",
+        "Max abs diff: largest difference of any label of any cell from the float64 dense reference, over "
+        "all target frames; cells > 1e-4 counts the (frame, cell) pairs above 1e-4.",
         f"Setting: T={args.frames}, C={args.channels}, grid {args.height}x{args.width}, K={args.labels}, "
         f"context {args.context}, radius {args.radius}, top-{args.topk}, temperature {args.temperature}, "
         f"seed {args.seed}",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, {machine['threads']} threads, "
         f"CUDA {'yes' if machine['cuda'] else 'no'} (runs on CPU)",
         "",
-        "| variant | target frames | s/frame (wall) | CPU s/frame | speed-up vs dense (same frames) "
-        "| peak RSS (MB) | RSS before run (MB) | extra (MB) | max abs diff vs dense |",
+        "| variant | target frames | s/frame (wall) | CPU s/frame | speed-up vs dense fp32 (same frames) "
+        "| peak RSS (MB) | RSS before run (MB) | extra (MB) | max abs diff vs dense fp64 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    names = {"dense": "dense reference", "fp32": "kernel fp32", "bf16": "kernel bf16"}
+    names = {"dense": "dense reference fp32", "exact": "dense reference fp64", "fp32": "kernel fp32",
+             "bf16": "kernel bf16"}
     for name, res in results.items():
-        factor = 1.0 if name == "dense" else speedup(dense, res)
+        factor = speedup(dense, res)
         speed = "-" if factor is None else f"{factor:.1f}x"
         diff = (
             "-"
-            if name == "dense" or "max_abs_diff" not in res
+            if "max_abs_diff" not in res
             else f"{res['max_abs_diff']:.2e} ({res['cells_over_1e-4']} cells > 1e-4, {res['frames_compared']} frames)"
         )
         lines.append(
@@ -279,22 +264,6 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace, machi
             f"| {speed} | {res['peak_rss_mb']:.0f} "
             f"| {res['rss_before_mb']:.0f} | {res['peak_rss_mb'] - res['rss_before_mb']:.0f} | {diff} |"
         )
-    forced = {name: res["one_step"] for name, res in results.items() if "one_step" in res}
-    if forced:
-        lines += [
-            "",
-            "One-step exactness: each target frame predicted by the kernel from the dense reference's own context "
-            f"(frame 0 + the dense labels of the previous frames), so that no earlier swap spreads. Near-tie cells: "
-            f"the k-th and (k+1)-th cosines differ by less than {args.tie_tol:g} (dense, float32).",
-            "",
-            "| variant | near-tie cells | max abs diff, other cells | other cells > 1e-4 | max abs diff, near-tie cells |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for name, res in forced.items():
-            lines.append(
-                f"| {names[name]} | {res['near_tie_cells']} | {res['max_abs_diff_clear']:.2e} "
-                f"| {res['clear_cells_over_1e-4']} | {res['max_abs_diff_near_ties']:.2e} |"
-            )
     return "\n".join(lines)
 
 
@@ -302,20 +271,19 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.worker:
-        (run_forced_worker if args.worker.startswith("forced-") else run_worker)(args)
+        run_worker(args)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
     passthrough = [a for a in argv if a != "--json" and (args.json is None or a != str(args.json))]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.video is not None:
+            features = video_features(args)
+            torch.save(features, Path(tmp) / "features.pt")
+            passthrough += ["--features-file", str(Path(tmp) / "features.pt")]
+            args.frames, args.channels, args.height, args.width = features.shape
         results = {v: run_variant(v, passthrough, Path(tmp)) for v in VARIANTS if v in args.variants}
         compare(results)
-        if "dense" in results:
-            extra = ["--dense-output", str(results["dense"]["output"])]
-            for name in (k for k in KERNELS if k in results):
-                one_step = run_variant(f"forced-{name}", passthrough, Path(tmp), extra)
-                one_step.pop("output")
-                results[name]["one_step"] = one_step
     machine = machine_info()
     print(markdown(results, args, machine))
     if args.json:

@@ -9,7 +9,7 @@ import torch
 from dense_reference import Anchor, dense_propagate
 
 from stcorr.errors import InputError
-from stcorr.propagation import LabelPropagator, propagate_stream, kernel, propagate
+from stcorr.propagation import LabelPropagator, kernel, propagate, propagate_stream
 
 TOL = 1e-4
 
@@ -37,12 +37,14 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("t,c,h,w,context,radius,topk,temperature,k,block", SETTINGS)
-def test_matches_dense_reference(t, c, h, w, context, radius, topk, temperature, k, block):
+def test_matches_dense_reference(t, c, h, w, context, radius, topk, temperature, k, block, dtype):
+    """Both compute dtypes give the float32 result: bfloat16 only preselects, with a certificate."""
     features, labels = random_video(t, c, h, w, k)
     opts = dict(context=context, radius=radius, topk=topk, temperature=temperature)
     ref, ref_conf = dense_propagate(features, labels, **opts)
-    out, conf = propagate(features, labels, block_size=block, return_confidence=True, **opts)
+    out, conf = propagate(features, labels, block_size=block, compute_dtype=dtype, return_confidence=True, **opts)
     assert out.shape == (t, k, h, w) and conf.shape == (t, h, w)
     assert (out - ref).abs().max() < TOL
     assert (conf - ref_conf).abs().max() < TOL
@@ -66,7 +68,7 @@ def test_chunked_context_store_matches_dense(monkeypatch, slots_per_chunk):
     anchor_feats, anchor_labels = random_video(1, 16, 7, 11, 3, seed=12)
     opts = dict(context=4, radius=2, topk=7, temperature=0.1)
     ref, ref_conf = dense_propagate(features, labels, anchors=[Anchor(anchor_feats[0], anchor_labels)], **opts)
-    for dtype in (None, torch.bfloat16):
+    for dtype in (torch.float32, torch.bfloat16):
         propagator = LabelPropagator(features[0], labels, compute_dtype=dtype, block_size=(3, 4), **opts)
         propagator.add_anchor(anchor_feats[0], anchor_labels)
         for t in range(1, 9):
@@ -185,13 +187,125 @@ def test_radius_zero_uses_all_candidates_without_nan():
 
 
 @pytest.mark.parametrize("block", [None, (2, 3)])
-def test_bfloat16_close_to_float32(block):
+def test_bfloat16_equals_float32(block):
     features, labels = random_video(5, 32, 12, 15, 3, seed=9)
     opts = dict(context=3, radius=4, topk=8, block_size=block)
-    full = propagate(features, labels, **opts)
+    full, full_conf = propagate(features, labels, compute_dtype=torch.float32, return_confidence=True, **opts)
     reduced, conf = propagate(features, labels, compute_dtype=torch.bfloat16, return_confidence=True, **opts)
     assert reduced.dtype == torch.float32 and conf.dtype == torch.float32
-    assert (reduced - full).abs().max() < 2e-2
+    assert (reduced - full).abs().max() < TOL and (conf - full_conf).abs().max() < TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("channels", [3, 64, 256, 1024])
+def test_cosine_error_bound_holds(channels, dtype):
+    """|exact cosine - cosine from a float32 or bfloat16 matmul| never exceeds the bound."""
+    gen = torch.Generator().manual_seed(channels)
+    queries = torch.randn(64, channels, generator=gen)
+    keys = torch.randn(3000, channels, generator=gen)
+    # Hard cases: near-duplicates of the queries (cosines close to 1) and vectors whose components span
+    # many orders of magnitude (rounding errors of very different sizes).
+    keys[:64] = queries + 1e-3 * torch.randn(64, channels, generator=gen)
+    keys[64:128] *= torch.logspace(-30, 0, channels)[torch.randperm(channels, generator=gen)]
+    queries, keys = torch.nn.functional.normalize(queries, dim=1), torch.nn.functional.normalize(keys, dim=1)
+    computed = queries.to(dtype) @ keys.to(dtype).t()
+    exact = queries.double() @ keys.double().t()
+    query_error = kernel.rounding_error(queries, dtype)[:, None]
+    key_error = float(kernel.rounding_error(keys, dtype).max())
+    bound = kernel.cosine_error_bound(computed, query_error, key_error, dtype, channels).double()
+    assert ((exact - computed.double()).abs() <= bound).all()
+    assert bound.max() < (0.02 if dtype == torch.bfloat16 else 1e-4 * channels / 1024)  # and tight enough to be useful
+
+
+@pytest.mark.parametrize("wide", [16, 1])
+def test_uncertified_blocks_are_selected_again(monkeypatch, wide):
+    """Preselecting only k candidates leaves many queries without a certificate (their k-th and (k+1)-th
+    cosines are closer than bfloat16 can tell apart): their blocks are selected again with 16k candidates
+    kept, or (when that is made too narrow as well) recomputed in float32 over all candidates."""
+    monkeypatch.setattr(kernel, "_preselect_count", lambda topk: topk)
+    monkeypatch.setattr(kernel, "_WIDE_PRESELECT", wide)
+    features, labels = random_video(6, 32, 13, 17, 3, seed=21)
+    opts = dict(context=3, radius=3, topk=5, temperature=0.07)
+    ref, ref_conf = dense_propagate(features, labels, **opts)
+    calls = {"_block_top_exact": 0, "_block_top_float32": 0}
+    for name in calls:
+        original = getattr(LabelPropagator, name)
+
+        def spy(self, *args, name=name, original=original):
+            calls[name] += 1
+            return original(self, *args)
+
+        monkeypatch.setattr(LabelPropagator, name, spy)
+    out, conf = propagate(
+        features, labels, compute_dtype=torch.bfloat16, block_size=(3, 4), return_confidence=True, **opts
+    )
+    assert 0 < calls["_block_top_exact"] < 5 * 5 * 5  # some, not all, of the 5 x 5 blocks of 5 target frames
+    assert (calls["_block_top_float32"] > 0) == (wide == 1)
+    assert (out - ref).abs().max() < TOL and (conf - ref_conf).abs().max() < TOL
+
+
+def _near_tie_video(channels: int = 8) -> torch.Tensor:
+    """Features (2, C, 1, 2): frame 0 holds two keys whose cosines with frame 1's first cell (as the kernel
+    normalises them) differ by less than float32 can resolve, but not exactly."""
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(channels, generator=gen)
+    a = q + 0.1 * torch.randn(channels, generator=gen)
+    for _ in range(10000):
+        b = a + 1e-7 * torch.randn(channels, generator=gen)
+        features = torch.stack([torch.stack([a, b], 1), torch.stack([q, q], 1)])[:, :, None, :]
+        keys, query = (LabelPropagator._normalise(f)[:, 0] for f in features)
+        exact = query[:, 0].double() @ keys.double()
+        if 0 < abs(float(exact[0] - exact[1])) < 1e-9:
+            return features
+    raise AssertionError("no near-tie found")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_near_tie_in_float32_is_ranked_exactly(dtype):
+    """Two candidates whose cosines float32 cannot separate: the exactly better one is kept."""
+    features = _near_tie_video()
+    keys, query = (LabelPropagator._normalise(f)[:, 0] for f in features)
+    winner = int((query[:, 0].double() @ keys.double()).argmax())
+    labels = torch.eye(2)[:, None, :]  # key cell i carries label i
+    out = propagate(features, labels, context=1, radius=1, topk=1, compute_dtype=dtype)
+    assert (out[1, winner] == 1.0).all()  # both query cells hold q
+    swapped = propagate(features.flip(-1), labels, context=1, radius=1, topk=1, compute_dtype=dtype)
+    assert (swapped[1, 1 - winner] == 1.0).all()  # keys stored in the other order: the same key wins
+
+
+def test_default_compute_dtype_follows_the_hardware(monkeypatch):
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    features, labels = random_video(3, 8, 5, 6, 2)
+    assert LabelPropagator(features[0], labels).compute_dtype == (torch.bfloat16 if native else torch.float32)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert kernel.default_compute_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert kernel.default_compute_dtype(torch.device("cpu")) == torch.bfloat16
+    assert kernel.default_compute_dtype(torch.device("cuda")) == torch.float32
+
+
+def test_automatic_dtype_falls_back_to_float32_on_alike_features(monkeypatch):
+    """Colour-like features (C=3, few distinct values): bfloat16 cannot certify the top-k, so an automatic
+    propagator moves to float32; results equal float32 throughout."""
+    monkeypatch.setattr(kernel, "default_compute_dtype", lambda device: torch.bfloat16)
+    gen = torch.Generator().manual_seed(3)
+    palette = torch.rand(3, 6, generator=gen) + 0.5
+    features = palette[:, torch.randint(0, 6, (5, 14, 18), generator=gen)].permute(1, 0, 2, 3)  # (T, 3, h, w)
+    features = features + 1e-3 * torch.randn(features.shape, generator=gen)
+    labels = torch.softmax(torch.randn(3, 14, 18, generator=gen), 0)
+    opts = dict(context=3, radius=3, topk=5)
+    automatic = LabelPropagator(features[0], labels, **opts)
+    assert automatic.compute_dtype == torch.bfloat16
+    explicit = LabelPropagator(features[0], labels, compute_dtype=torch.float32, **opts)
+    for t in range(1, 5):
+        assert (automatic.step(features[t])[0] - explicit.step(features[t])[0]).abs().max() < 1e-6
+    assert automatic.compute_dtype == torch.float32
+    pinned = LabelPropagator(features[0], labels, compute_dtype=torch.bfloat16, **opts)
+    for t in range(1, 5):
+        pinned.step(features[t])
+    assert pinned.compute_dtype == torch.bfloat16  # an explicit choice is kept
 
 
 def test_bad_inputs_raise_input_error():
@@ -240,7 +354,7 @@ def test_cuda_matches_cpu(dtype):
     cpu = propagate(features, labels, radius=4, topk=8)
     gpu = propagate(features.cuda(), labels, radius=4, topk=8, compute_dtype=dtype)
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
-    assert (gpu.cpu() - cpu).abs().max() < (TOL if dtype is None else 2e-2)
+    assert (gpu.cpu() - cpu).abs().max() < TOL
 
 
 def _rss_mb() -> float:

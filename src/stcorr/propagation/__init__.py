@@ -6,6 +6,12 @@ control (anchors). The frame-level API (frames -> labels at image resolution) is
 :func:`stcorr.propagate_labels` / :func:`stcorr.iter_propagate`.
 """
 
-from stcorr.propagation.kernel import LabelPropagator, default_block_size, propagate, propagate_stream
+from stcorr.propagation.kernel import (
+    LabelPropagator,
+    default_block_size,
+    default_compute_dtype,
+    propagate,
+    propagate_stream,
+)
 
-__all__ = ["LabelPropagator", "default_block_size", "propagate", "propagate_stream"]
+__all__ = ["LabelPropagator", "default_block_size", "default_compute_dtype", "propagate", "propagate_stream"]

@@ -293,7 +293,9 @@ def propagate_labels(
         return_probabilities: also return the (T, K, H, W) probabilities (large: K x 4 bytes per pixel).
         batch_size: frames encoded per forward pass.
         dtype: autocast dtype of the encoder (``torch.bfloat16``/``torch.float16``).
-        compute_dtype: dtype of the affinity matmuls (``torch.bfloat16``/``torch.float16``); outputs float32.
+        compute_dtype: dtype of the affinity matmuls; None picks bfloat16 on CPUs with native bfloat16 matmuls,
+            float32 elsewhere. Only the speed depends on it: the kernel ranks candidates exactly whatever this
+            dtype (see :mod:`stcorr.propagation.kernel`); outputs float32.
         fusion_weights: per-model weights for late fusion.
 
     Returns:

@@ -3,30 +3,37 @@
 Semantics (fixed; tests compare against a dense reference implementing exactly this):
 
 - **Features** of every frame, shape (C, h, w), come from any encoder and are L2-normalised along C
-  here, so similarities are cosines (normalising already-normalised features is harmless). A zero
-  feature vector stays zero and has cosine 0 with everything.
+  here in float32 (``torch.nn.functional.normalize``), so similarities are cosines of those float32
+  vectors (normalising already-normalised features is harmless). A zero feature vector stays zero
+  and has cosine 0 with everything.
 - **Context** of target frame t: frame 0, the *anchors* (extra fixed frames added with
   :meth:`LabelPropagator.add_anchor`), and the previous frames max(1, t - context) ... t - 1. Every
   frame appears once: frame 0 is never duplicated (unlike the official code, which repeats it early
   in the video), and an anchor is not also put in the window of previous frames.
 - **Candidates** of a query cell (y, x): in every context frame, frame 0 included, the cells of the
   square window |dy| <= radius, |dx| <= radius around (y, x), clipped at the borders of the grid.
-- **Top-k jointly** over the candidates of all context frames; weights = softmax(cosine / temperature)
-  over those k; prediction = weighted sum of the candidates' soft labels. If fewer than k candidates
-  exist (tiny grid, radius 0, a single context frame), all of them are used. There is always at least
-  one (the same cell in frame 0), so the result is never NaN.
+- **Top-k jointly** over the candidates of all context frames, ranked by their exact cosine (see
+  *Ranking*); weights = softmax(cosine / temperature) over those k; prediction = weighted sum of
+  the candidates' soft labels. If fewer than k candidates exist (tiny grid, radius 0, a single
+  context frame), all of them are used. There is always at least one (the same cell in frame 0),
+  so the result is never NaN.
 - **Feedback**: the soft prediction (never arg-maxed) becomes the label of frame t for later targets.
 - **Confidence** of a query cell: the softmax-weighted mean cosine of its selected candidates, in
   [-1, 1]; high where the cell found close matches. Frames given with labels (frame 0, anchors) have
   confidence 1.
-- **Precision**: similarities are computed in ``compute_dtype`` (float32 by default; bfloat16 or,
-  on CUDA, float16 to go faster). A reduced dtype only *selects* candidates: 2 x topk are
-  preselected, their cosines recomputed in float32, and the top-k of those used, so results match
-  float32 unless rounding pushes a true top-k candidate below rank 2k. Outputs are always float32,
-  on the device of the features.
-- **Ties**: if the k-th and (k+1)-th candidates have (nearly) equal cosines, which one is kept is
-  arbitrary; two correct implementations may then differ at that cell (and, through feedback, at
-  nearby later cells).
+- **Ranking**: the top-k is the one exact arithmetic would give, whatever the compute dtype and
+  block size, so results do not depend on them (nor on the order of floating-point sums). Cosines
+  are computed in ``compute_dtype`` (:func:`default_compute_dtype`: bfloat16 on CPUs that multiply
+  it natively, float32 elsewhere; float16 is an option on CUDA) and :func:`cosine_error_bound`
+  bounds their error (input and output rounding, float32 sums). Each query keeps its 3k best
+  candidates (:func:`_preselect_count`; in a reduced dtype their cosines are then recomputed in
+  float32). If the bound puts every candidate left out below the k-th kept one, the top-k is among
+  them; otherwise the query is selected again keeping ``_WIDE_PRESELECT`` x k, and if even that
+  cannot be certified in a reduced dtype, in float32 over all its candidates. Where the k-th and
+  (k+1)-th kept cosines are closer than float32 rounding can separate, the kept candidates are
+  ranked again in float64. Left in arbitrary order: candidates with equal float64 cosines, and
+  groups of more than ``_WIDE_PRESELECT`` x k candidates within float32 rounding of the k-th (both
+  only with near-duplicate frames). Outputs are float32, on the device of the features.
 
 Speed. The dense formulation compares every query with every context cell, (h·w) x (n·h·w) per
 frame. Here the query grid is tiled into blocks of bh x bw cells (:func:`default_block_size`); a
@@ -36,16 +43,19 @@ up to 8 frames share a chunk in which their band rows are interleaved, so the ke
 row block in all frames of a chunk form one strided matrix: one batched matmul per (band, chunk)
 covers every row block and frame with no copy. Out-of-window and padding cells get -inf; a top-k
 per (band, chunk) then a top-k over their union gives the joint top-k exactly. Memory is bounded by
-the context (about (bw + 2r) / bw times the context's features, plus a similarity buffer of at
-most ``_SIMS_BUDGET`` bytes), not by the video length.
+the context (its features in float32 for exact ranking, plus the bands: (bw + 2r) / bw times the
+features in ``compute_dtype``, plus a similarity buffer of at most ``_SIMS_BUDGET`` bytes), not by
+the video length.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -53,18 +63,100 @@ import torch.nn.functional as F
 
 from stcorr.errors import InputError
 
-__all__ = ["propagate", "propagate_stream", "LabelPropagator", "default_block_size"]
+__all__ = [
+    "propagate",
+    "propagate_stream",
+    "LabelPropagator",
+    "default_block_size",
+    "default_compute_dtype",
+    "cosine_error_bound",
+]
+
+_log = logging.getLogger(__name__)
 
 _REDUCED_DTYPES = (torch.bfloat16, torch.float16)
-# With a reduced compute dtype, this many times topk candidates are preselected, their cosines
-# recomputed in float32, and the final top-k taken among them: rounding then rarely changes the set.
-_OVERSAMPLE = 2
 # Upper bound on the similarity buffer of one chunk of row blocks (bytes); bounds the peak memory
 # independently of grid size and radius.
 _SIMS_BUDGET = 96 * 2**20
 # Context frames per chunk: one matmul per (band, chunk) covers all frames of a chunk. Adding a
 # frame to a partly filled chunk copies that chunk (only while the context fills up).
 _SLOTS_PER_CHUNK = 8
+
+
+def _preselect_count(topk: int) -> int:
+    """Candidates per query kept from the compute-dtype similarities before exact ranking.
+
+    More makes the certificate fail less often (the block is then selected again, wider) but costs
+    more top-k work and, in a reduced dtype, more float32 recomputation. Measured at top-10, context
+    20, 2 threads: with bfloat16, keeping 30 / 40 / 50 took 0.218 / 0.268 / 0.285 s per frame on
+    random features (60x107x256, 22 frames) and 0.333 / 0.341 / 0.386 on a static-camera video
+    (vtest.avi, embedded model, 72x96x256, 22 frames; 21 / 12 / 7 % of its query blocks selected
+    again: its background repeats in every context frame, so top candidates come in groups of
+    near-equal or equal cosines). With float32, keeping 14 instead of 30 was 12 % faster on the
+    random features but 16 % slower on that video once its context was full (59 of 144 blocks per
+    frame selected again).
+    """
+    return 3 * topk
+
+
+# With an automatic compute dtype (None), switch from bfloat16 to float32 for the rest of the video once at
+# least _SWITCH_AFTER frames are predicted and, on average over them, more than _SWITCH_TO_FLOAT32 of the query
+# blocks had to be selected again: features so alike that most cosines lie within bfloat16 rounding of each
+# other. Measured shares: raw Lab pixels (C=3) 0.82-1.0 per video in the quick offline benchmark (bfloat16 was
+# 3x slower than float32 there); a static-camera video with a trained model 0.12-0.53 over its first 9 frames,
+# then 0.06-0.12 (bfloat16 still faster); a reselected block costs about 2 ms on the benchmark machine.
+_SWITCH_TO_FLOAT32 = 0.5
+_SWITCH_AFTER = 3
+# Candidates kept per query (x topk) when a query block is selected again because its first preselection
+# could not be certified (see LabelPropagator._block_top_exact).
+_WIDE_PRESELECT = 16
+
+
+def cosine_error_bound(
+    computed: torch.Tensor, query_error: torch.Tensor | float, key_error: float, dtype: torch.dtype, channels: int
+) -> torch.Tensor:
+    """Largest possible |exact cosine q.k - cosine computed by a ``dtype`` matmul|, as a function of the computed value.
+
+    q and k are unit float32 vectors, q' and k' their roundings to ``dtype`` (themselves for
+    float32); ``query_error`` is |q - q'| (per query, broadcast with ``computed``) and ``key_error``
+    at least |k - k'| for every key. q.k = q'.k' + (q - q').k + q'.(k - k'), and by Cauchy-Schwarz
+    the last two terms are at most query_error and |q'| key_error. A float32 dot product of C terms
+    is within gamma = C 2^-24 / (1 - C 2^-24) of |q'| |k'| whatever the order of the sums (on CUDA
+    :func:`_ieee_matmuls` guarantees it); rounding that sum x to ``dtype`` gives
+    r with |x - r| <= u |x| + n (u = unit roundoff, n = smallest normal number), so
+    |x - r| <= (u |r| + n) / (1 - u). Hardware that flushes tiny inputs to zero loses at most
+    2 sqrt(C) n more. A 1 % margin covers float32 rounding of the bound itself. r + bound(r) grows
+    with r, so it bounds the exact cosine of every candidate computed below r too.
+    """
+    info = torch.finfo(dtype)
+    u, n = info.eps / 2, info.smallest_normal
+    query_norm = 1 + query_error  # |q'| <= |q| + |q - q'|
+    gamma = channels * 2.0**-24 / (1 - channels * 2.0**-24)  # float32 dot products, any summation order
+    summed = query_error + query_norm * key_error + gamma * query_norm * (1 + key_error)
+    flushed = 2 * math.sqrt(channels) * n
+    r = computed.float().clamp(-2.0, 2.0)  # -inf (no candidate) stays far below any cosine
+    return 1.01 * ((u * r.abs() + n) / (1 - u) + summed + flushed)
+
+
+def rounding_error(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """|v - v'| of float32 vectors v (last dimension) and their roundings v' to ``dtype``."""
+    return torch.linalg.vector_norm(features - features.to(dtype).float(), dim=-1)
+
+
+def default_compute_dtype(device: torch.device) -> torch.dtype:
+    """Similarity dtype used when ``compute_dtype`` is None: only the speed depends on it, never the result.
+
+    bfloat16 on CPUs with native bfloat16 matmuls (AVX-512 BF16 or AMX; on the README's benchmark
+    machine the kernel is then 11x instead of 6x faster than the dense reference), float32 elsewhere,
+    CUDA included (no GPU was available to measure a reduced dtype there). A propagator that chose
+    bfloat16 this way switches to float32 if bfloat16 turns out unable to certify most of the
+    top-k (``_SWITCH_TO_FLOAT32``).
+    """
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
+            return torch.bfloat16
+    return torch.float32
 
 
 def default_block_size(radius: int) -> tuple[int, int]:
@@ -121,6 +213,17 @@ class _Tiling:
     @property
     def keys(self) -> int:
         return self.rect_rows * self.band_width
+
+    def decode(self, flat_idx: torch.Tensor, slots: int, key_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate indices into similarities laid out (rect_row, slot, column) -> (slot, grid cell).
+
+        ``key_cell`` holds the grid cell of each key of the rectangle, (..., 1, R), broadcastable to
+        ``flat_idx``'s leading dimensions.
+        """
+        row_len = slots * self.band_width
+        row, slot, col = flat_idx // row_len, flat_idx % row_len // self.band_width, flat_idx % self.band_width
+        cell = key_cell.expand(*flat_idx.shape[:-1], -1).gather(-1, row * self.band_width + col)
+        return slot, cell
 
 
 def _make_tiling(
@@ -223,6 +326,31 @@ def _matmul(queries: torch.Tensor, rects: torch.Tensor, out: torch.Tensor) -> No
             torch.mm(queries[b], rects[b], out=out[b])
 
 
+@contextmanager
+def _ieee_matmuls(device: torch.device) -> Iterator[None]:
+    """On CUDA, matmuls as :func:`cosine_error_bound` assumes: no TF32, float32 sums of 16-bit products.
+
+    PyTorch lets cuBLAS sum bfloat16/float16 products in reduced precision by default, and users
+    may enable TF32; both are turned off here and restored afterwards. Nothing to do on CPU.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    names = ("allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction")
+    saved = {name: getattr(matmul, name) for name in names}
+    precision = torch.get_float32_matmul_precision()
+    try:
+        for name in names:
+            setattr(matmul, name, False)
+        torch.set_float32_matmul_precision("highest")
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(matmul, name, value)
+        torch.set_float32_matmul_precision(precision)
+
+
 def _topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over the last two dims of x (..., groups, G) as (values, flat indices)."""
     if x.dtype == torch.float32:
@@ -303,36 +431,52 @@ class _ContextStore:
     interleaved along the band width: one band row holds that row of every slot of the chunk, so
     the key rectangles of all its slots form one strided matrix and one matmul per (band, chunk)
     covers them all. Slot i of the store is slot i - (slots of earlier chunks) of its chunk.
+    Labels and features are kept in buffers with room for ``capacity`` slots (doubled if exceeded),
+    so adding a frame copies only that frame there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.slots = 0
         self.chunks: list[torch.Tensor] = []
-        self.labels: torch.Tensor | None = None  # (slots, h*w, K) float32
-        self.features: torch.Tensor | None = None  # (slots, h*w, C) float32, only to refine reduced precision
+        self._labels: torch.Tensor | None = None  # (capacity, h*w, K) float32
+        self._features: torch.Tensor | None = None  # (capacity, h*w, C) float32, for exact re-ranking
+        self.key_rounding = 0.0  # >= |k - k'| for every key k stored, k' its copy in the bands' dtype
 
     @property
-    def slots(self) -> int:
-        return sum(c.shape[3] for c in self.chunks)
+    def labels(self) -> torch.Tensor:
+        """(slots, h*w, K) labels of the stored frames."""
+        assert self._labels is not None
+        return self._labels[: self.slots]
 
-    def add(self, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None) -> int:
-        """Store one frame ((nbx, C, rows, 1, width) bands, (1, h*w, K) labels, (1, h*w, C) features
-        or None) in a new slot; return its index. Growing a chunk copies it (only while filling up)."""
+    @property
+    def features(self) -> torch.Tensor:
+        """(slots, h*w, C) float32 features of the stored frames (reduced-precision stores only)."""
+        assert self._features is not None
+        return self._features[: self.slots]
+
+    def add(self, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> int:
+        """Store one frame ((nbx, C, rows, 1, width) bands, (1, h*w, K) labels, (1, h*w, C) features)
+        in a new slot; return its index. Growing a chunk copies it (only while the context fills up:
+        measured faster overall than giving each new frame a chunk of its own until 8 are merged,
+        which makes more, smaller top-k calls).
+        """
         index = self.slots
         if self.chunks and self.chunks[-1].shape[3] < _SLOTS_PER_CHUNK:
             self.chunks[-1] = torch.cat([self.chunks[-1], bands], dim=3)
         else:
             self.chunks.append(bands)
-        self.labels = labels if self.labels is None else torch.cat([self.labels, labels])
-        if features is not None:
-            self.features = features if self.features is None else torch.cat([self.features, features])
+        if index == self.capacity:
+            self.capacity *= 2
+        self._labels = _with_room(self._labels, labels, self.capacity)
+        self._features = _with_room(self._features, features, self.capacity)
+        self.slots += 1
+        self._write(index, labels, features)
         return index
 
-    def replace(self, index: int, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None) -> None:
+    def replace(self, index: int, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> None:
         """Overwrite slot ``index`` in place with one frame (same layout as :meth:`add`)."""
-        assert self.labels is not None
-        self.labels[index].copy_(labels[0])
-        if features is not None and self.features is not None:
-            self.features[index].copy_(features[0])
+        self._write(index, labels, features)
         for chunk in self.chunks:
             if index < chunk.shape[3]:
                 chunk[:, :, :, index].copy_(bands[:, :, :, 0])
@@ -340,11 +484,55 @@ class _ContextStore:
             index -= chunk.shape[3]
         raise IndexError(index)
 
+    def rebuild_bands(self, bands_of: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Recompute every chunk from the stored (h*w, C) features (e.g. in another dtype), slots unchanged."""
+        first, chunks = 0, []
+        for chunk in self.chunks:
+            g = chunk.shape[3]
+            chunks.append(torch.cat([bands_of(self.features[s]) for s in range(first, first + g)], dim=3))
+            first += g
+        self.chunks = chunks
+        self.key_rounding = 0.0 if chunks[0].dtype == torch.float32 else self.key_rounding
 
-@dataclass
-class _Query:
-    blocks: torch.Tensor  # (nbx, nby, Q, C) compute dtype
-    flat: torch.Tensor | None  # (nbx*nby*Q, C) float32, only for refinement
+    def _write(self, index: int, labels: torch.Tensor, features: torch.Tensor) -> None:
+        """Labels and features of slot ``index``; widen ``key_rounding`` to cover the new keys."""
+        assert self._labels is not None and self._features is not None
+        self._labels[index].copy_(labels[0])
+        self._features[index].copy_(features[0])
+        if self.chunks[0].dtype != torch.float32:
+            error = float(rounding_error(features[0], self.chunks[0].dtype).max())
+            self.key_rounding = max(self.key_rounding, error)
+
+
+class _Workspace:
+    """Scratch buffers reused from frame to frame.
+
+    Allocating large tensors anew for every frame costs more than filling them: the allocator
+    returns big blocks to the OS, so each frame pays page faults again (measured on CPU: gathering
+    160 MB into a fresh tensor 50 ms, into a reused one 10 ms).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor of this shape and dtype, sharing memory with earlier calls of this name."""
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+            buffer = self._buffers[name] = torch.empty(size, dtype=dtype, device=self._device)
+        return buffer[:size].view(shape)
+
+
+def _with_room(buffer: torch.Tensor | None, row: torch.Tensor, capacity: int) -> torch.Tensor:
+    """``buffer`` (or a new one shaped like ``row`` (1, ...)) with ``capacity`` rows, old rows kept."""
+    if buffer is not None and buffer.shape[0] >= capacity:
+        return buffer
+    grown = row.new_empty((capacity, *row.shape[1:]))
+    if buffer is not None:
+        grown[: buffer.shape[0]] = buffer
+    return grown
 
 
 @dataclass
@@ -358,8 +546,11 @@ class _Picks:
     def take(self, index: torch.Tensor) -> _Picks:
         return _Picks(self.cos.gather(-1, index), self.slot.gather(-1, index), self.cell.gather(-1, index))
 
+    def first(self, n: int) -> _Picks:
+        return _Picks(self.cos[..., :n], self.slot[..., :n], self.cell[..., :n])
+
     def best(self, k: int) -> _Picks:
-        """The k picks with the largest cosines."""
+        """The k picks with the largest cosines, best first."""
         if self.cos.shape[-1] <= k:
             return self
         return self.take(self.cos.topk(k, dim=-1).indices)
@@ -381,7 +572,9 @@ class LabelPropagator:
         radius: half-size of the square search window, in feature cells.
         topk: number of candidates kept per query, jointly over all context frames.
         temperature: softmax temperature on the cosines.
-        compute_dtype: dtype of the similarity matmul (None = float32).
+        compute_dtype: dtype of the similarity matmuls; None = :func:`default_compute_dtype`. It
+            changes only the speed, never the result (see *Ranking* in the module doc); float16 is
+            very slow on most CPUs.
         block_size: (rows, columns) of a query block; None = :func:`default_block_size`; any value
             gives the same result, only speed and memory change.
     """
@@ -407,10 +600,14 @@ class LabelPropagator:
         self._num_labels = labels.shape[0]
         self.context, self.radius, self.topk = int(context), int(radius), int(topk)
         self.temperature = float(temperature)
-        self.compute_dtype = compute_dtype or torch.float32
+        self.compute_dtype = compute_dtype or default_compute_dtype(first.device)
+        self._automatic_dtype = compute_dtype is None
+        self._reselected_share = 0.0  # share of query blocks of the last frame selected again
+        self._reselected_sum = 0.0  # sum of those shares over the frames predicted so far
         block = _check_block(block_size) if block_size is not None else default_block_size(self.radius)
         self._tiling = _make_tiling(*self._chw[1:], self.radius, block, self._device, self.compute_dtype)
-        self._store = _ContextStore()
+        self._store = _ContextStore(capacity=1 + self.context)
+        self._workspace = _Workspace(self._device)
         self._fixed: list[int] = [self._store.add(*self._frame(self._normalise(first), labels))]
         self._recent: deque[int] = deque()  # slots of the previous frames, oldest first
         self._frames_seen = 1
@@ -461,6 +658,10 @@ class LabelPropagator:
         self._check_device(feats, what)
         normalised = self._normalise(feats)
         labels, confidence = self._predict(normalised)
+        self._reselected_sum += self._reselected_share
+        if self._automatic_dtype and self._reduced and self._frames_seen >= _SWITCH_AFTER:
+            if self._reselected_sum / self._frames_seen > _SWITCH_TO_FLOAT32:
+                self._switch_to_float32()
         self._remember(self._frame(normalised, labels))
         self._frames_seen += 1
         return labels, confidence
@@ -468,7 +669,6 @@ class LabelPropagator:
     def first_frame_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame 0's (labels, confidence): its labels as float32 (K, h, w) and a confidence of 1."""
         h, w = self._chw[1:]
-        assert self._store.labels is not None
         first = self._store.labels[self._fixed[0]]
         return first.t().reshape(self._num_labels, h, w).clone(), torch.ones((h, w), device=self._device)
 
@@ -484,21 +684,32 @@ class LabelPropagator:
         return F.normalize(features, dim=0)
 
     @property
-    def _refine(self) -> bool:
+    def _reduced(self) -> bool:
         return self.compute_dtype != torch.float32
 
-    def _frame(
-        self, normalised: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _frame(self, normalised: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One context frame in the layout of :meth:`_ContextStore.add`."""
         k = labels.shape[0]
         return (
-            _to_bands(normalised.to(self.compute_dtype), self._tiling).unsqueeze(3),
+            self._bands(normalised),
             labels.reshape(1, k, -1).transpose(1, 2).contiguous(),
-            normalised.flatten(1).t().unsqueeze(0).contiguous() if self._refine else None,
+            normalised.flatten(1).t().unsqueeze(0).contiguous(),
         )
 
-    def _remember(self, frame: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
+    def _bands(self, normalised: torch.Tensor) -> torch.Tensor:
+        """(C, h, w) float32 -> (nbx, C, padded_rows, 1, band_width) key bands in the compute dtype."""
+        return _to_bands(normalised.to(self.compute_dtype), self._tiling).unsqueeze(3)
+
+    def _switch_to_float32(self) -> None:
+        """Use float32 similarities from now on (same results; see ``_SWITCH_TO_FLOAT32``)."""
+        _log.debug(
+            "%.0f %% of the query blocks needed a second selection in bfloat16: float32 from now on",
+            100 * self._reselected_sum / self._frames_seen,
+        )
+        self.compute_dtype = torch.float32
+        self._store.rebuild_bands(lambda features: self._bands(features.t().reshape(self._chw)))
+
+    def _remember(self, frame: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
         """Put a predicted frame in the window of previous frames, evicting the oldest if full."""
         if self.context == 0:
             return
@@ -511,75 +722,230 @@ class LabelPropagator:
 
     def _predict(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self._tiling
-        blocks = _to_blocks(normalised.permute(1, 2, 0), t)
-        query = _Query(
-            blocks=blocks.to(self.compute_dtype),
-            flat=blocks.reshape(-1, blocks.shape[-1]) if self._refine else None,
-        )
-        picks = self._select(query)
-        if self._refine:
-            picks = self._exact(query, picks).best(self.topk)
+        queries = _to_blocks(normalised.permute(1, 2, 0), t)  # (nbx, nby, Q, C) float32
+        with _ieee_matmuls(self._device):
+            picks = self._top_exact(queries)
         valid = torch.isfinite(picks.cos)
         weights = torch.softmax(torch.where(valid, picks.cos / self.temperature, float("-inf")), dim=-1)
-        assert self._store.labels is not None
         picked = self._store.labels.flatten(0, 1)[picks.slot * (t.h * t.w) + picks.cell]  # (nbx, nby, Q, k, K)
         labels = (weights.unsqueeze(-1) * picked).sum(-2)
         confidence = (weights * torch.where(valid, picks.cos, 0.0)).sum(-1, keepdim=True)
         return _from_blocks(labels, t).contiguous(), _from_blocks(confidence, t)[0].contiguous()
 
-    def _select(self, query: _Query) -> _Picks:
-        """Joint top-k over all context slots: per (band, chunk) top-k, then top-k of their union.
+    def _top_exact(self, queries: torch.Tensor) -> _Picks:
+        """Each query's top-k candidates by exact cosine, best first (see "Ranking" in the module doc).
 
-        The union of per-chunk top-k's contains the joint top-k, so this is exact. k is topk (times
-        ``_OVERSAMPLE`` with a reduced dtype), at most the number of candidates.
+        Args:
+            queries: (nbx, nby, Q, C) float32 unit query vectors, by block.
         """
-        t = self._tiling
-        k = self.topk * (_OVERSAMPLE if self._refine else 1)
+        reduced = queries.to(self.compute_dtype)
+        query_error = rounding_error(queries, self.compute_dtype) if self._reduced else None
+        count = _preselect_count(self.topk)
+        top, overflow = self._exact_among(queries, self._select(reduced, count + 1), count, query_error)
+        reselect = overflow.any(-1)
+        self._reselected_share = float(reselect.float().mean())
+        for j, b in reselect.nonzero().tolist():
+            need = overflow[j, b]
+            error = None if query_error is None else query_error[j, b, need]
+            redo = self._block_top_exact(queries[j, b, need], reduced[j, b, need], error, j, b, need)
+            top.cos[j, b, need], top.slot[j, b, need], top.cell[j, b, need] = redo.cos, redo.slot, redo.cell
+        return top
+
+    def _block_top_exact(
+        self,
+        queries: torch.Tensor,
+        reduced: torch.Tensor,
+        query_error: torch.Tensor | None,
+        j: int,
+        b: int,
+        need: torch.Tensor,
+    ) -> _Picks:
+        """Top-k by exact cosine of the queries ``need`` (a (Q,) mask; queries (n, C)) of block (band j, row
+        block b), whose first preselection was too narrow: again with ``_WIDE_PRESELECT`` x topk candidates
+        kept, then (reduced dtypes, still uncertified) in float32 over all candidates."""
+        count = _WIDE_PRESELECT * self.topk
+        selected = self._select_block(reduced, j, b, need, count + 1)
+        top, overflow = self._exact_among(queries, selected, count, query_error)
+        if self._reduced and bool(overflow.any()):
+            top = self._block_top_float32(queries, j, b, need)
+        return top
+
+    def _exact_among(
+        self, queries: torch.Tensor, selected: _Picks, count: int, query_error: torch.Tensor | None
+    ) -> tuple[_Picks, torch.Tensor]:
+        """:meth:`_rank` applied to the first ``count`` of the ``count + 1`` best compute-dtype candidates."""
+        kept, left_out = self._split(
+            selected, count, 0.0 if query_error is None else query_error, self._store.key_rounding,
+            self.compute_dtype, queries.shape[-1],
+        )
+        if self._reduced:
+            kept = self._rescore(queries, kept)
+        return self._rank(queries, kept, left_out)
+
+    def _select(self, reduced: torch.Tensor, k: int) -> _Picks:
+        """The k best candidates of every query by compute-dtype cosine, best first (all if fewer).
+
+        Per (band, chunk) top-k, then top-k of their union: the union of per-chunk top-k's contains
+        the joint top-k, so this is exact (in the compute dtype).
+        """
         parts, first_slot = [], 0
         for chunk in self._store.chunks:
-            parts.append(self._select_chunk(query, chunk, first_slot, k))
+            parts.append(self._select_chunk(reduced, chunk, first_slot, k))
             first_slot += chunk.shape[3]
-        if len(parts) == 1:
-            return parts[0]
-        union = _Picks(*(torch.cat([getattr(p, f) for p in parts], dim=-1) for f in ("cos", "slot", "cell")))
-        return union.best(min(k, self._store.slots * t.keys))
+        return _union(parts, k)
 
-    def _select_chunk(self, query: _Query, chunk: torch.Tensor, first_slot: int, k: int) -> _Picks:
-        """Top-k candidates among the slots of one chunk, band by band."""
+    def _select_chunk(self, reduced: torch.Tensor, chunk: torch.Tensor, first_slot: int, k: int) -> _Picks:
+        """Top-k candidates among the slots of one chunk, band by band, best first."""
         t = self._tiling
         g = chunk.shape[3]
         k = min(k, g * t.keys)
         shape = (t.nbx, t.nby, t.queries, k)
         cos = torch.empty(shape, dtype=self.compute_dtype, device=self._device)
         flat_idx = torch.empty(shape, dtype=torch.int64, device=self._device)
-        # Similarities of a run of row blocks: (rows, Q, rect_rows, g, band_width).
         per_row_block = t.queries * g * t.keys * cos.element_size()
         step = max(1, min(t.nby, _SIMS_BUDGET // per_row_block))
-        buffer = torch.empty((step, t.queries, g * t.keys), dtype=self.compute_dtype, device=self._device)
+        buffer = self._workspace.get("sims", (step, t.queries, g * t.keys), self.compute_dtype)
         for j in range(t.nbx):
             rects = _key_rects(chunk[j], t)
             for b0 in range(0, t.nby, step):
-                b1 = min(b0 + step, t.nby)
-                sims = buffer[: b1 - b0]
-                _matmul(query.blocks[j, b0:b1], rects[b0:b1], sims)
-                shaped = sims.view(b1 - b0, t.queries, t.rect_rows, g, t.band_width)
-                shaped.add_(t.window_bias + t.grid_bias[j, b0:b1])
-                groups = sims.view(b1 - b0, t.queries, t.rect_rows * g, t.band_width)
-                cos[j, b0:b1], flat_idx[j, b0:b1] = _topk(groups, k)
-        # flat index = (rect_row * g + slot) * band_width + column
-        row, rem = flat_idx // (g * t.band_width), flat_idx % (g * t.band_width)
-        slot, col = rem // t.band_width, rem % t.band_width
-        rect_idx = row * t.band_width + col
-        cell = torch.gather(t.key_cell[:, :, None, :].expand(-1, -1, t.queries, -1), 3, rect_idx)
+                rows = slice(b0, min(b0 + step, t.nby))
+                sims = buffer[: rows.stop - b0]
+                bias = t.window_bias + t.grid_bias[j, rows]
+                cos[j, rows], flat_idx[j, rows] = self._score(reduced[j, rows], rects[rows], sims, bias, k)
+        slot, cell = t.decode(flat_idx, g, t.key_cell[:, :, None, :])
         return _Picks(cos, slot + first_slot, cell)
 
-    def _exact(self, query: _Query, picks: _Picks) -> _Picks:
-        """Recompute the picked cosines in float32 (reduced-precision path)."""
-        assert query.flat is not None and self._store.features is not None
-        hw, c = self._tiling.h * self._tiling.w, query.flat.shape[-1]
-        keys = self._store.features.view(-1, c)[picks.slot * hw + picks.cell]  # (nbx, nby, Q, k, C)
-        exact = torch.matmul(keys, query.flat.view(*picks.cos.shape[:3], c, 1)).squeeze(-1)
+    def _select_block(self, reduced: torch.Tensor, j: int, b: int, need: torch.Tensor, k: int) -> _Picks:
+        """The k best candidates (best first) of the queries ``need`` ((Q,) mask; ``reduced`` (n, C)) of
+        block (band j, row block b)."""
+        t = self._tiling
+        parts, first_slot = [], 0
+        bias = t.window_bias[need] + t.grid_bias[j, b : b + 1]
+        for chunk in self._store.chunks:
+            g = chunk.shape[3]
+            sims = self._workspace.get("sims", (1, reduced.shape[0], g * t.keys), self.compute_dtype)
+            rects = _key_rects(chunk[j], t)[b : b + 1]
+            cos, flat_idx = self._score(reduced[None], rects, sims, bias, min(k, g * t.keys))
+            slot, cell = t.decode(flat_idx[0], g, t.key_cell[j, b][None])
+            parts.append(_Picks(cos[0], slot + first_slot, cell))
+            first_slot += g
+        return _union(parts, k)
+
+    def _score(
+        self, reduced: torch.Tensor, rects: torch.Tensor, sims: torch.Tensor, bias: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k (values, flat indices) of B row blocks' queries against one chunk's key rectangles.
+
+        ``reduced`` (B, n, C) queries, ``rects`` (B, C, N) keys, ``sims`` a (B, n, N) buffer, ``bias``
+        (B or 1, n, rect_rows, 1, band_width): -inf for out-of-window or off-grid keys, else 0. The
+        similarities are laid out (rect_row, slot, column).
+        """
+        t = self._tiling
+        _matmul(reduced, rects, sims)
+        b, n, g = sims.shape[0], sims.shape[1], sims.shape[-1] // t.keys
+        sims.view(b, n, t.rect_rows, g, t.band_width).add_(bias)
+        return _topk(sims.view(b, n, t.rect_rows * g, t.band_width), k)
+
+    @staticmethod
+    def _split(
+        selected: _Picks,
+        count: int,
+        query_error: torch.Tensor | float,
+        key_error: float,
+        dtype: torch.dtype,
+        channels: int,
+    ) -> tuple[_Picks, torch.Tensor]:
+        """(the first ``count`` picks, an upper bound on the exact cosine of every candidate not among them).
+
+        ``selected`` holds count + 1 picks per query, best first (fewer: every candidate, bound -inf).
+        """
+        if selected.cos.shape[-1] <= count:
+            return selected, torch.full(selected.cos.shape[:-1], float("-inf"), device=selected.cos.device)
+        runner_up = selected.cos[..., count]
+        bound = runner_up.float() + cosine_error_bound(runner_up, query_error, key_error, dtype, channels)
+        return selected.first(count), torch.where(runner_up == float("-inf"), float("-inf"), bound)
+
+    def _rescore(self, queries: torch.Tensor, picks: _Picks) -> _Picks:
+        """The picks with their cosines recomputed in float32 (after a reduced-precision selection)."""
+        hw, c = self._tiling.h * self._tiling.w, queries.shape[-1]
+        index = (picks.slot * hw + picks.cell).flatten()
+        keys = self._workspace.get("keys", (index.numel(), c), torch.float32)
+        torch.index_select(self._store.features.reshape(-1, c), 0, index, out=keys)
+        exact = torch.matmul(keys.view(*picks.cos.shape, c), queries.unsqueeze(-1)).squeeze(-1)
         return _Picks(torch.where(torch.isfinite(picks.cos), exact, float("-inf")), picks.slot, picks.cell)
+
+    def _rank(self, queries: torch.Tensor, kept: _Picks, left_out: torch.Tensor) -> tuple[_Picks, torch.Tensor]:
+        """Top-k by exact cosine among ``kept`` (float32 cosines), and where that may not be the true top-k.
+
+        Args:
+            queries: (..., C) float32 unit query vectors.
+            kept: (..., n) candidates with float32 cosines.
+            left_out: (...) upper bound on the exact cosine of every candidate not in ``kept``.
+
+        Returns (top-k picks best first, overflow): overflow marks queries where a left-out candidate
+        might beat the k-th kept one. Where the k-th and (k+1)-th kept cosines are closer than float32
+        rounding can separate, the kept candidates are ranked again in float64.
+        """
+        count = kept.cos.shape[-1]
+        k = min(self.topk, count)
+        values, order = kept.cos.topk(min(k + 1, count), dim=-1)
+        top = kept.take(order[..., :k])
+        c = queries.shape[-1]
+
+        def error(v: torch.Tensor) -> torch.Tensor:
+            return cosine_error_bound(v, 0.0, 0.0, torch.float32, c)
+
+        kth = values[..., k - 1]
+        lowest_kth = kth - error(kth)
+        ties_any = torch.linalg.vector_norm(queries, dim=-1) == 0  # a zero query: every cosine is 0
+        overflow = (left_out >= lowest_kth) & (left_out > float("-inf")) & ~ties_any
+        if values.shape[-1] > k:
+            runner_up = values[..., k]
+            near_tie = (runner_up + error(runner_up) >= lowest_kth) & ~overflow & ~ties_any
+            if bool(near_tie.any()):
+                self._rank_float64(queries, kept, near_tie, top)
+        return top, overflow
+
+    def _rank_float64(self, queries: torch.Tensor, kept: _Picks, where: torch.Tensor, top: _Picks) -> None:
+        """Overwrite ``top`` at the queries ``where`` with the top-k of ``kept`` by float64 cosine."""
+        hw, c = self._tiling.h * self._tiling.w, queries.shape[-1]
+        at = where.nonzero(as_tuple=True)
+        slots, cells, finite = kept.slot[at], kept.cell[at], torch.isfinite(kept.cos[at])
+        keys = self._store.features.reshape(-1, c)[slots * hw + cells].double()  # (N, n, C)
+        exact = (keys @ queries[at].double().unsqueeze(-1)).squeeze(-1)
+        exact = torch.where(finite, exact, float("-inf"))
+        best = exact.topk(top.cos.shape[-1], dim=-1).indices
+        top.cos[at] = exact.gather(-1, best).float()
+        top.slot[at], top.cell[at] = slots.gather(-1, best), cells.gather(-1, best)
+
+    def _block_top_float32(self, queries: torch.Tensor, j: int, b: int, need: torch.Tensor) -> _Picks:
+        """Top-k by exact cosine of the queries ``need`` of block (band j, row block b) from float32 similarities
+        with all their candidates (features gathered from the float32 store), then :meth:`_rank`. If more than
+        ``_WIDE_PRESELECT`` x topk candidates tie with the k-th within float32 rounding (only near-duplicate
+        frames do that), which of them are kept is arbitrary.
+        """
+        t = self._tiling
+        features = self._store.features
+        slots, c = features.shape[0], features.shape[-1]
+        key_cell = t.key_cell[j, b]
+        keys = features[:, key_cell].view(slots, t.rect_rows, t.band_width, c).transpose(0, 1)
+        sims = queries @ keys.reshape(-1, c).t()  # (n, rect_rows * slots * band_width)
+        n = sims.shape[0]
+        sims.view(n, t.rect_rows, slots, t.band_width).add_(t.window_bias[need] + t.grid_bias[j, b])
+        count = _WIDE_PRESELECT * self.topk
+        groups = sims.view(n, t.rect_rows * slots, t.band_width)
+        cos, flat_idx = _grouped_topk(groups, min(count + 1, sims.shape[-1]))
+        slot, cell = t.decode(flat_idx, slots, key_cell[None])
+        kept, left_out = self._split(_Picks(cos, slot, cell), count, 0.0, 0.0, torch.float32, c)
+        return self._rank(queries, kept, left_out)[0]
+
+
+def _union(parts: list[_Picks], k: int) -> _Picks:
+    """The k best (best first) of several candidate lists of the same queries."""
+    if len(parts) == 1:
+        return parts[0]
+    union = _Picks(*(torch.cat([getattr(p, f) for p in parts], dim=-1) for f in ("cos", "slot", "cell")))
+    return union.best(min(k, union.cos.shape[-1]))
 
 
 # --------------------------------------------------------------------------- whole-video helpers
