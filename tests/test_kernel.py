@@ -308,6 +308,23 @@ def test_automatic_dtype_falls_back_to_float32_on_alike_features(monkeypatch):
     assert pinned.compute_dtype == torch.bfloat16  # an explicit choice is kept
 
 
+def test_cuda_matmul_settings_are_ieee_inside_the_kernel_and_restored_after():
+    """The flags are global settings, so this runs without a GPU; a user's TF32 choice is kept afterwards."""
+    matmul = torch.backends.cuda.matmul
+    precision = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = {name: getattr(matmul, name) for name in ("allow_bf16_reduced_precision_reduction", precision)}
+    try:
+        setattr(matmul, precision, "tf32" if precision == "fp32_precision" else True)
+        matmul.allow_bf16_reduced_precision_reduction = True
+        with kernel._ieee_matmuls(torch.device("cuda")):
+            assert getattr(matmul, precision) in ("ieee", False)
+            assert not matmul.allow_bf16_reduced_precision_reduction
+        assert getattr(matmul, precision) in ("tf32", True) and matmul.allow_bf16_reduced_precision_reduction
+    finally:
+        for name, value in before.items():
+            setattr(matmul, name, value)
+
+
 def test_bad_inputs_raise_input_error():
     features, labels = random_video(4, 8, 5, 6, 2)
     bad = features.clone()

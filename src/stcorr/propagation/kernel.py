@@ -331,24 +331,24 @@ def _ieee_matmuls(device: torch.device) -> Iterator[None]:
     """On CUDA, matmuls as :func:`cosine_error_bound` assumes: no TF32, float32 sums of 16-bit products.
 
     PyTorch lets cuBLAS sum bfloat16/float16 products in reduced precision by default, and users
-    may enable TF32; both are turned off here and restored afterwards. Nothing to do on CPU.
+    may enable TF32; both are turned off here and restored afterwards. TF32 goes through the API the
+    running PyTorch has (``fp32_precision`` from 2.9 on; reading the legacy setting raises once the
+    new one has been used). Nothing to do on CPU.
     """
     if device.type != "cuda":
         yield
         return
     matmul = torch.backends.cuda.matmul
-    names = ("allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction")
+    names = ["allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction"]
+    names.append("fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32")
     saved = {name: getattr(matmul, name) for name in names}
-    precision = torch.get_float32_matmul_precision()
     try:
         for name in names:
-            setattr(matmul, name, False)
-        torch.set_float32_matmul_precision("highest")
+            setattr(matmul, name, "ieee" if name == "fp32_precision" else False)
         yield
     finally:
         for name, value in saved.items():
             setattr(matmul, name, value)
-        torch.set_float32_matmul_precision(precision)
 
 
 def _topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
