@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +180,9 @@ def run_worker(args: argparse.Namespace) -> None:
     )
 
 
-def run_variant(variant: str, argv: list[str], workdir: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+def run_variant(variant: str, argv: list[str], workdir: Path) -> dict[str, Any]:
     out = workdir / f"{variant}.pt"
-    cmd = [sys.executable, __file__, *argv, "--worker", variant, "--output", str(out), *extra]
+    cmd = [sys.executable, __file__, *argv, "--worker", variant, "--output", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{variant} run failed:\n{proc.stderr}")

@@ -928,15 +928,15 @@ class LabelPropagator:
         features = self._store.features
         slots, c = features.shape[0], features.shape[-1]
         key_cell = t.key_cell[j, b]
+        # Keys laid out (rect_row, slot, column) like a chunk's rectangle, as one (1, C, N) matrix.
         keys = features[:, key_cell].view(slots, t.rect_rows, t.band_width, c).transpose(0, 1)
-        sims = queries @ keys.reshape(-1, c).t()  # (n, rect_rows * slots * band_width)
-        n = sims.shape[0]
-        sims.view(n, t.rect_rows, slots, t.band_width).add_(t.window_bias[need] + t.grid_bias[j, b])
+        rects = keys.reshape(-1, c).t()[None]
+        sims = torch.empty((1, queries.shape[0], rects.shape[-1]), device=self._device)
         count = _WIDE_PRESELECT * self.topk
-        groups = sims.view(n, t.rect_rows * slots, t.band_width)
-        cos, flat_idx = _grouped_topk(groups, min(count + 1, sims.shape[-1]))
-        slot, cell = t.decode(flat_idx, slots, key_cell[None])
-        kept, left_out = self._split(_Picks(cos, slot, cell), count, 0.0, 0.0, torch.float32, c)
+        bias = t.window_bias[need] + t.grid_bias[j, b : b + 1]
+        cos, flat_idx = self._score(queries[None], rects, sims, bias, min(count + 1, sims.shape[-1]))
+        slot, cell = t.decode(flat_idx[0], slots, key_cell[None])
+        kept, left_out = self._split(_Picks(cos[0], slot, cell), count, 0.0, 0.0, torch.float32, c)
         return self._rank(queries, kept, left_out)[0]
 
 
