@@ -114,6 +114,10 @@ def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
+    if args.session is not None:
+        return _replay_session(args)
+    if args.mask is None:
+        raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
     from stcorr.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
@@ -131,6 +135,29 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         print(f"wrote confidence maps to {job.confidence_dir}")
     if job.overlay:
         print(f"wrote overlay video {job.overlay}")
+    return 0
+
+
+def _replay_session(args: argparse.Namespace) -> int:
+    """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
+    from stcorr.app._session_adapter import PropagationSession  # TEMPORARY (issue 13)
+    from stcorr.loading import load_encoder
+    from stcorr.session_files import read_session_file, write_session_masks
+
+    data = read_session_file(args.session)
+    model_name = args.model if args.model is not None else data.get("model")
+    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), args.video)
+    with _progress_bar(len(session.stale_frames())) as bar:
+        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update)
+    print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
+          f"wrote {session.num_frames} masks to {masks_dir}")
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from stcorr.app import launch
+
+    launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side, device=args.device)
     return 0
 
 
@@ -185,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     propagate = sub.add_parser("propagate", help="carry a first-frame mask through a video")
     _add_video_job_arguments(propagate)
-    propagate.add_argument("--mask", required=True, type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--session", type=Path,
+                           help="replay a session.json exported by `stcorr app` instead of --mask (its anchors, "
+                                "options and model; --model overrides the model)")
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
@@ -202,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--out", type=Path, required=True, help="output image (.png or .jpg)")
     sheet.add_argument("--width", type=int, default=1200, help="width of the output image in pixels")
     sheet.set_defaults(func=_cmd_sheet)
+
+    app = sub.add_parser("app", help="browser app: paint a mask, propagate, correct frames, export (stcorr[app])")
+    app.add_argument("video", nargs="?", help="a video file or a folder of frames to open at start")
+    app.add_argument("--model", default=None, help="model name or path (default: the embedded model)")
+    app.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
+    app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    app.set_defaults(func=_cmd_app)
 
     convert = sub.add_parser(
         "convert", help="write config.json + model.safetensors from an official .pth checkpoint or any loadable model"
