@@ -137,7 +137,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         screen = [editor, view, strip, status]
 
         def refresh(wb: Workbench, t: int, confidence: bool) -> tuple:
-            return wb.editor_value(t), wb.view(t, confidence), wb.strip(t), wb.status()
+            return wb.editor_value(t), wb.view(t, confidence), wb.strip(t), f"frame {t}: {wb.status()}"
 
         @_friendly
         def open_video(path_text: str, uploaded: str | None, name: str, max_px: float | None, confidence: bool):
