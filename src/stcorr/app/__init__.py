@@ -36,13 +36,13 @@ def launch(video: str | None = None, *, model: str | None = None, host: str = DE
     The server binds ``host`` (default 127.0.0.1: this machine only).
     """
     _require_gradio()
-    from stcorr.app.ui import ModelCache, build_app
+    from stcorr.app.ui import CSS, ModelCache, build_app
 
     page = build_app(ModelCache(device), video=video, model=model, max_side=max_side)
     page.queue(default_concurrency_limit=1)
     scope = "this machine only" if host in ("127.0.0.1", "localhost") else "reachable from your network"
     page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                footer_links=[], show_error=True)
+                footer_links=[], show_error=True, css=CSS)
     print(f"stcorr app on {page.local_url} (bound to {host}: {scope}; --host 0.0.0.0 shares it)", flush=True)
     if block:
         page.block_thread()

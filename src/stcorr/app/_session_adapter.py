@@ -95,16 +95,23 @@ class PropagationSession:
     def result(self, t: int) -> FrameResult | None:
         return self._results.get(t)
 
+    def _soft(self, mask: np.ndarray, ids: list[int]) -> np.ndarray:
+        """One channel per id of any anchor (so an object may first appear in a later anchor)."""
+        small = _resize_ids(mask, self._working.size)
+        return np.stack([(small == i).astype(np.float32) for i in ids])
+
     def _pass(self, direction: str) -> Iterator[FrameResult]:
         first = min(self._anchors)
-        others = {t: _resize_ids(m, self._working.size) for t, m in self._anchors.items() if t != first}
-        first_mask = _resize_ids(self._anchors[first], self._working.size)
-        for p in iter_propagate(self.model, self._working, first_mask, start=first, direction=direction,
-                                anchors=others, **asdict(self.options)):
+        ids = [0, *self.object_ids]
+        lookup = np.full(256, 255, np.uint8)
+        lookup[: len(ids)] = ids
+        others = {t: self._soft(m, ids) for t, m in self._anchors.items() if t != first}
+        for p in iter_propagate(self.model, self._working, self._soft(self._anchors[first], ids), start=first,
+                                direction=direction, anchors=others, **asdict(self.options)):
             if p.t in self._anchors:
                 result = FrameResult(p.t, self._anchors[p.t].copy(), np.ones(self.frame_size, np.float32))
             else:
-                result = FrameResult(p.t, _resize_ids(p.labels, self.frame_size),
+                result = FrameResult(p.t, _resize_ids(lookup[p.labels], self.frame_size),
                                      _resize_map(p.confidence, self.frame_size))
             if p.t not in self._results:
                 self._results[p.t] = result

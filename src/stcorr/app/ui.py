@@ -26,6 +26,10 @@ from stcorr.errors import StcorrError  # noqa: E402
 __all__ = ["build_app", "ModelCache"]
 
 logger = logging.getLogger(__name__)
+CSS = """
+#view img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#strip img { width: 100%; height: 40px; object-fit: fill; image-rendering: pixelated; }
+"""
 STREAM_INTERVAL_S = 0.15  # at most this often a propagating run sends the newest frame to the page
 
 
@@ -102,7 +106,8 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         with gr.Row():
             path = gr.Textbox(value=video or "", label="Video file or folder of frames on this machine",
                               elem_id="video_path", scale=3)
-            upload = gr.File(label="or upload a video", file_types=["video"], elem_id="video_upload", scale=2)
+            upload = gr.File(label="or upload a video", file_types=["video"], elem_id="video_upload", scale=2,
+                             height=90)
             model_name = gr.Textbox(value=model or "", label="Model (empty: the embedded default)",
                                     elem_id="model_name", scale=1)
             side = gr.Number(value=max_side, label="Max side (px)", precision=0, elem_id="max_side", scale=1)
@@ -112,13 +117,14 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                                     brush=brush, eraser=gr.Eraser(default_size=8), layers=False,
                                     transforms=(), sources=(), elem_id="editor", height=420)
             view = gr.Image(label="Overlay", type="numpy", interactive=False, elem_id="view", height=420,
-                            format="png")
+                            format="png", buttons=["download"])
         with gr.Row():
             frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame", scale=4)
             show_confidence = gr.Checkbox(label="Show confidence (red = unsure)", elem_id="show_confidence", scale=1)
             play = gr.Button("Play", elem_id="play", scale=1)
         strip = gr.Image(label="Confidence per frame (green sure, red unsure, blue anchor, grey not propagated)",
-                         type="numpy", interactive=False, height=60, elem_id="strip", format="png")
+                         type="numpy", interactive=False, height=70, elem_id="strip", format="png",
+                         buttons=[])
         with gr.Row():
             propagate = gr.Button("Propagate", variant="primary", elem_id="propagate")
             cancel = gr.Button("Cancel", elem_id="cancel")
@@ -128,10 +134,10 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             delete = gr.Button("Delete object", elem_id="delete_object")
         with gr.Row():
             mask_upload = gr.File(label="Upload an indexed PNG mask for this frame", file_types=[".png"],
-                                  elem_id="mask_upload")
+                                  elem_id="mask_upload", height=90)
             export = gr.Button("Export zip", elem_id="export")
             exported = gr.File(label="Export (masks/, overlay.mp4, session.json)", elem_id="exported",
-                               interactive=False)
+                               interactive=False, height=90)
         status = gr.Markdown("Open a video to start.", elem_id="status")
 
         screen = [editor, view, strip, status]
