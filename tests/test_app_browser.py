@@ -124,6 +124,10 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.goto(f"http://127.0.0.1:{port}/", timeout=TIMEOUT_MS)
             _wait_status(page, "12 frames 128x96")
             page.wait_for_selector("#editor canvas", timeout=TIMEOUT_MS)
+            # bad input: a message in the page, and the open video stays usable
+            page.fill("#video_path textarea", str(tmp_path / "missing.mp4"))
+            page.click("#open")
+            page.get_by_text("does not exist; give a video file").first.wait_for(timeout=TIMEOUT_MS)
 
             # frame 0: paint the red square (x 12..35, y 20..43) with the brush, object 1
             canvas = _ready_canvas(page)
@@ -154,6 +158,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "anchors at [0, 6]" in _status(page)
+            _ready_canvas(page)
             page.screenshot(path=str(shots / "app_corrected.png"))
             page.click("#show_confidence")
             page.locator("#frame input[type=range]").fill("9")

@@ -28,7 +28,8 @@ __all__ = ["build_app", "ModelCache"]
 logger = logging.getLogger(__name__)
 CSS = """
 #view img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
-#strip img { width: 100%; height: 40px; object-fit: fill; image-rendering: pixelated; }
+#strip img { width: 100% !important; height: 40px !important; max-width: none !important; object-fit: fill !important;
+             image-rendering: pixelated; }
 """
 STREAM_INTERVAL_S = 0.15  # at most this often a propagating run sends the newest frame to the page
 
@@ -49,35 +50,40 @@ class ModelCache:
         return self._models[key]
 
 
-def _message(exc: Exception) -> gr.Error:
+def _message(exc: Exception) -> str:
+    if isinstance(exc, gr.Error):
+        return str(exc.message)
     if isinstance(exc, StcorrError):
-        return gr.Error(str(exc))
+        return str(exc)
     logger.exception("app callback failed")
-    return gr.Error(f"unexpected error ({type(exc).__name__}): {exc}; the server is still running")
+    return f"unexpected error ({type(exc).__name__}): {exc}; the server is still running"
 
 
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Show any error of a callback (plain or generator) as a message in the page."""
-    if inspect.isgeneratorfunction(fn):
+def _friendly(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn any error of a callback (plain or generator) into a warning in the page, leaving its ``outputs``
+    output components as they were (a raised gr.Error would blank them)."""
+    unchanged = gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+                    gr.Warning(_message(exc))
+                    yield unchanged
+            return generator
+
         @functools.wraps(fn)
-        def generator(*args: Any, **kwargs: Any) -> Any:
+        def plain(*args: Any, **kwargs: Any) -> Any:
             try:
-                yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-                raise _message(exc) from exc
-        return generator
-
-    @functools.wraps(fn)
-    def plain(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _message(exc) from exc
-    return plain
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                gr.Warning(_message(exc))
+                return unchanged
+        return plain
+    return decorate
 
 
 def _need(wb: Workbench | None) -> Workbench:
@@ -100,14 +106,14 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
     with gr.Blocks(title="stcorr app") as page:
         workbench = gr.State(None)
         shown = gr.State(0)  # the frame the editor holds
+        no_upload = gr.State(None)
         gr.Markdown("## stcorr: paint a mask, propagate, correct, export\n"
                     "Brush colours are objects (1 dark red, 2 green, 3 olive, ...); the eraser paints background. "
                     "Moving to another frame or pressing Propagate keeps what you painted as an anchor.")
         with gr.Row():
             path = gr.Textbox(value=video or "", label="Video file or folder of frames on this machine",
                               elem_id="video_path", scale=3)
-            upload = gr.File(label="or upload a video", file_types=["video"], elem_id="video_upload", scale=2,
-                             height=90)
+            upload = gr.UploadButton("Upload a video", file_types=["video"], elem_id="video_upload", scale=1)
             model_name = gr.Textbox(value=model or "", label="Model (empty: the embedded default)",
                                     elem_id="model_name", scale=1)
             side = gr.Number(value=max_side, label="Max side (px)", precision=0, elem_id="max_side", scale=1)
@@ -133,11 +139,11 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             delete_id = gr.Number(value=1, precision=0, label="Object id", elem_id="delete_id", min_width=80)
             delete = gr.Button("Delete object", elem_id="delete_object")
         with gr.Row():
-            mask_upload = gr.File(label="Upload an indexed PNG mask for this frame", file_types=[".png"],
-                                  elem_id="mask_upload", height=90)
+            mask_upload = gr.UploadButton("Upload a PNG mask for this frame", file_types=[".png"],
+                                          elem_id="mask_upload")
             export = gr.Button("Export zip", elem_id="export")
             exported = gr.File(label="Export (masks/, overlay.mp4, session.json)", elem_id="exported",
-                               interactive=False, height=90)
+                               interactive=False, height=80)
         status = gr.Markdown("Open a video to start.", elem_id="status")
 
         screen = [editor, view, strip, status]
@@ -145,7 +151,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         def refresh(wb: Workbench, t: int, confidence: bool) -> tuple:
             return wb.editor_value(t), wb.view(t, confidence), wb.strip(t), f"frame {t}: {wb.status()}"
 
-        @_friendly
+        @_friendly(7)
         def open_video(path_text: str, uploaded: str | None, name: str, max_px: float | None, confidence: bool):
             source = uploaded or (path_text or "").strip()
             if not source:
@@ -157,18 +163,18 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             slider = gr.Slider(minimum=0, maximum=max(wb.session.num_frames - 1, 1), value=0, step=1)
             return (wb, 0, slider, *refresh(wb, 0, confidence))
 
-        @_friendly
+        @_friendly(5)
         def go(wb: Workbench | None, editor_value: dict | None, previous: int, t: float, confidence: bool):
             wb = _need(wb)
             t = int(t)
             wb.set_layer(previous, _layer(editor_value))
             return (t, *refresh(wb, t, confidence))
 
-        @_friendly
+        @_friendly(1)
         def toggle(wb: Workbench | None, t: int, confidence: bool):
             return _need(wb).view(t, confidence)
 
-        @_friendly
+        @_friendly(4)
         def run(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool,
                 progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio's progress injection
             wb = _need(wb)
@@ -188,40 +194,40 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             rate = f"{done / elapsed:.1f} frames/s" if done and elapsed > 0 else "nothing was stale"
             yield (*refresh(wb, t, confidence)[:3], f"done: {done} frame(s) in {elapsed:.1f} s ({rate}). {wb.status()}")
 
-        @_friendly
+        @_friendly(4)
         def stopped(wb: Workbench | None, t: int, confidence: bool):
             if wb is None:
                 return gr.skip(), gr.skip(), gr.skip(), "cancelled"
             return (*refresh(wb, t, confidence)[:3], f"cancelled; finished frames are kept. {wb.status()}")
 
-        @_friendly
+        @_friendly(4)
         def save_anchor(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool):
             wb = _need(wb)
             if not wb.set_layer(t, _layer(editor_value)) and t not in wb.session.anchors:
                 gr.Info("nothing to save: the mask on this frame is unchanged")
             return refresh(wb, t, confidence)
 
-        @_friendly
+        @_friendly(4)
         def remove_anchor(wb: Workbench | None, t: int, confidence: bool):
             wb = _need(wb)
             wb.session.remove_anchor(t)
             return refresh(wb, t, confidence)
 
-        @_friendly
+        @_friendly(4)
         def delete_object(wb: Workbench | None, editor_value: dict | None, t: int, object_id: float, confidence: bool):
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
             wb.delete_object(int(object_id))
             return refresh(wb, t, confidence)
 
-        @_friendly
+        @_friendly(4)
         def upload_mask(wb: Workbench | None, file: str | None, t: int, confidence: bool):
             wb = _need(wb)
             if file:
                 wb.load_mask_file(t, file)
             return refresh(wb, t, confidence)
 
-        @_friendly
+        @_friendly(2)
         def do_export(wb: Workbench | None, editor_value: dict | None, t: int, progress: gr.Progress = gr.Progress()):  # noqa: B008
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
@@ -229,7 +235,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             target = wb.export()
             return str(target), f"exported {target.name}. {wb.status()}"
 
-        @_friendly
+        @_friendly(3)
         def play_through(wb: Workbench | None, t: int, confidence: bool):
             wb = _need(wb)
             for index in range(wb.session.num_frames):
@@ -239,9 +245,10 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
 
         open_inputs = [path, upload, model_name, side, show_confidence]
         open_outputs = [workbench, shown, frame, *screen]
-        open_button.click(open_video, open_inputs, open_outputs)
+        open_button.click(open_video, [path, no_upload, model_name, side, show_confidence], open_outputs)
+        upload.upload(open_video, open_inputs, open_outputs)
         if video:
-            page.load(open_video, open_inputs, open_outputs)
+            page.load(open_video, [path, no_upload, model_name, side, show_confidence], open_outputs)
         frame.input(go, [workbench, editor, shown, frame, show_confidence], [shown, *screen])
         show_confidence.change(toggle, [workbench, shown, show_confidence], view)
         running = propagate.click(run, [workbench, editor, shown, show_confidence], screen, concurrency_limit=1)
