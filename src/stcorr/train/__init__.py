@@ -7,6 +7,7 @@ training entry points: ``python -m stcorr.train`` (:mod:`stcorr.train.__main__`)
 and ``config`` from :func:`resolve_config`.
 """
 
+from stcorr.train.loop import RunOptions, export_run, read_log, run
 from stcorr.train.losses import (
     MomentumQueue,
     TemporalLossConfig,
@@ -24,7 +25,6 @@ from stcorr.train.losses import (
     uncertainty_mask,
     uncertainty_scores,
 )
-from stcorr.train.loop import RunOptions, export_run, read_log, run
 from stcorr.train.presets import PRESETS, TrainConfig, resolve_config
 from stcorr.train.spatial import build_spatial
 from stcorr.train.temporal import build_joint, build_temporal
