@@ -71,7 +71,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
-    from stcorr import __version__
+    from stcorr._version import __version__
     from stcorr.device import resolve_device
 
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,37 @@ from typing import Any
 import torch
 
 from stcorr.baselines import BASELINES, load_baseline
-from stcorr.checkpoint import read_pth, read_safetensors, torchvision_keys
+from stcorr.checkpoint import detect_arch, read_pth, read_safetensors, torchvision_keys
 from stcorr.device import resolve_device
 from stcorr.errors import InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
-from stcorr.model import CONFIG_NAME, HF_PREFIX, WEIGHTS_NAME, CorrespondenceModel, config_from_keys, with_stride
+from stcorr.model import (
+    CONFIG_NAME,
+    HF_PREFIX,
+    WEIGHTS_NAME,
+    CorrespondenceModel,
+    config_from_keys,
+    read_config,
+    with_stride,
+)
 
-__all__ = ["load_model", "load_encoder", "resolve_device", "stcorr_home", "release_dir"]
+__all__ = [
+    "load_model",
+    "load_encoder",
+    "resolve_device",
+    "stcorr_home",
+    "release_dir",
+    "BackboneWeights",
+    "read_backbone_weights",
+    "BACKBONE_NAME",
+]
 
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+BACKBONE_NAME = "backbone.safetensors"
+"""Training runs' full backbone (every trained stage, layer4 included) beside the inference export."""
 
 
 def stcorr_home() -> Path:
@@ -197,3 +217,55 @@ def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Correspondenc
         f"after which load_model({entry.name!r}) works offline. "
         f"(STCORR_HOME moves {stcorr_home()}.)"
     )
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """A torchvision-keyed ResNet state dict with what is known about it."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str
+    input_space: str
+    stride: int
+    source: str
+
+    @property
+    def has_layer4(self) -> bool:
+        return any(key.startswith("layer4.") for key in self.state_dict)
+
+
+def _folder_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    return read_config(path) if path.is_file() else {}
+
+
+def _weights(state: dict[str, torch.Tensor], config: dict[str, Any], source: Path, space: str = "lab"
+             ) -> BackboneWeights:
+    space, stride = config.get("input_space", space), int(config.get("stride", 8))
+    return BackboneWeights(state, detect_arch(state), space, stride, str(source))
+
+
+def read_backbone_weights(spec: str | os.PathLike[str]) -> BackboneWeights:
+    """Weights for ``--init`` / ``--teacher``: a run or model folder (``backbone.safetensors`` preferred, else
+    ``model.safetensors``), a ``.safetensors`` file, a ``.pth`` (torchvision or official keys), or any
+    other name :func:`stcorr.load_model` accepts (manifest names, ``hf-hub:``)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = [path / BACKBONE_NAME, path / WEIGHTS_NAME]
+        found = next((file for file in files if file.is_file()), None)
+        if found is None:
+            raise WeightsUnavailableError(
+                f"{path} holds neither {BACKBONE_NAME} nor {WEIGHTS_NAME}; expected a run or model folder"
+            )
+        return _weights(read_safetensors(found), _folder_config(path), found)
+    if path.is_file() and path.suffix == ".safetensors":
+        return _weights(read_safetensors(path), _folder_config(path.parent), path)
+    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        raw = read_pth(path)
+        official = any(key.startswith("backbone.") for key in raw)
+        return _weights(torchvision_keys(raw), {}, path, space="lab" if official else "rgb")
+    if path.is_file():
+        expected = ", ".join((".safetensors", *PICKLE_SUFFIXES))
+        raise InputError(f"cannot read weights from {path}: expected a folder or one of {expected}")
+    model = load_model(os.fspath(spec), device="cpu")
+    return BackboneWeights(model.state_dict(), model.arch, model.input_space, model.stride, os.fspath(spec))
