@@ -31,6 +31,8 @@ from stcorr.encoder import ResNetEncoder, feature_dim
 from stcorr.errors import CheckpointError, InputError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file
 from stcorr.propagation.api import PropagationResult, propagate_labels
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 
 __all__ = ["CorrespondenceModel", "INPUT_SPACES", "CONFIG_NAME", "WEIGHTS_NAME"]
 
@@ -127,6 +129,12 @@ class CorrespondenceModel(
     def propagate(self, frames: Any, first_labels: Any, **kwargs: Any) -> PropagationResult:
         """Propagate ``first_labels`` through ``frames``: ``propagate_labels(self, frames, first_labels, **kwargs)``."""
         return propagate_labels(self, frames, first_labels, **kwargs)
+
+    def session(
+        self, frames: Any, options: PropagationOptions | None = None, *, max_side: int | None = None, **kwargs: Any
+    ) -> PropagationSession:
+        """An interactive :class:`~stcorr.propagation.session.PropagationSession` of this model on ``frames``."""
+        return PropagationSession(self, frames, options=options, max_side=max_side, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` atomically (used by ``save_pretrained``)."""

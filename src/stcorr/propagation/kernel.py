@@ -51,7 +51,6 @@ the video length.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -61,7 +60,6 @@ import torch.nn.functional as F
 
 from stcorr.errors import InputError
 from stcorr.propagation._ranking import (
-    _REDUCED_DTYPES,
     _ieee_matmuls,
     _matmul,
     _Picks,
@@ -80,6 +78,7 @@ from stcorr.propagation._tiling import (
     _to_blocks,
     default_block_size,
 )
+from stcorr.propagation.options import PropagationOptions, resolve_options
 
 __all__ = [
     "propagate",
@@ -131,18 +130,6 @@ _WIDE_PRESELECT = 16
 
 def _shape(x: object) -> object:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def _check_options(context: int, radius: int, topk: int, temperature: float, compute_dtype: torch.dtype | None) -> None:
-    for name, value, low in (("context", context, 0), ("radius", radius, 0), ("topk", topk, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
-        raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if compute_dtype not in (None, torch.float32, *_REDUCED_DTYPES):
-        raise InputError(
-            f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {compute_dtype}"
-        )
 
 
 def _check_block(block_size: tuple[int, int]) -> tuple[int, int]:
@@ -201,6 +188,9 @@ class LabelPropagator:
     Args:
         first_features: (C, h, w) features of frame 0, any floating dtype, on any device.
         first_labels: (K, h, w) soft labels of frame 0 (moved to the features' device).
+        options: a :class:`~stcorr.propagation.options.PropagationOptions` (default values if None); the
+            keywords below override its fields (only context, radius, topk, temperature and compute_dtype
+            matter here).
         context: number of previous frames kept besides frame 0 and the anchors.
         radius: half-size of the square search window, in feature cells.
         topk: number of candidates kept per query, jointly over all context frames.
@@ -217,15 +207,21 @@ class LabelPropagator:
         self,
         first_features: torch.Tensor,
         first_labels: torch.Tensor,
+        options: PropagationOptions | None = None,
         *,
-        context: int = 20,
-        radius: int = 12,
-        topk: int = 10,
-        temperature: float = 0.07,
+        context: int | None = None,
+        radius: int | None = None,
+        topk: int | None = None,
+        temperature: float | None = None,
         compute_dtype: torch.dtype | None = None,
         block_size: tuple[int, int] | None = None,
     ) -> None:
-        _check_options(context, radius, topk, temperature, compute_dtype)
+        opts = resolve_options(
+            options, context=context, radius=radius, topk=topk, temperature=temperature, compute_dtype=compute_dtype
+        )
+        context, radius, topk, temperature, compute_dtype = (
+            opts.context, opts.radius, opts.topk, opts.temperature, opts.compute_dtype
+        )
         first = _check_frame(first_features, "frame 0")
         self._chw = tuple(first.shape)
         self._device = first.device
@@ -298,6 +294,23 @@ class LabelPropagator:
         self._remember(self._frame(normalised, labels))
         self._frames_seen += 1
         return labels, confidence
+
+    @torch.no_grad()
+    def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Put a frame whose soft labels are already known into the window of previous frames, as
+        :meth:`step` does after predicting it, without predicting it: resumes a pass from cached
+        predictions (giving each skipped frame's features and the labels ``step`` returned for it, in order).
+
+        Args:
+            features: (C, h, w) features of the frame.
+            labels: (K, h, w) its soft labels.
+        """
+        what = f"frame {self._frames_seen}"
+        feats = _check_frame(features, what, self._chw)
+        self._check_device(feats, what)
+        labels = _check_labels(labels, what, self._chw[1:], self._num_labels, self._device)
+        self._remember(self._frame(self._normalise(feats), labels))
+        self._frames_seen += 1
 
     def first_frame_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame 0's (labels, confidence): its labels as float32 (K, h, w) and a confidence of 1."""
@@ -579,11 +592,12 @@ class LabelPropagator:
 def propagate_stream(
     features: Iterable[torch.Tensor],
     labels: torch.Tensor,
+    options: PropagationOptions | None = None,
     *,
-    context: int = 20,
-    radius: int = 12,
-    topk: int = 10,
-    temperature: float = 0.07,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -600,6 +614,7 @@ def propagate_stream(
     propagator = LabelPropagator(
         first,
         labels,
+        options,
         context=context,
         radius=radius,
         topk=topk,
@@ -615,11 +630,12 @@ def propagate_stream(
 def propagate(
     features: torch.Tensor,
     labels: torch.Tensor,
+    options: PropagationOptions | None = None,
     *,
-    context: int = 20,
-    radius: int = 12,
-    topk: int = 10,
-    temperature: float = 0.07,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
     return_confidence: bool = False,
@@ -629,7 +645,7 @@ def propagate(
     Args:
         features: (T, C, h, w) features of all frames.
         labels: (K, h, w) soft labels of frame 0.
-        context, radius, topk, temperature, compute_dtype, block_size: see :class:`LabelPropagator`.
+        options, context, radius, topk, temperature, compute_dtype, block_size: see :class:`LabelPropagator`.
         return_confidence: also return the (T, h, w) confidence maps.
 
     Returns:
@@ -650,6 +666,7 @@ def propagate(
     stream = propagate_stream(
         features.unbind(0),
         labels,
+        options,
         context=context,
         radius=radius,
         topk=topk,
