@@ -163,7 +163,7 @@ def measure_cli(clip: Path, frames: int, model: str | None, work: Path) -> dict:
     short = _run_cli(clip, mask, model, work / "cli2", 2)
     full = _run_cli(clip, mask, model, work / "cli", None)
     per_frame = (full - short) / (frames - 2)
-    from stcorr.frames import read_mask
+    from stcorr.io.masks import read_mask
 
     same = all(np.array_equal(read_mask(work / "cli" / "masks" / f"{t:05d}.png"),
                               read_mask(work / "export" / "masks" / f"{t:05d}.png")) for t in range(frames))

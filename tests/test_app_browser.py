@@ -28,7 +28,7 @@ if not Path(CHROMIUM).is_file():
                 allow_module_level=True)
 
 from stcorr.cli import main as cli_main  # noqa: E402
-from stcorr.frames import read_mask  # noqa: E402
+from stcorr.io.masks import read_mask  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -114,7 +114,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
     shots = Path(os.environ.get("STCORR_APP_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    server = launch(str(clip), model="lab-pixels", port=port, block=False)
+    server = launch(str(clip), port=port, block=False)  # the embedded default model
     try:
         with playwright_api.sync_playwright() as p:
             context = p.chromium.launch_persistent_context(

@@ -14,8 +14,9 @@ from stcorr.app.painting import confidence_strip, ids_to_layer, layer_to_ids, ob
 from stcorr.app.workbench import Workbench, check_video_size
 from stcorr.baselines import load_baseline
 from stcorr.cli import main as cli_main
+from stcorr.loading import load_encoder
 from stcorr.errors import InputError, VideoReadError
-from stcorr.frames import read_mask
+from stcorr.io.masks import read_mask
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,12 @@ def clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
 @pytest.fixture(scope="module")
 def model():
     return load_baseline("lab-pixels", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """The embedded default model (what the app uses unless told otherwise)."""
+    return load_encoder(None, device="cpu")
 
 
 def test_paint_layer_round_trip_for_every_id() -> None:
@@ -55,9 +62,9 @@ def test_confidence_strip_marks_states() -> None:
     assert tuple(strip[5, 6]) == (30, 30, 30)  # current frame marker
 
 
-def test_correction_recomputes_only_later_frames_and_replays(clip, model, tmp_path: Path) -> None:
+def test_correction_recomputes_only_later_frames_and_replays(clip, default_model, tmp_path: Path) -> None:
     folder, truth = clip
-    wb = Workbench(model, "lab-pixels", folder)
+    wb = Workbench(default_model, None, folder)
     with pytest.raises(InputError, match="paint a mask"):
         list(wb.propagate())
     assert not wb.set_mask(0, np.zeros_like(truth[0]))  # an empty mask on a fresh frame is no anchor
@@ -82,7 +89,7 @@ def test_correction_recomputes_only_later_frames_and_replays(clip, model, tmp_pa
         archive.extractall(tmp_path / "export")
     assert {"overlay.mp4", "session.json"} <= set(names) and len([n for n in names if n.startswith("masks/")]) == 12
     session = json.loads((tmp_path / "export" / "session.json").read_text())
-    assert session["model"] == "lab-pixels" and sorted(int(t) for t in session["anchors"]) == [0, 7]
+    assert session["model_name"] is None and [a["frame"] for a in session["anchors"]] == [0, 7]
     exported = [read_mask(tmp_path / "export" / "masks" / f"{t:05d}.png") for t in range(12)]
     assert all(np.array_equal(exported[t], wb.mask(t)) for t in range(12))
 

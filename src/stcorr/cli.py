@@ -36,6 +36,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazily
     from huggingface_hub import try_to_load_from_cache
+
     from stcorr.loading import release_dir, stcorr_home
 
     if entry.kind == "embedded":
@@ -70,8 +71,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
-    from stcorr import __version__
-    from stcorr.loading import resolve_device
+    from stcorr._version import __version__
+    from stcorr.device import resolve_device
 
     try:
         import av
@@ -118,7 +119,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         return _replay_session(args)
     if args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
-    from stcorr.frames import open_frames
+    from stcorr.io.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
     source = open_frames(args.video, max_frames=args.max_frames)
@@ -140,12 +141,12 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 def _replay_session(args: argparse.Namespace) -> int:
     """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
-    from stcorr.app._session_adapter import PropagationSession  # TEMPORARY (issue 13)
     from stcorr.loading import load_encoder
+    from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
     data = read_session_file(args.session)
-    model_name = args.model if args.model is not None else data.get("model")
+    model_name = args.model if args.model is not None else data.get("model_name")
     session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), args.video)
     with _progress_bar(len(session.stale_frames())) as bar:
         masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update)
@@ -162,8 +163,9 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
-    from stcorr.frames import open_frames
-    from stcorr.pipelines import read_points_file, track_video_points
+    from stcorr.io.frames import open_frames
+    from stcorr.io.tracks import read_points_file
+    from stcorr.pipelines import track_video_points
 
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)

@@ -1,9 +1,10 @@
 """A propagation session on disk: its JSON file, and its masks written as indexed PNGs.
 
-The JSON is the session's own ``to_dict()`` plus ``"model"`` (the name or path the model was loaded from)
-and ``"video"`` (where the frames came from, as a hint). Replaying it (``stcorr propagate --session FILE``)
-rebuilds the session from its anchors and options and propagates every frame, giving the same masks as
-the session that was saved.
+The JSON is the session's own ``to_dict()`` (:class:`stcorr.PropagationSession`: anchors, options, working
+size, the model's configuration) plus ``"model_name"`` (the name or path the model was loaded from) and
+``"video"`` (where the frames came from, as a hint). Replaying it (``stcorr propagate --session FILE``)
+rebuilds the session with :meth:`~stcorr.PropagationSession.from_dict` and propagates every frame, giving
+the same masks as the session that was saved.
 """
 
 from __future__ import annotations
@@ -16,19 +17,15 @@ from typing import Any
 
 from stcorr._atomic import atomic_path
 from stcorr.errors import InputError
-from stcorr.outputs import write_mask_png
+from stcorr.io.masks import write_mask_png
+from stcorr.propagation.session import PropagationSession
 
-__all__ = ["SESSION_FORMAT", "session_to_json", "read_session_file", "write_session_file", "complete",
-           "write_session_masks"]
-
-SESSION_FORMAT = "stcorr-session"
+__all__ = ["session_to_json", "read_session_file", "write_session_file", "complete", "write_session_masks"]
 
 
-def session_to_json(session: Any, *, model: str | None, video: str | None) -> dict[str, Any]:
-    """The session's ``to_dict()`` with the model and video recorded beside it."""
-    data = dict(session.to_dict())
-    data.update(format=SESSION_FORMAT, model=model, video=video)
-    return data
+def session_to_json(session: PropagationSession, *, model: str | None, video: str | None) -> dict[str, Any]:
+    """The session's ``to_dict()`` with the model's name and the video recorded beside it."""
+    return {**session.to_dict(), "model_name": model, "video": video}
 
 
 def write_session_file(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
@@ -44,20 +41,20 @@ def read_session_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read the session file {path}: {exc}; expected the session.json the app exports") from exc
-    if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT or "anchors" not in data:
-        raise InputError(f"{path} is not a stcorr session (expected a JSON object with \"format\": "
-                         f"\"{SESSION_FORMAT}\" and \"anchors\"); export one from `stcorr app`")
+    if not isinstance(data, dict) or not {"anchors", "options", "format"} <= set(data):
+        raise InputError(f"{path} is not a stcorr session (expected a JSON object with \"format\", \"options\" "
+                         "and \"anchors\", as PropagationSession.to_dict writes); export one from `stcorr app`")
     return data
 
 
-def complete(session: Any) -> Iterator[Any]:
+def complete(session: PropagationSession) -> Iterator[Any]:
     """Propagate every stale frame of the session; yields each new result."""
     yield from session.propagate()
     if session.stale_frames():
         raise InputError(f"frames {session.stale_frames()[:5]} are still not propagated; add a mask on some frame")
 
 
-def write_session_masks(session: Any, masks_dir: str | os.PathLike[str],
+def write_session_masks(session: PropagationSession, masks_dir: str | os.PathLike[str],
                         progress: Callable[[int], None] | None = None) -> Path:
     """Propagate what is stale, then write every frame's mask as ``masks_dir/<frame name>.png``."""
     for _ in complete(session):

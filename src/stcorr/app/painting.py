@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from stcorr.errors import InputError
-from stcorr.outputs import davis_palette
+from stcorr.io.masks import davis_palette
 
 __all__ = [
     "MAX_OBJECTS",

@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 
 from stcorr._atomic import atomic_path
-from stcorr.app._session_adapter import PropagationOptions, PropagationSession  # TEMPORARY (issue 13)
 from stcorr.app.painting import confidence_strip, confidence_view, ids_to_layer, layer_to_ids
 from stcorr.errors import InputError
-from stcorr.frames import open_frames, read_mask
-from stcorr.outputs import VideoWriter, overlay, write_mask_png
-from stcorr.pipelines import _resize_ids
+from stcorr.io.frames import open_frames
+from stcorr.io.masks import write_mask_png
+from stcorr.io.render import overlay
+from stcorr.io.video import VideoWriter
+from stcorr.pipelines import load_first_mask
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 from stcorr.session_files import complete, session_to_json, write_session_file
 
 __all__ = ["Workbench", "Progress", "MAX_PIXELS"]
@@ -156,8 +159,7 @@ class Workbench:
 
     def load_mask_file(self, t: int, path: str | Path) -> bool:
         """Use an indexed (or colour) PNG mask as the anchor of frame t, resized (nearest) if needed."""
-        ids = read_mask(path)
-        return self.set_mask(t, _resize_ids(ids, tuple(self.session.frame_size)))
+        return self.set_mask(t, load_first_mask(path, tuple(self.session.frame_size), resize=True))
 
     def delete_object(self, object_id: int) -> None:
         """Remove an object from every anchor (its propagated frames are recomputed)."""
