@@ -185,7 +185,8 @@ def main() -> None:
         clip, _ = write_shapes_folder(work / "clip", args.frames, (args.height, args.width))
         result = {"clip": f"{args.frames} generated frames of {args.width}x{args.height}",
                   "model": args.model or "default (embedded)", "cpu": _cpu(),
-                  "torch_threads": __import__("torch").get_num_threads()}
+                  "torch_threads": __import__("torch").get_num_threads(),
+                  "load_average_at_start": [round(v, 1) for v in os.getloadavg()]}
         result.update(measure_app(clip, (args.height, args.width), args.model, work))
         result.update(measure_cli(clip, args.frames, args.model, work))
     print(json.dumps(result, indent=2))

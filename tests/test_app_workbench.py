@@ -136,3 +136,19 @@ def test_bad_inputs_say_what_to_do(clip, model, tmp_path: Path) -> None:
     bad_session.write_text(json.dumps({"anchors": {}}))
     assert cli_main(["propagate", "--session", str(bad_session), "--video", str(folder),
                      "--out", str(tmp_path / "o")]) == 2
+
+
+def test_first_frames_at_a_working_size_replay(clip, model, tmp_path: Path) -> None:
+    folder, truth = clip
+    wb = Workbench(model, "lab-pixels", folder, max_side=64, max_frames=6)
+    assert wb.session.num_frames == 6 and wb.session.working_size == (48, 64)
+    wb.set_mask(2, truth[2])  # propagates both ways from frame 2
+    out = wb.export(tmp_path)
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(tmp_path / "export")
+    assert cli_main(["propagate", "--session", str(tmp_path / "export" / "session.json"), "--video", str(folder),
+                     "--out", str(tmp_path / "replay")]) == 0
+    for t in range(6):
+        mask = read_mask(tmp_path / "export" / "masks" / f"{t:05d}.png")
+        assert mask.shape == (96, 128) and np.array_equal(mask, read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png"))
+    assert not (tmp_path / "replay" / "masks" / "00006.png").exists()

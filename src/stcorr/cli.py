@@ -141,13 +141,16 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 def _replay_session(args: argparse.Namespace) -> int:
     """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
+    from stcorr.io.frames import open_frames
     from stcorr.loading import load_encoder
     from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
     data = read_session_file(args.session)
     model_name = args.model if args.model is not None else data.get("model_name")
-    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), args.video)
+    max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
+    frames = open_frames(args.video, max_frames=max_frames)
+    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
     with _progress_bar(len(session.stale_frames())) as bar:
         masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update)
     print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
@@ -158,7 +161,8 @@ def _replay_session(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     from stcorr.app import launch
 
-    launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side, device=args.device)
+    launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side,
+           max_frames=args.max_frames, device=args.device)
     return 0
 
 
@@ -239,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("video", nargs="?", help="a video file or a folder of frames to open at start")
     app.add_argument("--model", default=None, help="model name or path (default: the embedded model)")
     app.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    app.add_argument("--max-frames", type=int, help="use only the first N frames")
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")

@@ -1,8 +1,8 @@
 """A propagation session on disk: its JSON file, and its masks written as indexed PNGs.
 
 The JSON is the session's own ``to_dict()`` (:class:`stcorr.PropagationSession`: anchors, options, working
-size, the model's configuration) plus ``"model_name"`` (the name or path the model was loaded from) and
-``"video"`` (where the frames came from, as a hint). Replaying it (``stcorr propagate --session FILE``)
+size, the model's configuration) plus ``"model_name"`` (the name or path the model was loaded from),
+``"video"`` (where the frames came from, as a hint) and ``"max_frames"`` (the first N frames were used). Replaying it (``stcorr propagate --session FILE``)
 rebuilds the session with :meth:`~stcorr.PropagationSession.from_dict` and propagates every frame, giving
 the same masks as the session that was saved.
 """
@@ -23,9 +23,10 @@ from stcorr.propagation.session import PropagationSession
 __all__ = ["session_to_json", "read_session_file", "write_session_file", "complete", "write_session_masks"]
 
 
-def session_to_json(session: PropagationSession, *, model: str | None, video: str | None) -> dict[str, Any]:
-    """The session's ``to_dict()`` with the model's name and the video recorded beside it."""
-    return {**session.to_dict(), "model_name": model, "video": video}
+def session_to_json(session: PropagationSession, *, model: str | None, video: str | None,
+                    max_frames: int | None = None) -> dict[str, Any]:
+    """The session's ``to_dict()`` with the model's name, the video and its frame limit recorded beside it."""
+    return {**session.to_dict(), "model_name": model, "video": video, "max_frames": max_frames}
 
 
 def write_session_file(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:

@@ -28,17 +28,18 @@ def _require_gradio() -> None:
 
 
 def launch(video: str | None = None, *, model: str | None = None, host: str = DEFAULT_HOST,
-           port: int = DEFAULT_PORT, max_side: int | None = None, device: str | None = None,
-           block: bool = True) -> Any:
+           port: int = DEFAULT_PORT, max_side: int | None = None, max_frames: int | None = None,
+           device: str | None = None, block: bool = True) -> Any:
     """Serve the app; returns the Gradio Blocks (``block=False`` returns at once, for tests and scripts).
 
-    ``video`` is opened when the page loads; ``model`` is a name or path (default: the embedded model).
+    ``video`` is opened when the page loads (its first ``max_frames`` frames, processed at ``max_side``);
+    ``model`` is a name or path (default: the embedded model).
     The server binds ``host`` (default 127.0.0.1: this machine only).
     """
     _require_gradio()
     from stcorr.app.ui import CSS, ModelCache, build_app
 
-    page = build_app(ModelCache(device), video=video, model=model, max_side=max_side)
+    page = build_app(ModelCache(device), video=video, model=model, max_side=max_side, max_frames=max_frames)
     page.queue(default_concurrency_limit=1)
     scope = "this machine only" if host in ("127.0.0.1", "localhost") else "reachable from your network"
     page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,

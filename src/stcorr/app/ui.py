@@ -98,8 +98,9 @@ def _layer(editor: dict | None) -> Any:
 
 
 def build_app(models: ModelCache, *, video: str | None = None, model: str | None = None,
-              max_side: int | None = None) -> gr.Blocks:
-    """The page. ``video``/``model``/``max_side`` pre-fill the open controls (and open ``video`` on load)."""
+              max_side: int | None = None, max_frames: int | None = None) -> gr.Blocks:
+    """The page. ``video``/``model``/``max_side`` pre-fill the open controls (and open ``video`` on load);
+    ``max_frames`` limits every video opened to its first N frames."""
     brush = gr.Brush(colors=[object_color_hex(i) for i in range(1, MAX_OBJECTS + 1)], color_mode="fixed",
                      default_color=object_color_hex(1), default_size=8)
 
@@ -159,7 +160,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             if uploaded is None and not Path(source).exists():
                 raise gr.Error(f"{source} does not exist; give a video file or a folder of frames")
             wb = Workbench(models.get(name.strip() or None), name.strip() or None, source,
-                           max_side=int(max_px) if max_px else None)
+                           max_side=int(max_px) if max_px else None, max_frames=max_frames)
             slider = gr.Slider(minimum=0, maximum=max(wb.session.num_frames - 1, 1), value=0, step=1)
             return (wb, 0, slider, *refresh(wb, 0, confidence))
 

@@ -53,9 +53,9 @@ def _fitting_side(frames: int, size: tuple[int, int], budget: int) -> int:
     return max(16, int(max(height, width) * scale) // 16 * 16)
 
 
-def check_video_size(video: Any, max_side: int | None, budget: int = MAX_PIXELS) -> None:
+def check_video_size(video: Any, max_side: int | None, budget: int = MAX_PIXELS, max_frames: int | None = None) -> None:
     """Refuse a video whose working size would not fit the app's memory budget, saying what fits."""
-    source = open_frames(video, max_side=max_side)
+    source = open_frames(video, max_side=max_side, max_frames=max_frames)
     height, width = source.size
     pixels = len(source) * height * width
     if pixels > budget:
@@ -63,7 +63,7 @@ def check_video_size(video: Any, max_side: int | None, budget: int = MAX_PIXELS)
         raise InputError(
             f"the video is too large for the app: {len(source)} frames of {width}x{height} "
             f"({pixels / 1e6:.0f} million pixels, the limit is {budget / 1e6:.0f} million); "
-            f"open it with a smaller max side (e.g. --max-side {side}) or cut it shorter"
+            f"open it with a smaller max side (e.g. --max-side {side}) or fewer frames (--max-frames)"
         )
 
 
@@ -75,16 +75,19 @@ class Workbench:
         model_name: the name or path it was loaded from (written into the exported session).
         video: a video file or a folder of frames.
         max_side: process frames downscaled to this longest side (results come back at the original size).
+        max_frames: use only the first N frames.
         options: propagation options (context, radius, top-k, temperature).
     """
 
     def __init__(self, model: Any, model_name: str | None, video: str | Path, *, max_side: int | None = None,
-                 options: PropagationOptions | None = None) -> None:
-        check_video_size(video, max_side)
+                 max_frames: int | None = None, options: PropagationOptions | None = None) -> None:
+        check_video_size(video, max_side, max_frames=max_frames)
         self.video = str(video)
         self.model_name = model_name
-        self.fps = open_frames(video).fps or 10.0
-        self.session = PropagationSession(model, video, options=options or PropagationOptions(), max_side=max_side)
+        self.max_frames = max_frames
+        source = open_frames(video, max_frames=max_frames)
+        self.fps = source.fps or 10.0
+        self.session = PropagationSession(model, source, options=options or PropagationOptions(), max_side=max_side)
 
     # -- what the browser shows ------------------------------------------------------------------
     def mask(self, t: int) -> np.ndarray:
@@ -195,7 +198,7 @@ class Workbench:
                 write_mask_png(work / "masks" / f"{names[t]}.png", labels)
                 writer.write(overlay(self.session.frame(t), labels))
         write_session_file(work / "session.json", session_to_json(self.session, model=self.model_name,
-                                                                   video=self.video))
+                                                                   video=self.video, max_frames=self.max_frames))
         target = folder / f"{Path(self.video).stem or 'video'}_stcorr.zip"
         with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(work.rglob("*")):
