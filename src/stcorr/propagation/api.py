@@ -58,6 +58,7 @@ def iter_propagate(
     options: PropagationOptions | None = None,
     max_side: int | None = None,
     size: tuple[int, int] | None = None,
+    resample: str | None = None,
     context: int | None = None,
     radius: int | None = None,
     topk: int | None = None,
@@ -81,7 +82,7 @@ def iter_propagate(
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
-    source = working_source(frames, max_side=max_side, size=size)
+    source = working_source(frames, max_side=max_side, size=size, resample=resample)
     order = frame_order(len(source), start, direction)
     geometry = Geometry.of(source, model)
     anchors = dict(anchors or {})
@@ -116,6 +117,7 @@ def propagate_labels(
     options: PropagationOptions | None = None,
     max_side: int | None = None,
     size: tuple[int, int] | None = None,
+    resample: str | None = None,
     context: int | None = None,
     radius: int | None = None,
     topk: int | None = None,
@@ -146,6 +148,7 @@ def propagate_labels(
             compute_dtype: see there).
         max_side, size: propagate at a reduced working size (longest side, or an explicit (H, W)); frames are
             decoded and results returned at the original size (probabilities upsampled before the arg-max).
+        resample: how frames are resized to the working size (:data:`stcorr.io.frames.RESAMPLING`).
         return_probabilities: also return the (T, K, H, W) probabilities (large: K x 4 bytes per pixel).
         batch_size: frames encoded per forward pass.
         dtype: autocast dtype of the encoder (``torch.bfloat16``/``torch.float16``).
@@ -159,7 +162,7 @@ def propagate_labels(
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
     session = PropagationSession(
-        model, frames, options=opts, max_side=max_side, size=size, batch_size=batch_size, dtype=dtype,
+        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size, dtype=dtype,
         fusion_weights=fusion_weights, return_probabilities=return_probabilities, cache_features=False,
     )
     if session.num_frames < 2:
