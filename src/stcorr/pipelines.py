@@ -66,11 +66,11 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
 
 
 def _session(model: Encoder, video: Any, options: PropagationOptions | None, max_side: int | None,
-             max_frames: int | None, batch_size: int) -> PropagationSession:
+             max_frames: int | None, batch_size: int, option_keywords: dict[str, Any]) -> PropagationSession:
     """A one-shot session (features streamed, not kept) at the working size ``max_side``."""
     source = open_frames(video, max_frames=max_frames)
     return PropagationSession(model, source, options=options, max_side=max_side, batch_size=batch_size,
-                              cache_features=False)
+                              keep=False, **option_keywords)
 
 
 def propagate_video_mask(
@@ -88,6 +88,7 @@ def propagate_video_mask(
     progress: Progress | None = None,
     options: PropagationOptions | None = None,
     batch_size: int = 8,
+    **option_keywords: Any,
 ) -> MaskJob:
     """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
 
@@ -95,9 +96,10 @@ def propagate_video_mask(
     ``overlay_path`` renders an mp4 of the frames with coloured masks, ``overlay_dir`` the same as one PNG per
     frame. The propagation runs at the working size ``max_side`` through
     :class:`~stcorr.propagation.session.PropagationSession` (both directions from ``start``); masks come at
-    the original size, probabilities upsampled before the arg-max.
+    the original size, probabilities upsampled before the arg-max. ``options`` (or their keywords, e.g.
+    ``context=5``) are the :class:`~stcorr.propagation.options.PropagationOptions`.
     """
-    session = _session(model, video, options, max_side, max_frames, batch_size)
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     if mask.shape != session.frame_size:
         raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
     masks_dir = Path(out_dir) / "masks"
@@ -163,9 +165,10 @@ def track_video_points(
     progress: Progress | None = None,
     options: PropagationOptions | None = None,
     batch_size: int = 8,
+    **option_keywords: Any,
 ) -> Path:
     """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``."""
-    session = _session(model, video, options, max_side, max_frames, batch_size)
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
     scores = np.zeros((session.num_frames, len(points)), np.float32)
     session.add_points(start, points)

@@ -6,14 +6,7 @@
 Data flows one way: frames -> features (:mod:`stcorr.features`) -> windowed affinities and top-k
 (:mod:`stcorr.propagation.kernel`) -> labels at image resolution (:mod:`stcorr.propagation.labels`).
 
-Accepted first labels (resolved against the frame size (H, W)):
-
-- an integer mask (H, W): ids 0..254, 255 = void (unknown pixels, which carry no label); outputs use the
-  same ids;
-- soft labels (K, H, W), e.g. one-hot or probabilities: outputs are channel indices 0..K-1;
-- keypoints (N, 2) as (x, y) pixels: propagated as Gaussian heatmaps (``sigma`` px, the JHMDB protocol)
-  and decoded per frame by the top-5 weighted mean; outputs are (N, 2) points and (N,) scores (the
-  decoded heatmap's peak value; 0 and (-1, -1) when the heatmap vanished).
+Accepted labels (masks, soft labels, keypoints) and the working size: :mod:`stcorr.propagation.passes`.
 """
 
 from __future__ import annotations
@@ -163,7 +156,7 @@ def propagate_labels(
                            compute_dtype=compute_dtype)
     session = PropagationSession(
         model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size, dtype=dtype,
-        fusion_weights=fusion_weights, return_probabilities=return_probabilities, cache_features=False,
+        fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
     )
     if session.num_frames < 2:
         raise InputError(f"propagation needs at least 2 frames, got {session.num_frames}")
