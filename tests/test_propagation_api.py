@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from skimage import data
 
 from stcorr.baselines import load_baseline
 from stcorr.errors import InputError
 from stcorr.propagation.api import iter_propagate, propagate_labels
 from stcorr.propagation.matching import match_points
+
+pytest.importorskip("skimage")  # real photos
+from skimage import data  # noqa: E402
 
 SHIFT = (3, 5)  # (dy, dx) pixels per frame
 

@@ -9,13 +9,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from skimage import data
 
 from stcorr import PropagationOptions, PropagationSession
 from stcorr.baselines import LabPixelEncoder
 from stcorr.errors import InputError
 from stcorr.propagation import LabelPropagator
 from stcorr.propagation.api import iter_propagate
+
+pytest.importorskip("skimage")  # real photos
+from skimage import data  # noqa: E402
 
 SHIFT = (2, 3)  # (dy, dx) pixels per frame
 FRAMES = 8
