@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from app_helpers import write_shapes_folder  # noqa: E402
 
+_STATUS_STARTS = "(e => e !== null && e.innerText.startsWith('{}'))(document.querySelector('#status'))"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -53,7 +54,8 @@ def _cpu() -> str:
     model = re.search(r"Model name:\s*(.+)", info)
     flags = re.search(r"Flags:\s*(.+)", info)
     wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flags and f in flags.group(1).split()]
-    return f"{model.group(1).strip() if model else 'unknown'} ({', '.join(wanted) or 'no avx2'}), {os.cpu_count()} cores"
+    name = model.group(1).strip() if model else "unknown"
+    return f"{name} ({', '.join(wanted) or 'no avx2'}), {os.cpu_count()} cores"
 
 
 def _wait_http(url: str, timeout: float = 300) -> None:
@@ -108,7 +110,8 @@ def measure_app(clip: Path, size: tuple[int, int], model: str | None, work: Path
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    command = [sys.executable, "-m", "stcorr", "app", str(clip), "--port", str(port)] + (["--model", model] if model else [])
+    command = [sys.executable, "-m", "stcorr", "app", str(clip), "--port", str(port)]
+    command += ["--model", model] if model else []
     started = time.perf_counter()
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -126,13 +129,11 @@ def measure_app(clip: Path, size: tuple[int, int], model: str | None, work: Path
             _paint_square(page, size, (width // 8, height // 4, width // 8 + width // 5, height // 4 + height // 5))
             clicked = time.perf_counter()
             page.click("#propagate")
-            page.wait_for_function("(e => e !== null && e.innerText.startsWith('done:'))(document.querySelector('#status'))",
-                                   timeout=600_000)
+            page.wait_for_function(_STATUS_STARTS.format("done:"), timeout=600_000)
             seen = time.perf_counter() - clicked
             done = _status(page)
             page.click("#export")
-            page.wait_for_function("(e => e !== null && e.innerText.startsWith('exported'))(document.querySelector('#status'))",
-                                   timeout=600_000)
+            page.wait_for_function(_STATUS_STARTS.format("exported"), timeout=600_000)
             with page.expect_download() as download:
                 page.locator("#exported a").first.click()
             download.value.save_as(work / "export.zip")
@@ -149,7 +150,8 @@ def measure_app(clip: Path, size: tuple[int, int], model: str | None, work: Path
 
 
 def _run_cli(clip: Path, mask: Path, model: str | None, out: Path, max_frames: int | None) -> float:
-    command = [sys.executable, "-m", "stcorr", "propagate", "--video", str(clip), "--mask", str(mask), "--out", str(out)]
+    command = [sys.executable, "-m", "stcorr", "propagate", "--video", str(clip), "--mask", str(mask),
+               "--out", str(out)]
     command += (["--model", model] if model else []) + (["--max-frames", str(max_frames)] if max_frames else [])
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)

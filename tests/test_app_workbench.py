@@ -150,5 +150,6 @@ def test_first_frames_at_a_working_size_replay(clip, model, tmp_path: Path) -> N
                      "--out", str(tmp_path / "replay")]) == 0
     for t in range(6):
         mask = read_mask(tmp_path / "export" / "masks" / f"{t:05d}.png")
-        assert mask.shape == (96, 128) and np.array_equal(mask, read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png"))
+        replayed = read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png")
+        assert mask.shape == (96, 128) and np.array_equal(mask, replayed)
     assert not (tmp_path / "replay" / "masks" / "00006.png").exists()

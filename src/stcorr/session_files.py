@@ -2,9 +2,10 @@
 
 The JSON is the session's own ``to_dict()`` (:class:`stcorr.PropagationSession`: anchors, options, working
 size, the model's configuration) plus ``"model_name"`` (the name or path the model was loaded from),
-``"video"`` (where the frames came from, as a hint) and ``"max_frames"`` (the first N frames were used). Replaying it (``stcorr propagate --session FILE``)
-rebuilds the session with :meth:`~stcorr.PropagationSession.from_dict` and propagates every frame, giving
-the same masks as the session that was saved.
+``"video"`` (where the frames came from, as a hint) and ``"max_frames"`` (the first N frames were used).
+Replaying it (``stcorr propagate --session FILE``) rebuilds the session with
+:meth:`~stcorr.PropagationSession.from_dict` and propagates every frame, giving the same masks as the session
+that was saved.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def read_session_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the session file {path}: {exc}; expected the session.json the app exports") from exc
+        raise InputError(f"cannot read the session file {path}: {exc}; "
+                         "expected the session.json the app exports") from exc
     if not isinstance(data, dict) or not {"anchors", "options", "format"} <= set(data):
         raise InputError(f"{path} is not a stcorr session (expected a JSON object with \"format\", \"options\" "
                          "and \"anchors\", as PropagationSession.to_dict writes); export one from `stcorr app`")

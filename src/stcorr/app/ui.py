@@ -229,7 +229,8 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             return refresh(wb, t, confidence)
 
         @_friendly(2)
-        def do_export(wb: Workbench | None, editor_value: dict | None, t: int, progress: gr.Progress = gr.Progress()):  # noqa: B008
+        def do_export(wb: Workbench | None, editor_value: dict | None, t: int,
+                      progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio's progress injection
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
             progress(0, desc="exporting")
