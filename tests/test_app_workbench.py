@@ -153,3 +153,14 @@ def test_first_frames_at_a_working_size_replay(clip, model, tmp_path: Path) -> N
         replayed = read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png")
         assert mask.shape == (96, 128) and np.array_equal(mask, replayed)
     assert not (tmp_path / "replay" / "masks" / "00006.png").exists()
+
+
+def test_uploaded_png_mask_becomes_an_anchor(clip, model, tmp_path: Path) -> None:
+    from stcorr.io.masks import write_mask_png
+
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    half = truth[3][::2, ::2]  # a mask drawn at half the frames' size is resized (nearest)
+    assert wb.load_mask_file(3, write_mask_png(tmp_path / "m.png", half))
+    anchor = wb.session.anchors[3]
+    assert anchor.shape == (96, 128) and np.array_equal(anchor[::2, ::2], half)
