@@ -128,6 +128,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.fill("#video_path textarea", str(tmp_path / "missing.mp4"))
             page.click("#open")
             page.get_by_text("does not exist; give a video file").first.wait_for(timeout=TIMEOUT_MS)
+            page.fill("#video_path textarea", str(clip))
 
             # frame 0: paint the red square (x 12..35, y 20..43) with the brush, object 1
             canvas = _ready_canvas(page)
