@@ -56,15 +56,39 @@ class Canvas:
         return self.left + (x + 0.5) * self.zoom, self.top + (y + 0.5) * self.zoom
 
 
-def _ready_canvas(page) -> Canvas:  # noqa: ANN001
-    """Wait until the editor shows a frame (the zoom settles above 100%), then map it."""
+STREAMS = ("queue/data", "heartbeat")  # long-lived event streams of the page, never "finished"
+
+
+class Network:
+    """Requests in flight (the queue's event stream aside): the editor fetches its frame and paint layer
+    after the server answers, and strokes made before the layer arrives would be painted over."""
+
+    def __init__(self, page) -> None:  # noqa: ANN001
+        self.pending: set = set()
+        page.on("request", self._start)
+        page.on("requestfinished", self._end)
+        page.on("requestfailed", self._end)
+
+    def _start(self, request) -> None:  # noqa: ANN001
+        if not any(stream in request.url for stream in STREAMS):
+            self.pending.add(request)
+
+    def _end(self, request) -> None:  # noqa: ANN001
+        self.pending.discard(request)
+
+
+def _ready_canvas(page, network: Network) -> Canvas:  # noqa: ANN001
+    """Wait until the editor shows a frame (zoom above 100%) and nothing has been loading for 1.5 s."""
     zooms: list[float] = []
-    for _ in range(240):
+    quiet = 0
+    for _ in range(480):
         page.wait_for_timeout(250)
         zooms.append(Canvas(page).zoom)
-        if len(zooms) >= 3 and zooms[-1] > 1 and zooms[-1] == zooms[-2] == zooms[-3]:
+        quiet = quiet + 1 if not network.pending else 0
+        if quiet >= 6 and zooms[-1] > 1 and zooms[-1] == zooms[-2] == zooms[-3]:
             return Canvas(page)
-    raise AssertionError(f"the editor never showed the frame (zoom {zooms[-5:]})")
+    loading = sorted(r.url for r in network.pending)[:5]
+    raise AssertionError(f"the editor never showed the frame (zoom {zooms[-5:]}, still loading {loading})")
 
 
 def _stroke(page, canvas: Canvas, points: list[tuple[int, int]]) -> None:  # noqa: ANN001
@@ -121,6 +145,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                 str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True,
                 viewport={"width": 1280, "height": 1100}, accept_downloads=True)
             page = context.new_page()
+            network = Network(page)
             page.goto(f"http://127.0.0.1:{port}/", timeout=TIMEOUT_MS)
             _wait_status(page, "12 frames 128x96")
             page.wait_for_selector("#editor canvas", timeout=TIMEOUT_MS)
@@ -131,7 +156,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.fill("#video_path textarea", str(clip))
 
             # frame 0: paint the red square (x 12..35, y 20..43) with the brush, object 1
-            canvas = _ready_canvas(page)
+            canvas = _ready_canvas(page, network)
             page.click("#editor button[aria-label='Brush']")
             for y in range(24, 42, 4):
                 _stroke(page, canvas, [(16, y), (31, y)])
@@ -145,7 +170,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             # frame 6: the square moved to x 30..53; paint it, and erase the propagated mask elsewhere
             page.locator("#frame input[type=range]").fill("6")
             _wait_status(page, "frame 6: ")
-            canvas = _ready_canvas(page)
+            canvas = _ready_canvas(page, network)
             before_correction = _masks(first)[6]
             page.click("#editor button[aria-label='Erase']")
             erase_rows = list(range(14, 52, 4))
@@ -159,12 +184,12 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "anchors at [0, 6]" in _status(page)
-            _ready_canvas(page)
+            _ready_canvas(page, network)
             page.screenshot(path=str(shots / "app_corrected.png"))
             page.click("#show_confidence")
             page.locator("#frame input[type=range]").fill("9")
             _wait_status(page, "frame 9: ")
-            _ready_canvas(page)
+            _ready_canvas(page, network)
             page.screenshot(path=str(shots / "app_confidence.png"))
             final = _export(page, tmp_path / "final")
             context.close()
