@@ -238,7 +238,8 @@ def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Corresponden
         raise WeightsUnavailableError(
             f"the embedded model {entry.name!r} is missing from the installed package ({weights}); reinstall stcorr"
         )
-    verify_file(weights, sha256=entry.sha256, size=entry.size, check_hash=False)
+    verify_file(weights, sha256=entry.sha256, size=entry.size,
+                fix_hint="The installed package is damaged: reinstall stcorr (pip install --force-reinstall stcorr)")
     return _build(config, read_safetensors(weights), entry.name)
 
 
@@ -259,6 +260,8 @@ def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Correspondenc
         return _load_folder(converted, config["stride"])
     downloaded = stcorr_home() / f"{entry.name}.pth"
     if downloaded.is_file():
+        verify_file(downloaded, sha256=entry.sha256, size=entry.size,
+                    fix_hint=f"Download it again from {entry.release_url}")
         return load_checkpoint(downloaded, stride=config["stride"])
     raise WeightsUnavailableError(
         f"{entry.name!r} is one of the authors' released checkpoints ({entry.description}). It is hosted on "

@@ -6,7 +6,10 @@ an architecture and one weights source:
 - ``hub``: a Hugging Face Hub repo, a pinned 40-hex ``revision``, a ``filename``, its ``sha256`` and ``size``;
 - ``embedded``: a folder inside the installed package (works offline right after ``pip install``);
 - ``release``: one of the authors' checkpoints, hosted outside the Hub (Google Drive); stcorr never
-  downloads it, but loads it once the user has (see :func:`stcorr.loading.load_model`).
+  downloads it, but loads it once the user has (see :func:`stcorr.loading.load_model`). An optional
+  ``release.sha256`` / ``release.size`` pins the downloaded ``.pth``.
+
+Pinned files (``sha256``/``size`` of ``hub``, ``embedded`` and ``release``) are verified whenever they are loaded.
 
 ``default`` names the model :func:`stcorr.load_model` returns when called without a name.
 """
@@ -51,7 +54,7 @@ class ManifestEntry:
     description: str = ""
     hub: HubFile | None = None
     embedded_path: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # of the embedded weights or the release .pth
     size: int | None = None
     release_url: str | None = None
     reported: dict[str, float] = field(default_factory=dict)
@@ -72,7 +75,7 @@ def _parse_entry(name: str, raw: dict[str, Any]) -> ManifestEntry:
         hub = HubFile(**{key: raw["hub"][key] for key in ("repo_id", "revision", "filename", "sha256", "size")})
         if not re.fullmatch(r"[0-9a-f]{40}", hub.revision):
             raise ValueError(f"manifest entry {name!r}: revision must be a 40-hex commit, got {hub.revision!r}")
-    embedded = raw.get("embedded", {})
+    embedded, release = raw.get("embedded", {}), raw.get("release", {})
     return ManifestEntry(
         name=name,
         kind=kind,
@@ -82,9 +85,9 @@ def _parse_entry(name: str, raw: dict[str, Any]) -> ManifestEntry:
         description=raw.get("description", ""),
         hub=hub,
         embedded_path=embedded.get("path"),
-        sha256=embedded.get("sha256"),
-        size=embedded.get("size"),
-        release_url=raw.get("release", {}).get("url"),
+        sha256=embedded.get("sha256", release.get("sha256")),
+        size=embedded.get("size", release.get("size")),
+        release_url=release.get("url"),
         reported=dict(raw.get("reported", {})),
         extra={key: value for key, value in raw.items() if key not in ("hub", "embedded", "release", "reported")},
     )

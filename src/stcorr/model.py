@@ -10,25 +10,52 @@ or :meth:`from_pretrained` loads them back.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
-from safetensors.torch import save_file
 
-from stcorr._atomic import atomic_path
+from stcorr._atomic import atomic_path, replace_folder
 from stcorr._version import __version__
+from stcorr.checkpoint import write_safetensors
 from stcorr.color import normalize_imagenet, normalize_lab
 from stcorr.encoder import ResNetEncoder, feature_dim
-from stcorr.errors import InputError
+from stcorr.errors import InputError, OutputWriteError
 
-__all__ = ["CorrespondenceModel", "INPUT_SPACES", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["CorrespondenceModel", "INPUT_SPACES", "CONFIG_NAME", "WEIGHTS_NAME", "MODEL_FILES", "write_model_files"]
 
 INPUT_SPACES = ("lab", "rgb")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MODEL_CARD_NAME = "README.md"
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME)
+
+
+def write_model_files(model: CorrespondenceModel, folder: str | os.PathLike[str]) -> None:
+    """Write ``model.safetensors`` then ``config.json`` into ``folder``, each atomically; other files stay.
+
+    Used for run folders; :meth:`CorrespondenceModel.save_pretrained` replaces a whole folder instead.
+    """
+    folder = Path(folder)
+    write_safetensors(model.state_dict(), folder / WEIGHTS_NAME)
+    with atomic_path(folder / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Saving replaces the whole folder: refuse one that holds anything but an earlier saved model."""
+    if not folder.is_dir():
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in MODEL_FILES)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (" ..." if len(foreign) > 8 else "")
+        raise OutputWriteError(
+            f"{folder} holds files other than a saved model ({shown}); saving replaces the whole folder, so "
+            f"give a new or empty folder, or one holding only {', '.join(MODEL_FILES)}"
+        )
 
 
 class CorrespondenceModel(
@@ -119,13 +146,36 @@ class CorrespondenceModel(
 
         return propagate_labels(self, frames, first_labels, **kwargs)
 
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        config: dict[str, Any] | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
+    ) -> str | None:
+        """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card as a new folder.
+
+        The new folder is written completely beside ``save_directory`` and then swapped in for it (see
+        :func:`stcorr._atomic.replace_folder`), so an earlier model there stays loadable until the new one is
+        complete, whatever kills the process. ``save_directory`` must be new, empty, or hold only those three
+        files (else :class:`~stcorr.errors.OutputWriteError`). The same weights give byte-identical files.
+        ``push_to_hub`` and its arguments are huggingface_hub's.
+        """
+        folder = Path(save_directory)
+        _check_replaceable(folder)
+        with replace_folder(folder) as staged:
+            super().save_pretrained(staged, config=config, model_card_kwargs=model_card_kwargs)
+        if push_to_hub:
+            return self.push_to_hub(repo_id or folder.name, config=config, model_card_kwargs=model_card_kwargs,
+                                    **push_to_hub_kwargs)
+        return None
+
     def _save_pretrained(self, save_directory: Path) -> None:
-        """Write ``model.safetensors`` and ``config.json`` atomically (used by ``save_pretrained``)."""
-        tensors = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}
-        with atomic_path(Path(save_directory) / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt", "library": "stcorr"})
-        with atomic_path(Path(save_directory) / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        """huggingface_hub's hook: write the weights and ``config.json`` (see :func:`write_model_files`)."""
+        write_model_files(self, save_directory)
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]

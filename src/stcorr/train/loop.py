@@ -40,17 +40,23 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from PIL import Image, ImageDraw, ImageFont
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from stcorr._atomic import atomic_path
-from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
+from stcorr.checkpoint import (
+    detect_arch,
+    load_state_dict_strict,
+    read_pth,
+    read_safetensors,
+    torchvision_keys,
+    write_safetensors,
+)
 from stcorr.errors import CheckpointError, InputError, StcorrError, WeightsUnavailableError
 from stcorr.loading import PICKLE_SUFFIXES, load_model
-from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel, write_model_files
 from stcorr.train.data import InfiniteSampler, derive_seed, make_loader
 from stcorr.train.presets import TrainConfig, config_from_dict
 
@@ -334,9 +340,8 @@ def export_run(out: Path, encoder: nn.Module, config: TrainConfig) -> Correspond
     state = _cpu_state(encoder)
     model = CorrespondenceModel(config.arch, stride=config.stride, input_space="lab")
     load_state_dict_strict(model, state)
-    model.save_pretrained(out)
-    with atomic_path(out / BACKBONE_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "library": "stcorr", "arch": config.arch})
+    write_model_files(model, out)
+    write_safetensors(state, out / BACKBONE_NAME)
     return model
 
 
