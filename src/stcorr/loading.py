@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
-from stcorr.errors import CheckpointError, InputError, UnknownModelError, WeightsUnavailableError
+from stcorr.errors import CheckpointError, DeviceError, InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
 from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
 
-__all__ = ["load_model", "load_encoder", "resolve_device", "stcorr_home", "release_dir"]
+__all__ = ["load_model", "load_encoder", "resolve_device", "available_devices", "stcorr_home", "release_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +41,42 @@ HF_PREFIX = "hf-hub:"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps`` if present."""
+    devices = ["cpu"] + [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    return devices + (["mps"] if mps is not None and mps.is_available() else [])
+
+
+def _device_count(kind: str) -> int:
+    if kind == "cpu":
+        return 1
+    if kind == "cuda":
+        return torch.cuda.device_count()
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return int(mps is not None and mps.is_available())
+    return 0
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; anything else as given."""
+    """``None`` -> CUDA when available, else CPU; anything else is checked against this machine.
+
+    Raises:
+        DeviceError: the device is not a torch device, or this machine has no such device; the message
+            lists :func:`available_devices`.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    available = ", ".join(available_devices())
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise DeviceError(f"{device!r} is not a device name; this machine has: {available}") from exc
+    count = _device_count(chosen.type)
+    if count == 0 or (chosen.index is not None and chosen.index >= count):
+        raise DeviceError(f"there is no {str(chosen)!r} device on this machine; it has: {available}")
+    return chosen
 
 
 def stcorr_home() -> Path:
@@ -79,10 +112,11 @@ def load_model(
     Raises:
         UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError.
     """
+    target = resolve_device(device)
     model = _load_cpu(
         name_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, stride=stride
     )
-    return model.to(resolve_device(device)).eval()
+    return model.to(target).eval()
 
 
 def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
@@ -105,7 +139,14 @@ def _load_cpu(
 ) -> CorrespondenceModel:
     if name_or_path is None:
         return _load_embedded_default(stride)
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(
+            f"expected a model name, 'hf-hub:org/repo', a path, or None for the default model; got a "
+            f"{type(name_or_path).__name__} ({name_or_path!r})"
+        )
     spec = os.fspath(name_or_path)
+    if isinstance(spec, bytes):
+        raise InputError(f"expected a str path, got bytes {spec!r}; decode it first")
     if spec.startswith(HF_PREFIX):
         return _load_hub_repo(spec[len(HF_PREFIX) :], revision, local_files_only, cache_dir, stride)
     entries = load_manifest()
@@ -137,9 +178,18 @@ def _build(config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: 
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"cannot read model config {path}: {exc}; expected UTF-8 JSON as written by save_pretrained "
+            "or `stcorr convert`"
+        ) from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"model config {path} holds a JSON {type(config).__name__}, expected an object such as "
+            '{"arch": "resnet18", "stride": 8}; rewrite it with save_pretrained or `stcorr convert`'
+        )
+    return config
 
 
 def _config_from_keys(state_dict: dict[str, torch.Tensor], stride: int | None, source: Path) -> dict[str, Any]:
@@ -198,6 +248,13 @@ def _load_hub_repo(
     stride: int | None,
 ) -> CorrespondenceModel:
     repo_id, pinned = _split_revision(repo)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise UnknownModelError(
+            f"'{HF_PREFIX}{repo}' does not name a Hub repo: {str(exc).rstrip('.')}. Expected '{HF_PREFIX}org/repo' or "
+            f"'{HF_PREFIX}org/repo@revision'"
+        ) from exc
     rev = revision or pinned
     fetch = dict(revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
     config = _read_config(fetch_hub_file(repo_id, CONFIG_NAME, **fetch))

@@ -11,10 +11,14 @@ Accepted first labels (resolved against the frame size (H, W)):
 - keypoints (N, 2) as (x, y) pixels: propagated as Gaussian heatmaps (``sigma`` px, the JHMDB protocol)
   and decoded per frame by the top-5 weighted mean; outputs are (N, 2) points and (N,) scores (the
   decoded heatmap's peak value; 0 and (-1, -1) when the heatmap vanished).
+
+Every argument (labels, anchors, start, batch size, kernel options) is checked before the first frame is
+encoded, so a bad one fails at once with :class:`~stcorr.errors.InputError`.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +27,19 @@ import numpy as np
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride
+from stcorr.features import Encoder, batch_frames, check_batch_size, encode_batch, feature_stride
 from stcorr.frames import FrameSource, open_frames
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
-from stcorr.propagation.kernel import LabelPropagator
-from stcorr.propagation.labels import LabelSet, confidence_map, decode_ids, mask_to_onehot, to_grid, upsample
+from stcorr.propagation.kernel import LabelPropagator, _check_options
+from stcorr.propagation.labels import (
+    DOWNSAMPLING,
+    LabelSet,
+    confidence_map,
+    decode_ids,
+    mask_to_onehot,
+    to_grid,
+    upsample,
+)
 
 __all__ = ["FramePrediction", "PropagationResult", "iter_propagate", "propagate_labels"]
 
@@ -67,6 +79,16 @@ class PropagationResult:
 
 
 @dataclass(frozen=True)
+class _Given:
+    """Labels given for one frame, checked against the frame size (before any feature work)."""
+
+    kind: str  # "mask", "soft" or "points"
+    values: torch.Tensor | np.ndarray  # (K, H, W) probabilities, or (N, 2) points
+    labels: LabelSet
+    ids: np.ndarray | None = None  # (H, W) uint8 ids of masks and soft labels
+
+
+@dataclass(frozen=True)
 class _Prompt:
     """First (or anchor) labels, prepared for the feature grid."""
 
@@ -95,7 +117,7 @@ def _as_array(labels: LabelsInput) -> np.ndarray:
     return np.asarray(labels)
 
 
-def _prompt_kind(array: np.ndarray, size: tuple[int, int]) -> str:
+def _prompt_kind(array: np.ndarray, size: tuple[int, int], what: str) -> str:
     if array.shape == size:
         return "mask"
     if array.ndim == 3 and array.shape[1:] == size:
@@ -103,7 +125,7 @@ def _prompt_kind(array: np.ndarray, size: tuple[int, int]) -> str:
     if array.ndim == 2 and array.shape[1] == 2:
         return "points"
     raise InputError(
-        f"first labels of shape {array.shape} do not fit frames of size {size}: expected an integer mask "
+        f"{what} of shape {array.shape} do not fit frames of size {size}: expected an integer mask "
         f"{size}, soft labels (K, {size[0]}, {size[1]}), or keypoints (N, 2); resize the mask to the frames "
         "(nearest neighbour) or open the frames at the mask's size"
     )
@@ -121,6 +143,10 @@ def _soft_labels(array: np.ndarray) -> torch.Tensor:
 
 def _check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
+    if points.dtype.kind not in "iuf":
+        raise InputError(
+            f"keypoints must be numbers, (N, 2) (x, y) pixels; got dtype {points.dtype} (e.g. {points[0].tolist()})"
+        )
     points = points.astype(np.float32)
     if len(points) == 0:
         raise InputError("no keypoints given: expected (N, 2) (x, y) pixels with N >= 1")
@@ -134,31 +160,58 @@ def _check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return points
 
 
-def _make_prompt(
-    labels: LabelsInput, t: int, size: tuple[int, int], grid: tuple[int, int], stride: int, settings: _Settings,
-    label_set: LabelSet | None = None,
-) -> _Prompt:
+def _read_labels(labels: LabelsInput, size: tuple[int, int], what: str, first: _Given | None = None) -> _Given:
+    """Check ``labels`` against the frame size (and, for an anchor, against the ``first`` labels)."""
     array = _as_array(labels)
-    kind = _prompt_kind(array, size)
+    kind = _prompt_kind(array, size, what)
+    if first is not None and kind != first.kind:
+        raise InputError(f"{what} are {kind}, the first labels are {first.kind}; give anchors of the same kind")
     if kind == "points":
         points = _check_points(array, size)
-        heatmaps = draw_gaussian_heatmaps(points, size, settings.sigma)
-        grid_maps = to_grid(heatmaps, grid, stride, "bilinear")
-        label_set = LabelSet(tuple(range(len(points))))
-        image = FramePrediction(t, label_set.ids, points=points, point_scores=np.ones(len(points), np.float32))
-        return _Prompt("points", grid_maps, label_set, image)
+        if first is not None and len(points) != len(first.labels):
+            raise InputError(f"{what} hold {len(points)} keypoints, the first labels {len(first.labels)}")
+        return _Given("points", points, LabelSet(tuple(range(len(points)))))
     if kind == "soft":
         probs = _soft_labels(array)
-        if label_set is not None and len(label_set) != len(probs):
-            raise InputError(f"anchor soft labels have {len(probs)} channels, the first frame {len(label_set)}")
-        label_set = label_set or LabelSet(tuple(range(len(probs))))
-        ids = decode_ids(probs, label_set)
-    else:
-        probs, label_set = mask_to_onehot(array, None if label_set is None else label_set.ids)
-        ids = array.astype(np.uint8)
-    image = FramePrediction(t, label_set.ids, labels=ids, confidence=np.ones(size, np.float32),
+        if first is not None and len(first.labels) != len(probs):
+            raise InputError(f"{what} have {len(probs)} channels, the first labels {len(first.labels)}")
+        label_set = first.labels if first is not None else LabelSet(tuple(range(len(probs))))
+        return _Given("soft", probs, label_set, decode_ids(probs, label_set))
+    probs, label_set = mask_to_onehot(array, None if first is None else first.labels.ids)
+    return _Given("mask", probs, label_set, array.astype(np.uint8))
+
+
+def _make_prompt(given: _Given, t: int, size: tuple[int, int], grid: tuple[int, int], stride: int,
+                 settings: _Settings) -> _Prompt:
+    if given.kind == "points":
+        points = given.values
+        heatmaps = draw_gaussian_heatmaps(points, size, settings.sigma)
+        image = FramePrediction(t, given.labels.ids, points=points, point_scores=np.ones(len(points), np.float32))
+        return _Prompt("points", to_grid(heatmaps, grid, stride, "bilinear"), given.labels, image)
+    probs = given.values
+    image = FramePrediction(t, given.labels.ids, labels=given.ids, confidence=np.ones(size, np.float32),
                             probabilities=probs.numpy() if settings.return_probabilities else None)
-    return _Prompt(kind, to_grid(probs, grid, stride, settings.label_downsampling), label_set, image)
+    return _Prompt(given.kind, to_grid(probs, grid, stride, settings.label_downsampling), given.labels, image)
+
+
+def _check_anchors(anchors: Any, count: int, start: int) -> dict[int, LabelsInput]:
+    if anchors is None:
+        return {}
+    if not isinstance(anchors, Mapping):
+        raise InputError(
+            f"anchors must be a dict {{frame index: labels}}, e.g. anchors={{10: mask_of_frame_10}}; "
+            f"got a {type(anchors).__name__}"
+        )
+    checked: dict[int, LabelsInput] = {}
+    for t, labels in anchors.items():
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise InputError(f"anchor frame indices must be integers, got {t!r} ({type(t).__name__})")
+        if not 0 <= t < count:
+            raise InputError(f"the anchor at frame {t} is outside the video's {count} frames (0..{count - 1})")
+        if t == start:
+            raise InputError(f"the anchor at frame {t} is the start frame; give those labels as first_labels")
+        checked[int(t)] = labels
+    return checked
 
 
 def _decode(t: int, grid_probs: torch.Tensor, prompt: _Prompt, size: tuple[int, int], stride: int,
@@ -180,6 +233,8 @@ def _decode(t: int, grid_probs: torch.Tensor, prompt: _Prompt, size: tuple[int, 
 def _frame_order(count: int, start: int, direction: str) -> range:
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral):
+        raise InputError(f"start must be a frame index (an integer), got {start!r} ({type(start).__name__})")
     if not 0 <= start < count:
         raise InputError(f"start frame {start} is outside the video's {count} frames")
     return range(start, count) if direction == "forward" else range(start, -1, -1)
@@ -226,27 +281,32 @@ def iter_propagate(
 
     Holds only the context (frame ``start``, anchors and the last ``context`` frames' features and soft
     labels), so memory does not grow with the video's length. Frame ``start`` yields the given labels.
-    See :func:`propagate_labels` for the arguments.
+    Anchors on the other side of ``start`` are left to the pass in the other direction. See
+    :func:`propagate_labels` for the arguments; all of them are checked before the first frame is encoded.
     """
     source = frames if isinstance(frames, FrameSource) else open_frames(frames)
     order = _frame_order(len(source), start, direction)
+    _check_options(context, radius, topk, temperature, compute_dtype)
+    if label_downsampling not in DOWNSAMPLING:
+        raise InputError(f"label_downsampling must be one of {DOWNSAMPLING}, got {label_downsampling!r}")
+    check_batch_size(batch_size)
     settings = _Settings(context, radius, topk, temperature, label_downsampling, minmax_normalize, sigma,
                          return_probabilities, compute_dtype)
     stride, size = feature_stride(model), source.size
-    anchors = dict(anchors or {})
+    first = _read_labels(first_labels, size, "first labels")
+    anchors_given = {t: _read_labels(labels, size, f"the anchor at frame {t}", first)
+                     for t, labels in _check_anchors(anchors, len(source), start).items()}
     propagator: LabelPropagator | None = None
     prompt: _Prompt | None = None
     for t, features in zip(order, _features_in_order(model, source, order, batch_size, dtype, fusion_weights)):
         grid = tuple(features.shape[-2:])
         if propagator is None:
-            prompt = _make_prompt(first_labels, t, size, grid, stride, settings)
+            prompt = _make_prompt(first, t, size, grid, stride, settings)
             propagator = LabelPropagator(features, prompt.grid.to(features.device), context=context, radius=radius,
                                          topk=topk, temperature=temperature, compute_dtype=compute_dtype)
             yield prompt.image
-        elif t in anchors:
-            anchor = _make_prompt(anchors[t], t, size, grid, stride, settings, prompt.labels)
-            if anchor.kind != prompt.kind:
-                raise InputError(f"the anchor at frame {t} is {anchor.kind}, the first labels are {prompt.kind}")
+        elif t in anchors_given:
+            anchor = _make_prompt(anchors_given[t], t, size, grid, stride, settings)
             propagator.add_anchor(features, anchor.grid.to(features.device))
             yield anchor.image
         else:
@@ -281,7 +341,8 @@ def propagate_labels(
         frames: anything :func:`stcorr.frames.open_frames` accepts (array, tensor, folder, video, PIL list).
         first_labels: integer mask (H, W), soft labels (K, H, W) or keypoints (N, 2); see the module docstring.
         start: index of the annotated frame.
-        anchors: corrected labels at other frames ({t: labels}, same kind and ids as ``first_labels``);
+        anchors: corrected labels at other frames ({t: labels}, same kind and ids as ``first_labels``; every
+            t an integer in [0, T) other than ``start``, else :class:`InputError`);
             each is output as given and joins frame ``start`` as a fixed context frame from then on.
         context: number of preceding frames in the context (besides ``start`` and anchors).
         radius: half-width of the square search window, in feature cells.

@@ -55,7 +55,7 @@ from stcorr.checkpoint import (
     write_safetensors,
 )
 from stcorr.errors import CheckpointError, InputError, StcorrError, WeightsUnavailableError
-from stcorr.loading import PICKLE_SUFFIXES, load_model
+from stcorr.loading import PICKLE_SUFFIXES, load_model, resolve_device
 from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel, write_model_files
 from stcorr.train.data import InfiniteSampler, derive_seed, make_loader
 from stcorr.train.presets import TrainConfig, config_from_dict
@@ -155,7 +155,7 @@ class Distributed:
 def _pick_device(device: str | None, local_rank: int) -> torch.device:
     if device is None:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    chosen = torch.device(device)
+    chosen = resolve_device(device)
     if chosen.type == "cuda" and chosen.index is None:
         chosen = torch.device(f"cuda:{local_rank}")
     return chosen
