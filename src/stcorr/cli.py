@@ -124,7 +124,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=args.max_side,
                                    max_frames=args.max_frames,
                                    overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
-                                   write_confidence=args.confidence,
+                                   write_confidence=args.confidence, overwrite=args.overwrite,
                                    progress=bar.update, **_propagation_options(args))
     print(f"wrote {job.frames} masks to {job.masks_dir}")
     if job.confidence_dir:
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
+    propagate.add_argument("--overwrite", action="store_true",
+                           help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
 
     points = sub.add_parser("points", help="track points given on one frame through a video")

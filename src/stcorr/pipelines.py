@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stcorr.errors import InputError, InputNotFoundError
+from stcorr.errors import InputError, InputNotFoundError, OutputWriteError
 from stcorr.features import Encoder
 from stcorr.frames import FrameSource, open_frames, read_mask
 from stcorr.outputs import (
@@ -83,6 +83,18 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
     return mask
 
 
+def _claim_png_folder(folder: Path, overwrite: bool) -> None:
+    """A folder of per-frame PNGs must not mix runs: refuse one holding PNGs, or with ``overwrite`` empty it."""
+    earlier = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if earlier and not overwrite:
+        raise OutputWriteError(
+            f"{folder} already holds {len(earlier)} PNGs from an earlier run, which would mix with this run's; "
+            "pass --overwrite (overwrite=True) to delete them first, or choose another output folder"
+        )
+    for path in earlier:
+        path.unlink()
+
+
 def _both_directions(model: Encoder, source: FrameSource, first: Any, start: int, options: dict[str, Any]
                      ) -> Iterator[FramePrediction]:
     yield from iter_propagate(model, source, first, start=start, direction="forward", **options)
@@ -104,6 +116,7 @@ def propagate_video_mask(
     overlay_path: str | os.PathLike[str] | None = None,
     overlay_dir: str | os.PathLike[str] | None = None,
     write_confidence: bool = False,
+    overwrite: bool = False,
     progress: Progress | None = None,
     **options: Any,
 ) -> MaskJob:
@@ -113,12 +126,19 @@ def propagate_video_mask(
     ``overlay_path`` renders an mp4 of the frames with coloured masks, ``overlay_dir`` the same as one PNG per
     frame. ``options`` go to
     :func:`stcorr.propagation.api.iter_propagate` (context, radius, topk, temperature, ...).
+
+    A PNG folder of this job (``masks/``, ``confidence/``, ``overlay_dir``) that already holds PNGs raises
+    :class:`~stcorr.errors.OutputWriteError` before any work, so two runs never mix; ``overwrite=True``
+    deletes those PNGs first. Overlay videos and other files are replaced atomically.
     """
     source = open_frames(video, max_side=max_side, max_frames=max_frames)
     if mask.shape != source.original_size:
         raise InputError(f"mask of shape {mask.shape} does not match the frames' size {source.original_size}")
     masks_dir = Path(out_dir) / "masks"
     confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
+    for folder in (masks_dir, confidence_dir, overlay_dir):
+        if folder is not None:
+            _claim_png_folder(Path(folder), overwrite)
     first = _resize_ids(mask, source.size)
     for prediction in _both_directions(model, source, first, start, options):
         name = source.names[prediction.t]

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
@@ -54,7 +55,7 @@ from stcorr.checkpoint import (
     torchvision_keys,
     write_safetensors,
 )
-from stcorr.errors import CheckpointError, InputError, StcorrError, WeightsUnavailableError
+from stcorr.errors import CheckpointError, InputError, OutputWriteError, StcorrError, WeightsUnavailableError
 from stcorr.loading import PICKLE_SUFFIXES, load_model, resolve_device
 from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel, write_model_files
 from stcorr.train.data import InfiniteSampler, derive_seed, make_loader
@@ -395,8 +396,16 @@ class _Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
         }
-        with atomic_path(self.options.out / CHECKPOINT_DIR / f"step_{step:08d}.pt") as tmp:
-            torch.save(payload, tmp)
+        path = self.options.out / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+        with atomic_path(path) as tmp:
+            try:
+                torch.save(payload, tmp)
+            except (RuntimeError, OSError) as exc:  # a full disk surfaces as torch's "unexpected pos"
+                free = shutil.disk_usage(tmp.parent).free / 2**20
+                raise OutputWriteError(
+                    f"cannot write the checkpoint {path}: {exc}. {free:.0f} MiB are free on that disk; free some "
+                    "space (or lower --keep-last), then continue with --resume"
+                ) from exc
         if self.options.keep_last > 0:
             for _, old in list_checkpoints(self.options.out)[: -self.options.keep_last]:
                 old.unlink(missing_ok=True)
@@ -416,10 +425,15 @@ class _Trainer:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"training checkpoint {path} is empty (0 bytes): it was never completely written")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"cannot read training checkpoint {path}: {exc}") from exc
+        reason = str(exc).strip() or type(exc).__name__
+        raise CheckpointError(
+            f"cannot read training checkpoint {path} ({reason}); it is truncated or corrupt"
+        ) from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an stcorr training checkpoint")
     return checkpoint
@@ -437,6 +451,22 @@ def _checkpoint_to_resume(options: RunOptions) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+def _read_resume_checkpoint(path: Path, options: RunOptions) -> tuple[Path, dict[str, Any]]:
+    """Read ``path``; for ``--resume`` (latest), an unreadable newest checkpoint falls back to the one before,
+    with a warning naming both (an explicitly given checkpoint never falls back)."""
+    candidates = [path]
+    if options.resume == "latest":
+        candidates = [p for _, p in reversed(list_checkpoints(options.out))]
+    for index, candidate in enumerate(candidates):
+        try:
+            return candidate, _read_checkpoint(candidate)
+        except CheckpointError as exc:
+            if index + 1 == len(candidates):
+                raise
+            logger.warning("%s; resuming from the previous checkpoint %s instead", exc, candidates[index + 1])
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _check_resumable(checkpoint: Mapping[str, Any], stage: str, config: TrainConfig) -> None:
@@ -513,11 +543,23 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device, non_blocking=True)
 
 
+def use_sync_bn(config: TrainConfig, env: Distributed) -> bool:
+    """Whether the encoder gets SyncBatchNorm: asked for (``--sync-bn``, on in the release presets), several
+    processes, and CUDA. PyTorch's SyncBatchNorm does not run on CPU, so there it is turned off with one log
+    line (per-process batch norm instead)."""
+    if not config.sync_bn or env.world_size == 1:
+        return False
+    if env.device.type != "cuda":
+        if env.is_main:
+            logger.warning("sync-BN is off: PyTorch's SyncBatchNorm needs CUDA, so each of the %d CPU processes "
+                           "keeps its own batch norm (--no-sync-bn silences this)", env.world_size)
+        return False
+    return True
+
+
 def _prepare(task: nn.Module, config: TrainConfig, env: Distributed) -> nn.Module:
     task.to(env.device)
-    if config.sync_bn and env.world_size > 1:
-        if env.device.type != "cuda":
-            raise InputError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); drop it on CPU")
+    if use_sync_bn(config, env):
         task.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(task.encoder)
     return task
 
@@ -558,7 +600,7 @@ def _run(stage: str, build: Builder, config: TrainConfig, options: RunOptions, e
     out = Path(options.out)
     options = dataclasses.replace(options, out=out)
     resume_path = _checkpoint_to_resume(options)
-    checkpoint = _read_checkpoint(resume_path) if resume_path else None
+    checkpoint = _read_resume_checkpoint(resume_path, options)[1] if resume_path else None
     if checkpoint is not None:
         _check_resumable(checkpoint, stage, config)
     torch.manual_seed(config.seed)
