@@ -272,10 +272,11 @@ def resolve_config(stage: str, preset: str = DEFAULT_PRESET, **overrides: Any) -
     if unknown:
         raise InputError(f"unknown configuration fields: {', '.join(unknown)}")
     given = {key: tuple(v) if isinstance(v, list) else v for key, v in overrides.items() if v is not None}
-    config = TrainConfig(**{**PRESETS[preset].values(stage), **given})
-    if config.arch in LITE_ARCHS and stage != "temporal":
+    values = {**PRESETS[preset].values(stage), **given}
+    arch = values.get("arch", "resnet18")
+    if arch in LITE_ARCHS and stage != "temporal":
         raise InputError(
-            f"{config.arch} students train in the temporal stage only (their stage 1 is ImageNet); "
-            f"use `python -m stcorr.train temporal --init {config.arch} ...`"
+            f"{arch} students train in the temporal stage only (their stage 1 is ImageNet); "
+            f"use `python -m stcorr.train temporal --init {arch} ...`"
         )
-    return config
+    return TrainConfig(**values)
