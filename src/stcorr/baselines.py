@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from stcorr.color import normalize_imagenet, normalize_lab
+from stcorr.device import resolve_device
 from stcorr.efficientnet import EfficientNetLite, block_strides, lite_block_table, packaged_lite_weights
 from stcorr.errors import InputError, UnknownModelError
-from stcorr.loading import resolve_device
 from stcorr.model import CorrespondenceModel
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The user-facing models: an encoder plus its configuration, preprocessing and persistence.
 
-Two families share one persistence and propagation interface (:class:`_ModelBase`):
+Two families share one persistence and propagation interface (:class:`ModelBase`):
 
 * :class:`CorrespondenceModel`, the paper's ResNet encoder, whose state dict keeps torchvision's ResNet
   key names;
@@ -10,13 +10,17 @@ Two families share one persistence and propagation interface (:class:`_ModelBase
 Each carries its configuration, which :meth:`save_pretrained` writes as ``config.json`` beside
 ``model.safetensors``; ``push_to_hub`` publishes the same two files (huggingface_hub's
 ``PyTorchModelHubMixin``), and ``load_model(folder)`` / ``load_model("hf-hub:org/repo")`` or
-:meth:`from_pretrained` load them back. :func:`model_from_config` builds either from a config.
+:meth:`from_pretrained` load them back. The models own this format (:meth:`~ModelBase.from_folder`,
+:meth:`~ModelBase.from_hub`, :meth:`~ModelBase.from_state`, which build whichever family the config names
+through :func:`model_from_config`); :mod:`stcorr.loading` resolves every other way of naming weights onto these.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +33,19 @@ from torch import nn
 
 from stcorr._atomic import atomic_path
 from stcorr._version import __version__
+from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_safetensors
 from stcorr.color import denormalize_lab, lab_to_rgb, normalize_imagenet, normalize_lab
+from stcorr.device import resolve_device
 from stcorr.efficientnet import LITE_VARIANTS, BlockSpec, EfficientNetLite, lite_block_table, stage_ends
 from stcorr.encoder import ResNetEncoder, feature_dim
-from stcorr.errors import InputError
+from stcorr.errors import CheckpointError, InputError, WeightsUnavailableError
+from stcorr.hub import fetch_hub_file
+from stcorr.propagation.api import PropagationResult, propagate_labels
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 
 __all__ = [
+    "ModelBase",
     "CorrespondenceModel",
     "LiteCorrespondenceModel",
     "model_from_config",
@@ -47,6 +58,7 @@ __all__ = [
 INPUT_SPACES = ("lab", "rgb")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+HF_PREFIX = "hf-hub:"
 LITE_ARCHS = tuple(LITE_VARIANTS)
 _HUB_CARD = dict(
     library_name="stcorr",
@@ -55,11 +67,13 @@ _HUB_CARD = dict(
     paper_url="https://openaccess.thecvf.com/content/CVPR2023/html/Li_Spatial-Then-Temporal_Self-Supervised_Learning_for_Video_Correspondence_CVPR_2023_paper.html",
 )
 
+logger = logging.getLogger(__name__)
 
-class _ModelBase(PyTorchModelHubMixin):
-    """What every stcorr model shares: ``device``, ``propagate`` and atomic ``save_pretrained``.
 
-    Subclasses provide ``config`` (a JSON-ready dict) and ``state_dict()``.
+class ModelBase(PyTorchModelHubMixin):
+    """What every stcorr model shares: ``device``, ``propagate``, ``session`` and its file format.
+
+    Subclasses provide ``config`` (a JSON-ready dict), ``from_config`` and ``state_dict()``.
     """
 
     config: Any
@@ -69,20 +83,72 @@ class _ModelBase(PyTorchModelHubMixin):
         """Device of the model's parameters."""
         return next(self.parameters()).device  # type: ignore[attr-defined]
 
-    def propagate(self, frames: Any, first_labels: Any, **kwargs: Any) -> Any:
+    def propagate(self, frames: Any, first_labels: Any, **kwargs: Any) -> PropagationResult:
         """Propagate ``first_labels`` through ``frames``: ``propagate_labels(self, frames, first_labels, **kwargs)``."""
-        from stcorr.propagation.api import propagate_labels
-
         return propagate_labels(self, frames, first_labels, **kwargs)
+
+    def session(
+        self, frames: Any, options: PropagationOptions | None = None, *, max_side: int | None = None, **kwargs: Any
+    ) -> PropagationSession:
+        """An interactive :class:`~stcorr.propagation.session.PropagationSession` of this model on ``frames``."""
+        return PropagationSession(self, frames, options=options, max_side=max_side, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` atomically (used by ``save_pretrained``)."""
-        state = self.state_dict()  # type: ignore[attr-defined]
-        tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+        tensors = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()}
         with atomic_path(Path(save_directory) / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt", "library": "stcorr"})
         with atomic_path(Path(save_directory) / CONFIG_NAME) as tmp:
             tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> Any:
+        """Build the model ``config`` describes (either family) and load ``state_dict`` strictly (CPU, train mode)."""
+        try:
+            model = model_from_config(config)
+        except (InputError, TypeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"invalid model config for {source}: {exc}") from exc
+        load_state_dict_strict(model, state_dict)
+        logger.info("loaded %s (%s, stride %d)", source, model.arch, model.stride)
+        return model
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike[str], *, stride: int | None = None) -> Any:
+        """A folder written by :meth:`save_pretrained` (a bare ``model.safetensors`` needs ``stride``)."""
+        folder = Path(folder)
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise WeightsUnavailableError(
+                f"{folder} has no {WEIGHTS_NAME}; expected a folder written by save_pretrained or `stcorr convert`"
+            )
+        return cls.from_safetensors(weights_path, config_path, stride=stride, source=str(folder))
+
+    @classmethod
+    def from_safetensors(
+        cls, path: Path, config_path: Path, *, stride: int | None = None, source: str | None = None
+    ) -> Any:
+        """Weights from a ``.safetensors`` file, config from ``config_path`` if it exists, else from the keys."""
+        state_dict = read_safetensors(path)
+        config = read_config(config_path) if config_path.is_file() else config_from_keys(state_dict, stride, path)
+        return cls.from_state(with_stride(config, stride), state_dict, source or str(path))
+
+    @classmethod
+    def from_hub(
+        cls,
+        repo: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool | None = None,
+        stride: int | None = None,
+    ) -> Any:
+        """A Hub repo holding ``config.json`` + ``model.safetensors`` (``org/repo[@revision]``)."""
+        repo_id, _, pinned = repo.partition("@")
+        rev = revision or pinned or None
+        fetch = dict(revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
+        config = read_config(fetch_hub_file(repo_id, CONFIG_NAME, **fetch))
+        state_dict = read_safetensors(fetch_hub_file(repo_id, WEIGHTS_NAME, **fetch))
+        return cls.from_state(with_stride(config, stride), state_dict, f"{HF_PREFIX}{repo_id}@{rev or 'main'}")
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
@@ -96,15 +162,14 @@ class _ModelBase(PyTorchModelHubMixin):
         **_: Any,
     ) -> Any:
         """Used by ``from_pretrained``: a local folder or a Hub repo id, loaded strictly."""
-        from stcorr.loading import load_model
+        if Path(model_id).is_dir():
+            model = cls.from_folder(model_id)
+        else:
+            model = cls.from_hub(model_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        return model.to(resolve_device(map_location)).eval()
 
-        name = model_id if Path(model_id).is_dir() else f"hf-hub:{model_id}"
-        return load_model(
-            name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, device=map_location
-        )
 
-
-class CorrespondenceModel(ResNetEncoder, _ModelBase, **_HUB_CARD):
+class CorrespondenceModel(ResNetEncoder, ModelBase, **_HUB_CARD):
     """A ResNet correspondence encoder with its input preprocessing.
 
     Args:
@@ -179,7 +244,7 @@ _LITE_STRIDE = 8
 _DEFAULT_LITE_STAGES = (3, 5)
 
 
-class LiteCorrespondenceModel(EfficientNetLite, _ModelBase, **_HUB_CARD):
+class LiteCorrespondenceModel(EfficientNetLite, ModelBase, **_HUB_CARD):
     """An EfficientNet-Lite correspondence encoder: ImageNet RGB input, stride-8 fused features.
 
     The outputs of ``stages`` (1-based; default 3 = the last stride-8 stage and 5 = the last stride-16
@@ -325,3 +390,27 @@ def model_from_config(config: dict[str, Any]) -> CorrespondenceModel | LiteCorre
     if config.get("arch") in LITE_ARCHS:
         return LiteCorrespondenceModel.from_config(config)
     return CorrespondenceModel.from_config(config)
+
+
+def with_stride(config: dict[str, Any], stride: int | None) -> dict[str, Any]:
+    """``config`` with its stride replaced by ``stride`` when given."""
+    return {**config, "stride": stride} if stride is not None else dict(config)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A ``config.json`` as a dictionary (:class:`CheckpointError` if unreadable)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
+
+
+def config_from_keys(state_dict: dict[str, torch.Tensor], stride: int | None, source: Path) -> dict[str, Any]:
+    """The config of a checkpoint that carries none: architecture from its keys, ``stride`` as given."""
+    if stride is None:
+        raise InputError(
+            f"{source} carries no config, so its stride is unknown: pass stride=8 or stride=4 "
+            "(for the authors' releases, the stride is in the file's name in the model zoo: *_d8 / *_d4), "
+            "or use a manifest name, whose entry states the stride"
+        )
+    return {"arch": detect_arch(state_dict), "stride": stride, "input_space": "lab", "layers": ["layer3"]}

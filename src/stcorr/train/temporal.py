@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stcorr.color import normalize_lab
 from stcorr.checkpoint import load_state_dict_strict
+from stcorr.color import normalize_lab
 from stcorr.errors import InputError
 from stcorr.manifest import load_manifest
 from stcorr.model import LITE_ARCHS, CorrespondenceModel, LiteCorrespondenceModel, model_from_config
