@@ -31,7 +31,9 @@ from stcorr.model import CorrespondenceModel
 from stcorr.pipelines import propagate_video_mask
 from stcorr import iter_propagate, match_points, propagate_labels
 from stcorr.train.__main__ import main as train_main
-from stcorr.train.loop import Distributed, RunOptions, _read_resume_checkpoint, _Trainer, use_sync_bn
+from stcorr.train.checkpoints import read_resume_checkpoint
+from stcorr.train.distributed import Distributed, use_sync_bn
+from stcorr.train.loop import RunOptions, _Trainer
 from stcorr.train.presets import resolve_config
 
 SIZE = (32, 40)  # (H, W) of the test frames
@@ -165,46 +167,50 @@ def train(*argv: str) -> Callable[[dict[str, Path]], Any]:
     return run
 
 
-def flipped_embedded(f: dict[str, Path]) -> Any:
-    """The embedded weights with one byte flipped, in a copy of the package folder."""
+def flipped_embedded(name: str | None) -> Callable[[dict[str, Path]], Any]:
+    """Load embedded model ``name`` (None: the default) from a copy of the package folder in which every
+    embedded weights file has one byte flipped."""
     import stcorr.loading as loading
     from importlib import resources
 
-    package = Path(str(resources.files("stcorr")))
-    copy = f["root"] / "package_copy"
-    if not copy.exists():
-        shutil.copytree(package / "weights", copy / "weights")
-        weights = next((copy / "weights").glob("*/model.safetensors"))
-        data = bytearray(weights.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        weights.write_bytes(bytes(data))
-    real = loading.resources.files
-    loading.resources.files = lambda _: copy  # type: ignore[assignment]
-    try:
-        return stcorr.load_model(device="cpu")
-    finally:
-        loading.resources.files = real  # type: ignore[assignment]
+    def run(f: dict[str, Path]) -> Any:
+        package = Path(str(resources.files("stcorr")))
+        copy = f["root"] / "package_copy"
+        if not copy.exists():
+            shutil.copytree(package / "weights", copy / "weights")
+            for weights in (copy / "weights").glob("*/model.safetensors"):
+                data = bytearray(weights.read_bytes())
+                data[len(data) // 2] ^= 0x01
+                weights.write_bytes(bytes(data))
+        real = loading.resources.files
+        loading.resources.files = lambda _: copy  # type: ignore[assignment]
+        try:
+            return stcorr.load_model(name, device="cpu")
+        finally:
+            loading.resources.files = real  # type: ignore[assignment]
+
+    return run
 
 
 def trainer_on_full_disk(f: dict[str, Path]) -> Any:
     """A checkpoint write on a full disk (torch reports it as 'unexpected pos')."""
-    import stcorr.train.loop as loop
+    import stcorr.train.checkpoints as checkpoints
 
     task = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     trainer = _Trainer("temporal", task, optimizer, scheduler, resolve_config("temporal", "cpu"),
                        RunOptions(out=f["root"] / "full_disk_run"), Distributed())
-    real = loop.torch.save
+    real = checkpoints.torch.save
 
     def full(*_: Any, **__: Any) -> None:
         raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
 
-    loop.torch.save = full
+    checkpoints.torch.save = full
     try:
         return trainer.save(1)
     finally:
-        loop.torch.save = real
+        checkpoints.torch.save = real
 
 
 def resume_after_truncated_latest(f: dict[str, Path]) -> Path:
@@ -212,7 +218,7 @@ def resume_after_truncated_latest(f: dict[str, Path]) -> Path:
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.save({"format": 1, "stage": "temporal", "step": 2}, run / "checkpoints" / "step_00000002.pt")
     (run / "checkpoints" / "step_00000004.pt").write_bytes(b"PK\x03\x04 truncated")
-    return _read_resume_checkpoint(run / "checkpoints" / "step_00000004.pt", RunOptions(out=run, resume="latest"))[0]
+    return read_resume_checkpoint(run / "checkpoints" / "step_00000004.pt", run, "latest")[0]
 
 
 def stale_masks(f: dict[str, Path]) -> Any:
@@ -321,7 +327,10 @@ ROWS = [
     Row("a folder without weights", lambda f: stcorr.load_model(f["root"] / "no_weights"),
         E.WeightsUnavailableError, "model.safetensors"),
     Row("truncated safetensors", lambda f: stcorr.load_model(f["root"] / "truncated"), E.CheckpointError, "truncated"),
-    Row("flipped byte in the embedded weights", flipped_embedded, E.ChecksumError, "sha256"),
+    Row("flipped byte in the default embedded weights (embedded-lite2-s8)", flipped_embedded(None), E.ChecksumError,
+        "sha256"),
+    Row("flipped byte in the embedded-r18-s8 weights", flipped_embedded("embedded-r18-s8"), E.ChecksumError,
+        "sha256"),
     Row("a pickle that is not tensors", lambda f: stcorr.load_model(f["root"] / "evil.pth", stride=8),
         E.CheckpointError, "tensors only"),
     Row(".pth without a stride", lambda f: stcorr.load_model(f["root"] / "plain.pth"), E.InputError, "stride"),
@@ -409,7 +418,7 @@ def test_messages_name_the_problem(files, capsys, caplog):
     assert train_main(["temporal", "--data", str(files["video"]), "--out", str(files["root"] / "m2"),
                        "--resume", str(files["root"] / "empty.pt"), "--no-progress"]) == 2
     assert "empty (0 bytes)" in capsys.readouterr().err
-    with caplog.at_level(logging.WARNING, logger="stcorr.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="stcorr.train.distributed"):
         assert sync_bn_on_cpu(files) is False
     assert len(caplog.records) == 1 and "--no-sync-bn" in caplog.records[0].getMessage()
     with pytest.raises(E.DeviceError) as caught:

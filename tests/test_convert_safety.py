@@ -177,3 +177,32 @@ def test_save_pretrained_refuses_a_folder_with_other_files(tmp_path):
     with pytest.raises(OutputWriteError, match="notes.txt"):
         _tiny_model(0).save_pretrained(folder)
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_both_model_families_save_by_folder_swap(tmp_path, monkeypatch):
+    """save_pretrained lives on ModelBase: the EfficientNet-Lite family swaps in a whole new folder too."""
+    import stcorr.model as model_module
+    from stcorr.model import LiteCorrespondenceModel
+
+    swapped = []
+    real = model_module.replace_folder
+
+    def recording(destination):
+        swapped.append(Path(destination))
+        return real(destination)
+
+    monkeypatch.setattr(model_module, "replace_folder", recording)
+    folder = tmp_path / "lite"
+    torch.manual_seed(0)
+    LiteCorrespondenceModel("efficientnet-lite0").save_pretrained(folder)
+    first = _digests(folder)
+    torch.manual_seed(1)
+    LiteCorrespondenceModel("efficientnet-lite0").save_pretrained(folder)  # over the old model
+    assert swapped == [folder, folder]
+    assert _digests(folder) != first and sorted(_digests(folder)) == sorted(first)
+    assert [p.name for p in tmp_path.iterdir()] == ["lite"]  # no staging folder left beside it
+    loaded = load_model(folder, device="cpu")
+    assert isinstance(loaded, LiteCorrespondenceModel)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputWriteError, match="notes.txt"):
+        LiteCorrespondenceModel("efficientnet-lite0").save_pretrained(folder)

