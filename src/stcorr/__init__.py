@@ -7,6 +7,7 @@ from stcorr._version import __version__
 from stcorr.errors import (
     CheckpointError,
     ChecksumError,
+    DataReadError,
     InputError,
     OutputWriteError,
     StcorrError,
@@ -19,9 +20,9 @@ from stcorr.loading import load_encoder, load_model
 from stcorr.manifest import list_models
 from stcorr.model import CorrespondenceModel
 from stcorr.propagation.api import FramePrediction, FrameResult, PropagationResult, iter_propagate, propagate_labels
+from stcorr.propagation.matching import PointMatches, match_points
 from stcorr.propagation.options import PropagationOptions
 from stcorr.propagation.session import PropagationSession
-from stcorr.propagation.matching import PointMatches, match_points
 
 __all__ = [
     "__version__",
@@ -46,6 +47,7 @@ __all__ = [
     "WeightsUnavailableError",
     "ChecksumError",
     "CheckpointError",
+    "DataReadError",
     "VideoReadError",
     "OutputWriteError",
 ]

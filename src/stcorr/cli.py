@@ -98,8 +98,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _propagation_options(args: argparse.Namespace) -> dict:
-    return dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature,
-                batch_size=args.batch_size)
+    from stcorr.propagation.options import PropagationOptions
+
+    options = PropagationOptions(context=args.context, radius=args.radius, topk=args.topk,
+                                 temperature=args.temperature)
+    return dict(options=options, batch_size=args.batch_size)
 
 
 def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance

@@ -30,14 +30,14 @@ Encoder = torch.nn.Module | Sequence[torch.nn.Module]
 
 
 def _models(model: Encoder) -> list[torch.nn.Module]:
-    models = list(model) if isinstance(model, Sequence) else [model]
+    models = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
     if not models:
         raise InputError("expected a model or a non-empty sequence of models for late fusion, got an empty sequence")
     for m in models:
         if not isinstance(m, torch.nn.Module):
             raise InputError(
-                f"expected a model (a torch.nn.Module such as stcorr.load_model()) or a sequence of them, got a "
-                f"{type(m).__name__}; load one with model = stcorr.load_model()"
+                "model must be an encoder nn.Module (a torch.nn.Module such as stcorr.load_model()) or a sequence "
+                f"of them for late fusion, got {type(m).__name__}; load one with model = stcorr.load_model()"
             )
     return models
 
@@ -102,7 +102,8 @@ def encode_batch(
 def check_batch_size(batch_size: int) -> int:
     """``batch_size`` if it is an integer >= 1, else :class:`InputError` (memory grows with it)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise InputError(f"batch_size must be an integer >= 1 (frames per encoder pass), got {batch_size!r}")
+        shown = type(batch_size).__name__ if not isinstance(batch_size, numbers.Integral) else repr(batch_size)
+        raise InputError(f"batch_size must be a positive int, got {shown} (it is the frames per encoder pass)")
     return int(batch_size)
 
 

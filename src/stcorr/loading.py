@@ -108,10 +108,28 @@ def load_model(
 
 def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
     """:func:`load_model`, or a baseline encoder for the names of :data:`stcorr.baselines.BASELINES`
-    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept."""
-    if isinstance(name_or_path, str) and name_or_path in BASELINES:
-        return load_baseline(name_or_path, device=resolve_device(kwargs.get("device")))
-    return load_model(name_or_path, **kwargs)
+    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept.
+
+    A baseline takes ``device`` only (and ``stride`` equal to its own): any other option of
+    :func:`load_model` raises :class:`InputError` rather than being ignored.
+    """
+    if not (isinstance(name_or_path, str) and name_or_path in BASELINES):
+        return load_model(name_or_path, **kwargs)
+    stride = kwargs.pop("stride", None)
+    device = kwargs.pop("device", None)
+    ignored = sorted(key for key, value in kwargs.items() if value is not None)
+    if ignored:
+        raise InputError(
+            f"the baseline {name_or_path!r} has no weights to fetch, so it cannot honour {', '.join(ignored)}; "
+            "pass only device= (and stride= equal to its own)"
+        )
+    encoder = load_baseline(name_or_path, device=resolve_device(device))
+    if stride is not None and stride != encoder.stride:
+        raise InputError(
+            f"the baseline {name_or_path!r} has stride {encoder.stride}, not {stride}; drop stride= or use a model "
+            "of that stride"
+        )
+    return encoder
 
 
 def _load_cpu(

@@ -29,7 +29,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,7 @@ def _propagated(args: argparse.Namespace, benchmark: str, subset: Any) -> tuple[
         raise StcorrError(f"rank {shard.rank}: another rank failed (see its error); {args.out} is incomplete")
     if not shard.is_main:
         return None, {}
-    return args.out, {"model": str(args.model), "propagation": asdict(preset), "world_size": shard.world_size}
+    return args.out, {"model": str(args.model), "propagation": preset.to_dict(), "world_size": shard.world_size}
 
 
 def _cmd_davis(args: argparse.Namespace) -> int:

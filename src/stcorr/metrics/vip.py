@@ -1,6 +1,6 @@
 """VIP human-parsing mIoU: one confusion matrix pooled over every frame of every video.
 
-Protocol (CRW/UVC ``eval_vip.py``, VFS/Spa-then-Temp ``vip_dataset.py``; ``propagation-and-metrics.md`` §4):
+Protocol (CRW/UVC ``eval_vip.py``, VFS/Spa-then-Temp ``vip_dataset.py``):
 
 * 20 classes including background (:data:`VIP_CLASSES`);
 * only GT pixels with a label in ``[0, 20)`` count, so void 255 is ignored;

@@ -6,14 +6,7 @@
 Data flows one way: frames -> features (:mod:`stcorr.features`) -> windowed affinities and top-k
 (:mod:`stcorr.propagation.kernel`) -> labels at image resolution (:mod:`stcorr.propagation.labels`).
 
-Accepted first labels (resolved against the frame size (H, W)):
-
-- an integer mask (H, W): ids 0..254, 255 = void (unknown pixels, which carry no label); outputs use the
-  same ids;
-- soft labels (K, H, W), e.g. one-hot or probabilities: outputs are channel indices 0..K-1;
-- keypoints (N, 2) as (x, y) pixels: propagated as Gaussian heatmaps (``sigma`` px, the JHMDB protocol)
-  and decoded per frame by the top-5 weighted mean; outputs are (N, 2) points and (N,) scores (the
-  decoded heatmap's peak value; 0 and (-1, -1) when the heatmap vanished).
+Accepted labels (masks, soft labels, keypoints) and the working size: :mod:`stcorr.propagation.passes`.
 """
 
 from __future__ import annotations
@@ -74,6 +67,7 @@ def iter_propagate(
     options: PropagationOptions | None = None,
     max_side: int | None = None,
     size: tuple[int, int] | None = None,
+    resample: str | None = None,
     context: int | None = None,
     radius: int | None = None,
     topk: int | None = None,
@@ -98,7 +92,7 @@ def iter_propagate(
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
-    source = working_source(frames, max_side=max_side, size=size)
+    source = working_source(frames, max_side=max_side, size=size, resample=resample)
     order = frame_order(len(source), start, direction)
     check_batch_size(batch_size)
     geometry = Geometry.of(source, model)
@@ -132,6 +126,7 @@ def propagate_labels(
     options: PropagationOptions | None = None,
     max_side: int | None = None,
     size: tuple[int, int] | None = None,
+    resample: str | None = None,
     context: int | None = None,
     radius: int | None = None,
     topk: int | None = None,
@@ -163,6 +158,7 @@ def propagate_labels(
             compute_dtype: see there).
         max_side, size: propagate at a reduced working size (longest side, or an explicit (H, W)); frames are
             decoded and results returned at the original size (probabilities upsampled before the arg-max).
+        resample: how frames are resized to the working size (:data:`stcorr.io.frames.RESAMPLING`).
         return_probabilities: also return the (T, K, H, W) probabilities (large: K x 4 bytes per pixel).
         batch_size: frames encoded per forward pass.
         dtype: autocast dtype of the encoder (``torch.bfloat16``/``torch.float16``).
@@ -176,8 +172,8 @@ def propagate_labels(
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
     session = PropagationSession(
-        model, frames, options=opts, max_side=max_side, size=size, batch_size=batch_size, dtype=dtype,
-        fusion_weights=fusion_weights, return_probabilities=return_probabilities, cache_features=False,
+        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size,
+        dtype=dtype, fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
     )
     if session.num_frames < 2:
         raise InputError(f"propagation needs at least 2 frames, got {session.num_frames}")

@@ -100,14 +100,8 @@ def _preselect_count(topk: int) -> int:
     """Candidates per query kept from the compute-dtype similarities before exact ranking.
 
     More makes the certificate fail less often (the block is then selected again, wider) but costs
-    more top-k work and, in a reduced dtype, more float32 recomputation. Measured at top-10, context
-    20, 2 threads: with bfloat16, keeping 30 / 40 / 50 took 0.218 / 0.268 / 0.285 s per frame on
-    random features (60x107x256, 22 frames) and 0.333 / 0.341 / 0.386 on a static-camera video
-    (vtest.avi, embedded model, 72x96x256, 22 frames; 21 / 12 / 7 % of its query blocks selected
-    again: its background repeats in every context frame, so top candidates come in groups of
-    near-equal or equal cosines). With float32, keeping 14 instead of 30 was 12 % faster on the
-    random features but 16 % slower on that video once its context was full (59 of 144 blocks per
-    frame selected again).
+    more top-k work and, in a reduced dtype, more float32 recomputation (measurements:
+    ``benchmarks/tuning.md``).
     """
     return 3 * topk
 
@@ -115,9 +109,7 @@ def _preselect_count(topk: int) -> int:
 # With an automatic compute dtype (None), switch from bfloat16 to float32 for the rest of the video once at
 # least _SWITCH_AFTER frames are predicted and, on average over them, more than _SWITCH_TO_FLOAT32 of the query
 # blocks had to be selected again: features so alike that most cosines lie within bfloat16 rounding of each
-# other. Measured shares: raw Lab pixels (C=3) 0.82-1.0 per video in the quick offline benchmark (bfloat16 was
-# 3x slower than float32 there); a static-camera video with a trained model 0.12-0.53 over its first 9 frames,
-# then 0.06-0.12 (bfloat16 still faster); a reselected block costs about 2 ms on the benchmark machine.
+# other (measured shares: benchmarks/tuning.md).
 _SWITCH_TO_FLOAT32 = 0.5
 _SWITCH_AFTER = 3
 # Candidates kept per query (x topk) when a query block is selected again because its first preselection

@@ -94,8 +94,9 @@ class PropagationSession:
         resample: frame resampling to the working size (see :data:`stcorr.io.frames.RESAMPLING`).
         batch_size, dtype, fusion_weights: feature extraction (see :func:`stcorr.extract_features`).
         return_probabilities: results also carry the (K, H, W) probabilities.
-        cache_features: keep every frame's features (needed to recompute after corrections without
-            encoding again); ``False`` streams them, for one-shot use on long videos.
+        keep: keep every frame's features and result (:meth:`result`, and recomputing only what a
+            correction changes, without encoding again); ``False`` streams both, for one-shot use on long
+            videos (memory independent of the length; every :meth:`propagate` then recomputes all frames).
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class PropagationSession:
         dtype: torch.dtype | None = None,
         fusion_weights: Sequence[float] | None = None,
         return_probabilities: bool = False,
-        cache_features: bool = True,
+        keep: bool = True,
         **option_keywords: Any,
     ) -> None:
         feature_stride(model)  # an encoder module, or a sequence of them with one stride (else InputError)
@@ -124,7 +125,7 @@ class PropagationSession:
         self._geometry = Geometry.of(self._source, model)
         self._batch_size, self._dtype, self._fusion_weights = batch_size, dtype, fusion_weights
         self._return_probabilities = return_probabilities
-        self._cache_features = cache_features
+        self._keep = keep
         self._features: dict[int, torch.Tensor] = {}
         self._frames: dict[int, np.ndarray] = {}
         self._anchors: dict[int, _Anchor] = {}
@@ -362,7 +363,8 @@ class PropagationSession:
             yield self._store(t, grid, result)
 
     def _store(self, t: int, grid: torch.Tensor, result: FrameResult) -> FrameResult:
-        self._cache[t] = _Cached(result, grid.detach(), tuple(result.ids), self._depends_on(t))
+        if self._keep:
+            self._cache[t] = _Cached(result, grid.detach(), tuple(result.ids), self._depends_on(t))
         return result
 
     def _resume(self, direction: str, begin: int, prompts: dict[int, _Prompt],
@@ -403,7 +405,7 @@ class PropagationSession:
             return self._features[t]
         frame = self._source[t][None]
         feats = encode_batch(self.model, frame, dtype=self._dtype, fusion_weights=self._fusion_weights)[0]
-        if self._cache_features:
+        if self._keep:
             self._features[t] = feats
         return feats
 
@@ -414,7 +416,7 @@ class PropagationSession:
         stream = features_in_order(self.model, self._source, order, self._batch_size, self._dtype,
                                    self._fusion_weights)
         for t, feats in zip(order, stream):
-            if self._cache_features:
+            if self._keep:
                 self._features[t] = feats
             yield t, feats
 
