@@ -99,6 +99,30 @@ def test_correction_recomputes_only_later_frames_and_replays(clip, default_model
     assert all(np.array_equal(a, b) for a, b in zip(replayed, exported))
 
 
+def test_export_again_and_replay_into_a_used_folder(clip, model, tmp_path: Path, capsys) -> None:
+    """Exports never meet an earlier export; a replay obeys propagate's output-folder rule (--overwrite)."""
+    folder, truth = clip
+    wb = Workbench(model, "lab-pixels", folder, max_frames=4)
+    wb.set_mask(0, truth[0])
+    first = wb.export(tmp_path)
+    wb.set_mask(2, truth[2])
+    again = wb.export(tmp_path)  # same zip name, replaced atomically; the work folders are gone
+    assert again == first and sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+    with zipfile.ZipFile(again) as archive:
+        archive.extractall(tmp_path / "export")
+        assert [a["frame"] for a in json.loads(archive.read("session.json"))["anchors"]] == [0, 2]
+    replay = ["propagate", "--session", str(tmp_path / "export" / "session.json"), "--video", str(folder),
+              "--out", str(tmp_path / "replay")]
+    assert cli_main(replay) == 0
+    stray = tmp_path / "replay" / "masks" / "99999.png"
+    stray.write_bytes(b"earlier run")
+    capsys.readouterr()
+    assert cli_main(replay) == 2 and "--overwrite" in capsys.readouterr().err
+    assert cli_main([*replay, "--overwrite"]) == 0 and not stray.exists()
+    for t in range(4):
+        assert np.array_equal(read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png"), wb.mask(t))
+
+
 def test_delete_object_and_new_object_mid_video(model, tmp_path: Path) -> None:
     folder, truth = write_shapes_folder(tmp_path / "late_disc", disc_from=4)
     wb = Workbench(model, None, folder)

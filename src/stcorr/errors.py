@@ -11,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "StcorrError",
     "InputError",
+    "InputNotFoundError",
+    "DeviceError",
     "UnknownModelError",
     "WeightsUnavailableError",
     "ChecksumError",
@@ -27,6 +29,14 @@ class StcorrError(Exception):
 
 class InputError(StcorrError, ValueError):
     """An argument has the wrong shape, dtype, range or type."""
+
+
+class InputNotFoundError(StcorrError, FileNotFoundError):
+    """An input file (a mask, a points file, ...) does not exist."""
+
+
+class DeviceError(InputError):
+    """The requested device does not exist on this machine (the message lists the ones that do)."""
 
 
 class UnknownModelError(StcorrError, ValueError):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stcorr.errors import InputError
+from stcorr.errors import InputError, OutputWriteError
 from stcorr.features import Encoder
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
@@ -65,6 +65,18 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
     return mask
 
 
+def claim_png_folder(folder: Path, overwrite: bool) -> None:
+    """A folder of per-frame PNGs must not mix runs: refuse one holding PNGs, or with ``overwrite`` empty it."""
+    earlier = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if earlier and not overwrite:
+        raise OutputWriteError(
+            f"{folder} already holds {len(earlier)} PNGs from an earlier run, which would mix with this run's; "
+            "pass --overwrite (overwrite=True) to delete them first, or choose another output folder"
+        )
+    for path in earlier:
+        path.unlink()
+
+
 def _session(model: Encoder, video: Any, options: PropagationOptions | None, max_side: int | None,
              max_frames: int | None, batch_size: int, option_keywords: dict[str, Any]) -> PropagationSession:
     """A one-shot session (features streamed, not kept) at the working size ``max_side``."""
@@ -85,6 +97,7 @@ def propagate_video_mask(
     overlay_path: str | os.PathLike[str] | None = None,
     overlay_dir: str | os.PathLike[str] | None = None,
     write_confidence: bool = False,
+    overwrite: bool = False,
     progress: Progress | None = None,
     options: PropagationOptions | None = None,
     batch_size: int = 8,
@@ -98,12 +111,19 @@ def propagate_video_mask(
     :class:`~stcorr.propagation.session.PropagationSession` (both directions from ``start``); masks come at
     the original size, probabilities upsampled before the arg-max. ``options`` (or their keywords, e.g.
     ``context=5``) are the :class:`~stcorr.propagation.options.PropagationOptions`.
+
+    A PNG folder of this job (``masks/``, ``confidence/``, ``overlay_dir``) that already holds PNGs raises
+    :class:`~stcorr.errors.OutputWriteError` before any work, so two runs never mix; ``overwrite=True``
+    deletes those PNGs first. Overlay videos and other files are replaced atomically.
     """
     session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     if mask.shape != session.frame_size:
         raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
     masks_dir = Path(out_dir) / "masks"
     confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
+    for folder in (masks_dir, confidence_dir, overlay_dir):
+        if folder is not None:
+            claim_png_folder(Path(folder), overwrite)
     session.add_mask(start, mask)
     for prediction in session.propagate():
         name = session.frame_names[prediction.t]

@@ -19,6 +19,7 @@ from typing import Any
 from stcorr._atomic import atomic_path
 from stcorr.errors import InputError
 from stcorr.io.masks import write_mask_png
+from stcorr.pipelines import claim_png_folder
 from stcorr.propagation.session import PropagationSession
 
 __all__ = ["session_to_json", "read_session_file", "write_session_file", "complete", "write_session_masks"]
@@ -58,8 +59,13 @@ def complete(session: PropagationSession) -> Iterator[Any]:
 
 
 def write_session_masks(session: PropagationSession, masks_dir: str | os.PathLike[str],
-                        progress: Callable[[int], None] | None = None) -> Path:
-    """Propagate what is stale, then write every frame's mask as ``masks_dir/<frame name>.png``."""
+                        progress: Callable[[int], None] | None = None, *, overwrite: bool = False) -> Path:
+    """Propagate what is stale, then write every frame's mask as ``masks_dir/<frame name>.png``.
+
+    Like :func:`stcorr.pipelines.propagate_video_mask`, a ``masks_dir`` already holding PNGs raises
+    :class:`~stcorr.errors.OutputWriteError` before any work unless ``overwrite=True`` (which deletes them).
+    """
+    claim_png_folder(Path(masks_dir), overwrite)
     for _ in complete(session):
         if progress:
             progress(1)

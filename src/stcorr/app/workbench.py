@@ -190,19 +190,22 @@ class Workbench:
             if progress:
                 progress(1)
         folder = Path(out_dir or tempfile.mkdtemp(prefix="stcorr_app_"))
-        work = Path(tempfile.mkdtemp(prefix="export_", dir=folder))
-        names = self.session.frame_names
-        with VideoWriter(work / "overlay.mp4", fps=self.fps) as writer:
-            for t in range(self.session.num_frames):
-                labels = self.session.result(t).labels
-                write_mask_png(work / "masks" / f"{names[t]}.png", labels)
-                writer.write(overlay(self.session.frame(t), labels))
-        write_session_file(work / "session.json", session_to_json(self.session, model=self.model_name,
-                                                                   video=self.video, max_frames=self.max_frames))
         target = folder / f"{Path(self.video).stem or 'video'}_stcorr.zip"
-        with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for file in sorted(work.rglob("*")):
-                if file.is_file():
-                    archive.write(file, file.relative_to(work).as_posix())
+        # each export is built in its own fresh folder (removed afterwards) and replaces the zip atomically,
+        # so exporting again never meets an earlier export's PNGs
+        with tempfile.TemporaryDirectory(prefix="export_", dir=folder) as work_name:
+            work = Path(work_name)
+            names = self.session.frame_names
+            with VideoWriter(work / "overlay.mp4", fps=self.fps) as writer:
+                for t in range(self.session.num_frames):
+                    labels = self.session.result(t).labels
+                    write_mask_png(work / "masks" / f"{names[t]}.png", labels)
+                    writer.write(overlay(self.session.frame(t), labels))
+            write_session_file(work / "session.json", session_to_json(
+                self.session, model=self.model_name, video=self.video, max_frames=self.max_frames))
+            with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+                for file in sorted(work.rglob("*")):
+                    if file.is_file():
+                        archive.write(file, file.relative_to(work).as_posix())
         logger.info("exported %s", target)
         return target

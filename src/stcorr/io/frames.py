@@ -50,7 +50,7 @@ FrameInput = str | os.PathLike[str] | np.ndarray | torch.Tensor | Sequence[Any]
 Size = tuple[int, int]
 
 _EXPECTED_SOURCE = (
-    "a folder of JPEG/PNG frames, a video file, an image file, a (T, H, W, 3) or (T, 3, H, W) array or tensor "
+    "a folder of JPEG/PNG frames, a video file, an image file, a (T, H, W, 3|4) or (T, 3, H, W) array or tensor "
     "(uint8 in [0, 255] or float in [0, 1]), or a list of PIL images or (H, W, 3) arrays"
 )
 _EXPECTED_VALUES = "uint8 values in [0, 255] or float values in [0, 1]"
@@ -279,17 +279,19 @@ def _path_reader(path: Path) -> _Reader:
 
 
 def _stack_reader(stack: np.ndarray | torch.Tensor) -> _SequenceReader:
-    """A 4-D array or tensor (T, H, W, 3) or (T, 3, H, W)."""
+    """A 4-D array or tensor (T, H, W, 3), (T, H, W, 4) (alpha dropped, as for lists) or (T, 3, H, W)."""
     shape = tuple(stack.shape)
-    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
+    if len(shape) != 4 or not (shape[1] == 3 or shape[3] in (3, 4)):
         hint = ""
         if len(shape) == 3:
             hint = "; for one image add a time axis (x[None]), for a grayscale (T, H, W) video repeat it to 3 channels"
-        raise InputError(f"expected an array of shape (T, H, W, 3) or (T, 3, H, W), got shape {shape}{hint}")
+        raise InputError(
+            f"expected an array of shape (T, H, W, 3), (T, H, W, 4) or (T, 3, H, W), got shape {shape}{hint}"
+        )
     if shape[0] == 0:
         raise InputError("expected at least one frame, got an array with T = 0")
     _check_values(stack, "the frame array")
-    channels_last = shape[3] == 3
+    channels_last = shape[3] in (3, 4)
     if channels_last and shape[1] == 3:
         logger.debug("array of shape %s is ambiguous; reading it as (T, H, W, 3)", shape)
     size = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder
+from stcorr.features import Encoder, check_batch_size
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.options import PropagationOptions, resolve_options
 from stcorr.propagation.passes import (
@@ -28,16 +28,32 @@ from stcorr.propagation.passes import (
     PropagationResult,
     _Prompt,
     advance,
+    check_anchors,
     collect,
     decode,
     features_in_order,
     frame_order,
     make_prompt,
+    prompt_kind,
     working_source,
 )
 from stcorr.propagation.session import PropagationSession
 
 __all__ = ["FramePrediction", "FrameResult", "PropagationResult", "iter_propagate", "propagate_labels"]
+
+
+def _checked_anchors(first_labels: LabelsInput, anchors: Any, start: int, count: int, geometry: Geometry,
+                     opts: PropagationOptions) -> dict[int, LabelsInput]:
+    """Check the first labels and every anchor (indices, kind, size, ids) before any feature work."""
+    checked = check_anchors(anchors, count, start)
+    first = make_prompt(first_labels, start, geometry, (1, 1), opts)
+    for t, labels in checked.items():
+        what = f"the anchor at frame {t}"
+        kind = prompt_kind(labels, geometry.original, what)
+        if kind != first.kind:
+            raise InputError(f"{what} is {kind}, the first labels are {first.kind}; give anchors of the same kind")
+        make_prompt(labels, t, geometry, (1, 1), opts, ids=first.labels.ids, what=what)
+    return checked
 
 
 def iter_propagate(
@@ -70,15 +86,17 @@ def iter_propagate(
     Streams: holds only the context (frame ``start``, anchors met so far and the last ``context`` frames'
     features and soft labels), so memory does not grow with the video's length. Frame ``start`` yields the
     given labels; ``anchors`` met on the way join the context. Both directions, corrections and caching:
-    :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments.
+    :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments;
+    all of them (labels, anchors, start, batch size, options) are checked before the first frame is encoded.
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
     source = working_source(frames, max_side=max_side, size=size, resample=resample)
     order = frame_order(len(source), start, direction)
+    check_batch_size(batch_size)
     geometry = Geometry.of(source, model)
-    anchors = dict(anchors or {})
+    anchors = _checked_anchors(first_labels, anchors, start, len(source), geometry, opts)
     propagator: LabelPropagator | None = None
     first: _Prompt | None = None
     for t, features in zip(order, features_in_order(model, source, order, batch_size, dtype, fusion_weights)):
@@ -91,8 +109,6 @@ def iter_propagate(
         anchor = None
         if t in anchors:
             anchor = make_prompt(anchors[t], t, geometry, grid, opts, return_probabilities, first.labels.ids)
-            if anchor.kind != first.kind:
-                raise InputError(f"the anchor at frame {t} is {anchor.kind}, the first labels are {first.kind}")
         grid_probs = advance(propagator, features, anchor)
         if anchor is not None:
             yield anchor.image
@@ -134,8 +150,9 @@ def propagate_labels(
         first_labels: integer mask (H, W), soft labels (K, H, W) or keypoints (N, 2) at the frames' original
             size; see the module docstring.
         start: index of the annotated frame.
-        anchors: corrected labels at later frames ({t: labels}, same kind and ids as ``first_labels``);
-            each is output as given and joins frame ``start`` as a fixed context frame from then on.
+        anchors: corrected labels at later frames ({t: labels}, same kind and ids as ``first_labels``; every
+            t an integer in [0, T) other than ``start``, else :class:`InputError`); each is output as given
+            and joins frame ``start`` as a fixed context frame from then on.
         options: a :class:`~stcorr.propagation.options.PropagationOptions`; the keywords below override its
             fields (context, radius, topk, temperature, label_downsampling, minmax_normalize, sigma,
             compute_dtype: see there).
@@ -155,13 +172,13 @@ def propagate_labels(
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
     session = PropagationSession(
-        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size, dtype=dtype,
-        fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
+        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size,
+        dtype=dtype, fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
     )
     if session.num_frames < 2:
         raise InputError(f"propagation needs at least 2 frames, got {session.num_frames}")
     session.add_labels(start, first_labels)
-    for t, labels in (anchors or {}).items():
+    for t, labels in check_anchors(anchors, session.num_frames, start).items():
         session.add_labels(t, labels, ids=session.object_ids_of(start) or None)
     predictions: list[FramePrediction | None] = [None] * session.num_frames
     for prediction in session.propagate():

@@ -13,7 +13,8 @@ Labels are given and results returned at the frames' original size; the encoder 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = [
     "decode",
     "advance",
     "frame_order",
+    "check_anchors",
     "frames_in_order",
     "features_in_order",
     "working_source",
@@ -122,7 +124,7 @@ def _as_array(labels: LabelsInput) -> np.ndarray:
     return np.asarray(labels)
 
 
-def _prompt_kind(array: np.ndarray, size: tuple[int, int]) -> str:
+def _prompt_kind(array: np.ndarray, size: tuple[int, int], what: str = "first labels") -> str:
     if array.shape == size:
         return "mask"
     if array.ndim == 3 and array.shape[1:] == size:
@@ -130,7 +132,7 @@ def _prompt_kind(array: np.ndarray, size: tuple[int, int]) -> str:
     if array.ndim == 2 and array.shape[1] == 2:
         return "points"
     raise InputError(
-        f"first labels of shape {array.shape} do not fit frames of size {size}: expected an integer mask "
+        f"{what} of shape {array.shape} do not fit frames of size {size}: expected an integer mask "
         f"{size}, soft labels (K, {size[0]}, {size[1]}), or keypoints (N, 2); resize the mask to the frames "
         "(nearest neighbour) or open the frames at the mask's size"
     )
@@ -148,6 +150,9 @@ def _soft_labels(array: np.ndarray) -> torch.Tensor:
 
 def _check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
+    if points.dtype.kind not in "iuf":
+        example = points[0].tolist() if len(points) else []
+        raise InputError(f"keypoints must be numbers, (N, 2) (x, y) pixels; got dtype {points.dtype} (e.g. {example})")
     points = points.astype(np.float32)
     if len(points) == 0:
         raise InputError("no keypoints given: expected (N, 2) (x, y) pixels with N >= 1")
@@ -161,14 +166,15 @@ def _check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return points
 
 
-def prompt_kind(labels: LabelsInput, size: tuple[int, int]) -> str:
-    """``"mask"``, ``"soft"`` or ``"points"``: what ``labels`` are for frames of (original) ``size``."""
-    return _prompt_kind(_as_array(labels), size)
+def prompt_kind(labels: LabelsInput, size: tuple[int, int], what: str = "first labels") -> str:
+    """``"mask"``, ``"soft"`` or ``"points"``: what ``labels`` are for frames of (original) ``size``
+    (:class:`InputError` naming them ``what`` if they fit none)."""
+    return _prompt_kind(_as_array(labels), size, what)
 
 
 def make_prompt(
     labels: LabelsInput, t: int, geometry: Geometry, grid: tuple[int, int], options: PropagationOptions,
-    return_probabilities: bool = False, ids: Sequence[int] | None = None,
+    return_probabilities: bool = False, ids: Sequence[int] | None = None, what: str = "first labels",
 ) -> _Prompt:
     """Labels given at the original size, as the (K, h, w) grid labels of the working size and the frame's output.
 
@@ -176,7 +182,7 @@ def make_prompt(
     with PIL nearest, soft labels and keypoint heatmaps bilinearly.
     """
     array = _as_array(labels)
-    kind = _prompt_kind(array, geometry.original)
+    kind = _prompt_kind(array, geometry.original, what)
     original, working = geometry.original, geometry.working
     if kind == "points":
         points = _check_points(array, original)
@@ -234,11 +240,36 @@ def advance(propagator: LabelPropagator, features: torch.Tensor, anchor: _Prompt
 
 
 def frame_order(count: int, start: int, direction: str) -> range:
+    """The frames of one pass from ``start`` (an integer in [0, count)) in ``direction``."""
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral):
+        raise InputError(f"start must be a frame index (an integer), got {start!r} ({type(start).__name__})")
     if not 0 <= start < count:
         raise InputError(f"start frame {start} is outside the video's {count} frames")
     return range(start, count) if direction == "forward" else range(start, -1, -1)
+
+
+def check_anchors(anchors: Any, count: int, start: int) -> dict[int, LabelsInput]:
+    """``anchors`` as ``{frame: labels}``: a mapping whose keys are integers in [0, count) other than ``start``
+    (:class:`InputError` otherwise, before any feature work)."""
+    if anchors is None:
+        return {}
+    if not isinstance(anchors, Mapping):
+        raise InputError(
+            f"anchors must be a dict {{frame index: labels}}, e.g. anchors={{10: mask_of_frame_10}}; "
+            f"got a {type(anchors).__name__}"
+        )
+    checked: dict[int, LabelsInput] = {}
+    for t, labels in anchors.items():
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise InputError(f"anchor frame indices must be integers, got {t!r} ({type(t).__name__})")
+        if not 0 <= t < count:
+            raise InputError(f"the anchor at frame {t} is outside the video's {count} frames (0..{count - 1})")
+        if t == start:
+            raise InputError(f"the anchor at frame {t} is the start frame; give those labels as first_labels")
+        checked[int(t)] = labels
+    return checked
 
 
 def frames_in_order(source: FrameSource, order: range) -> Iterator[torch.Tensor]:

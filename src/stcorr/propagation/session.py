@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, encode_batch
+from stcorr.features import Encoder, check_batch_size, encode_batch, feature_stride
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.labels import VOID
 from stcorr.propagation.options import PropagationOptions, resolve_options
@@ -64,6 +64,7 @@ class _Cached:
     grid: torch.Tensor  # (K, h, w) soft labels on the feature grid, channels = ``ids``
     ids: tuple[int, ...]
     depends_on: tuple[Any, ...]  # the anchors (frame, version) and pass the result was computed from
+    precision: tuple[Any, ...] | None = None  # the propagator's precision_state just after this frame
 
 
 def _mask_ids(mask: np.ndarray) -> tuple[int, ...]:
@@ -115,10 +116,8 @@ class PropagationSession:
         keep: bool = True,
         **option_keywords: Any,
     ) -> None:
-        if not isinstance(model, (torch.nn.Module, Sequence)):
-            raise InputError(f"model must be an encoder module (or a sequence of them), got {type(model).__name__}")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        feature_stride(model)  # an encoder module, or a sequence of them with one stride (else InputError)
+        check_batch_size(batch_size)
         self.model = model
         self.options = resolve_options(options, **option_keywords)
         self.max_side, self.size, self.resample = max_side, size, resample
@@ -172,7 +171,7 @@ class PropagationSession:
 
     def _check_frame_index(self, t: Any) -> int:
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
-            raise InputError(f"frame index must be an int, got {type(t).__name__}")
+            raise InputError(f"a frame index must be an integer, got {t!r} ({type(t).__name__})")
         if not 0 <= t < self.num_frames:
             raise InputError(f"frame {t} is outside the video's {self.num_frames} frames (0 to {self.num_frames - 1})")
         return int(t)
@@ -197,7 +196,10 @@ class PropagationSession:
 
         Every point anchor of a session has the same N points, in the same order.
         """
-        array = np.asarray(points, dtype=np.float32)
+        try:
+            array = np.asarray(points, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"points must be (N, 2) numbers, (x, y) pixels; got {points!r:.80}") from exc
         if array.ndim != 2 or array.shape[1] != 2:
             raise InputError(f"points must be an (N, 2) array of (x, y) pixels, got shape {array.shape}")
         self.add_labels(t, array)
@@ -209,13 +211,17 @@ class PropagationSession:
         """
         t = self._check_frame_index(t)
         array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.array(labels)
-        kind = prompt_kind(array, self.frame_size)
+        what = f"the labels of frame {t}"
+        kind = prompt_kind(array, self.frame_size, what)
         others = {a.kind for frame, a in self._anchors.items() if frame != t}
         if others and kind not in others:
-            raise InputError(f"the anchor at frame {t} is {kind}, the session's other anchors are {others.pop()}")
+            raise InputError(
+                f"the anchor at frame {t} is {kind}, the session's other anchors are {others.pop()}; "
+                "give anchors of the same kind"
+            )
         # Validate now (ids, ranges, shapes), so that a bad anchor never enters the session.
         grid = (1, 1)
-        prompt = make_prompt(array, t, self._geometry, grid, self.options, ids=ids)
+        prompt = make_prompt(array, t, self._geometry, grid, self.options, ids=ids, what=what)
         if kind != "mask":
             self._check_same_channels(t, prompt)
         self._version += 1
@@ -355,11 +361,12 @@ class PropagationSession:
                 first_prompt = prompts[first]
                 result = decode(t, grid, first_prompt.kind, first_prompt.labels, self._geometry, self.options,
                                 self._return_probabilities)
-            yield self._store(t, grid, result)
+            yield self._store(t, grid, result, propagator.precision_state)
 
-    def _store(self, t: int, grid: torch.Tensor, result: FrameResult) -> FrameResult:
+    def _store(self, t: int, grid: torch.Tensor, result: FrameResult,
+               precision: tuple[Any, ...] | None = None) -> FrameResult:
         if self._keep:
-            self._cache[t] = _Cached(result, grid.detach(), tuple(result.ids), self._depends_on(t))
+            self._cache[t] = _Cached(result, grid.detach(), tuple(result.ids), self._depends_on(t), precision)
         return result
 
     def _resume(self, direction: str, begin: int, prompts: dict[int, _Prompt],
@@ -379,6 +386,9 @@ class PropagationSession:
         predicted = [t for t in before if t not in fixed]
         for t in predicted[max(0, len(predicted) - self.options.context):] if self.options.context else []:
             propagator.remember(self._feature(t), self._cached_grid(t, prompts[first].labels.ids).to(device))
+        precision = self._cache[before[-1]].precision if before else None
+        if precision is not None:  # the automatic bfloat16 -> float32 switch as the pass had it there
+            propagator.resume_precision(precision)
         return propagator
 
     def _cached_grid(self, t: int, ids: tuple[int, ...]) -> torch.Tensor:
