@@ -259,28 +259,47 @@ def window_top_labels(
         (labels (B, h*w, L), confidence (B, h*w), uncertified (B, h*w) bool): uncertified marks queries whose
         top-k is exact among the ``wide`` best float32 candidates only (see the module doc).
     """
-    b, hw, c = queries.shape
-    num_labels = labels.shape[-1]
+    b, hw, _ = queries.shape
     device = queries.device
-    out_labels = torch.empty((b, hw, num_labels), dtype=torch.float32, device=device)
-    out_conf = torch.empty((b, hw), dtype=torch.float32, device=device)
-    uncertified = torch.empty((b, hw), dtype=torch.int8, device=device)
-    tiles_x, per_video = tile_count(h, w)
-    tile_flags = torch.zeros(b * per_video, dtype=torch.int32, device=device)
+    out = (
+        torch.empty((b, hw, labels.shape[-1]), dtype=torch.float32, device=device),
+        torch.empty((b, hw), dtype=torch.float32, device=device),
+        torch.empty((b, hw), dtype=torch.int8, device=device),
+    )
+    tile_flags = torch.zeros(b * tile_count(h, w)[1], dtype=torch.int32, device=device)
     params = torch.tensor([temperature, error_bound], dtype=torch.float64, device=device)
     keep, wide = kept_candidates(topk)
-
-    def launch(tiles: torch.Tensor, kept: int) -> None:
-        _window_topk_kernel[(tiles.numel(),)](
-            tiles, queries, features, labels, slots, params, out_labels, out_conf, uncertified, tile_flags,
-            slots.numel(), features.shape[1], h, w, c, num_labels, radius, tiles_x, per_video,
-            TILE_H=_TILE_H, TILE_W=_TILE_W, KEYS=_KEYS, CHANNELS=_CHANNELS,
-            EXACT_CHANNELS=_EXACT_CHANNELS, KEEP=kept, TOPK=topk,
-            LABELS=min(_MAX_LABEL_BLOCK, _power_of_two(num_labels)),
-        )
-
-    launch(torch.arange(b * per_video, dtype=torch.int32, device=device), keep)
+    args = (queries, features, labels, slots, params, *out, tile_flags, h, w, radius, topk)
+    _launch(torch.arange(tile_flags.numel(), dtype=torch.int32, device=device), keep, *args)
     flagged = tile_flags.nonzero().flatten().to(torch.int32)
     if flagged.numel():
-        launch(flagged, wide)
-    return out_labels, out_conf, uncertified.bool()
+        _launch(flagged, wide, *args)
+    return out[0], out[1], out[2].bool()
+
+
+def _launch(
+    tiles: torch.Tensor,
+    keep: int,
+    queries: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    slots: torch.Tensor,
+    params: torch.Tensor,
+    out_labels: torch.Tensor,
+    out_conf: torch.Tensor,
+    uncertified: torch.Tensor,
+    tile_flags: torch.Tensor,
+    h: int,
+    w: int,
+    radius: int,
+    topk: int,
+) -> None:
+    """One kernel launch over ``tiles``, keeping ``keep`` candidates per query."""
+    tiles_x, per_video = tile_count(h, w)
+    num_labels = labels.shape[-1]
+    _window_topk_kernel[(tiles.numel(),)](
+        tiles, queries, features, labels, slots, params, out_labels, out_conf, uncertified, tile_flags,
+        slots.numel(), features.shape[1], h, w, queries.shape[-1], num_labels, radius, tiles_x, per_video,
+        TILE_H=_TILE_H, TILE_W=_TILE_W, KEYS=_KEYS, CHANNELS=_CHANNELS, EXACT_CHANNELS=_EXACT_CHANNELS,
+        KEEP=keep, TOPK=topk, LABELS=min(_MAX_LABEL_BLOCK, _power_of_two(num_labels)),
+    )
