@@ -194,7 +194,8 @@ def _window_topk_kernel(
     # Softmax over the chosen (float64), confidence, label average.
     top_cos = tl.where(q_ok, tl.reduce(exact, 1, _MAX), 0.0)  # finite: the same cell of frame 0 is a candidate
     weight = tl.where(chosen, tl.exp((exact - top_cos[:, None]) / temperature), 0.0)
-    weight = weight / tl.reduce(weight, 1, _SUM)[:, None]
+    total = tl.reduce(weight, 1, _SUM)
+    weight = weight / tl.where(q_ok, total, 1.0)[:, None]  # queries off the grid have no candidates
     confidence = tl.reduce(weight * tl.where(chosen, exact, 0.0), 1, _SUM)
     tl.store(out_conf_ptr + q_row, confidence.to(tl.float32), mask=q_ok)
     lc = tl.arange(0, LABELS)

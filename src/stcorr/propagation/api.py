@@ -221,6 +221,7 @@ def iter_propagate(
     dtype: torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    backend: str = "auto",
 ) -> Iterator[FramePrediction]:
     """Yield a :class:`FramePrediction` per frame, from ``start`` towards the end (or the beginning).
 
@@ -241,7 +242,8 @@ def iter_propagate(
         if propagator is None:
             prompt = _make_prompt(first_labels, t, size, grid, stride, settings)
             propagator = LabelPropagator(features, prompt.grid.to(features.device), context=context, radius=radius,
-                                         topk=topk, temperature=temperature, compute_dtype=compute_dtype)
+                                         topk=topk, temperature=temperature, compute_dtype=compute_dtype,
+                                         backend=backend)
             yield prompt.image
         elif t in anchors:
             anchor = _make_prompt(anchors[t], t, size, grid, stride, settings, prompt.labels)
@@ -273,6 +275,7 @@ def propagate_labels(
     dtype: torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    backend: str = "auto",
 ) -> PropagationResult:
     """Propagate labels of frame ``start`` through the whole video (forwards, and backwards when start > 0).
 
@@ -297,6 +300,8 @@ def propagate_labels(
             float32 elsewhere. Only the speed depends on it: the kernel ranks candidates exactly whatever this
             dtype (see :mod:`stcorr.propagation.kernel`); outputs float32.
         fusion_weights: per-model weights for late fusion.
+        backend: propagation kernel, ``"auto"`` (the fused Triton kernel on CUDA when Triton is installed,
+            else the torch kernel), ``"triton"`` or ``"torch"``; see :class:`stcorr.propagation.LabelPropagator`.
 
     Returns:
         a :class:`PropagationResult`; frames hold uint8 ids (255 where no label reached a pixel).
@@ -308,7 +313,7 @@ def propagate_labels(
     options = dict(anchors=anchors, context=context, radius=radius, topk=topk, temperature=temperature,
                    label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                    return_probabilities=return_probabilities, batch_size=batch_size, dtype=dtype,
-                   compute_dtype=compute_dtype, fusion_weights=fusion_weights)
+                   compute_dtype=compute_dtype, fusion_weights=fusion_weights, backend=backend)
     predictions: list[FramePrediction | None] = [None] * len(source)
     directions = ["forward"] + (["backward"] if start > 0 else [])
     for direction in directions:
