@@ -36,6 +36,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazily
     from huggingface_hub import try_to_load_from_cache
+
     from stcorr.loading import release_dir, stcorr_home
 
     if entry.kind == "embedded":
@@ -70,8 +71,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
-    from stcorr import __version__
-    from stcorr.loading import resolve_device
+    from stcorr._version import __version__
+    from stcorr.device import resolve_device
 
     try:
         import av
@@ -114,7 +115,7 @@ def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
-    from stcorr.frames import open_frames
+    from stcorr.io.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
     source = open_frames(args.video, max_frames=args.max_frames)
@@ -135,8 +136,9 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
-    from stcorr.frames import open_frames
-    from stcorr.pipelines import read_points_file, track_video_points
+    from stcorr.io.frames import open_frames
+    from stcorr.io.tracks import read_points_file
+    from stcorr.pipelines import track_video_points
 
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stcorr.device import resolve_device
 from stcorr.errors import InputError
-from stcorr.frames import FrameSource, open_frames
-from stcorr.loading import resolve_device
+from stcorr.io.frames import FrameSource, open_frames
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames"]
 

@@ -8,7 +8,6 @@ be processed at a reduced size (``max_side``); outputs are mapped back to the or
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,16 +20,11 @@ import torch.nn.functional as F
 
 from stcorr.errors import InputError
 from stcorr.features import Encoder
-from stcorr.frames import FrameSource, open_frames, read_mask
-from stcorr.outputs import (
-    VideoWriter,
-    overlay,
-    write_confidence_png,
-    write_image,
-    write_mask_png,
-    write_points_csv,
-    write_points_json,
-)
+from stcorr.io.frames import FrameSource, open_frames
+from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
+from stcorr.io.render import overlay, write_image
+from stcorr.io.tracks import read_points_file, write_points_csv, write_points_json
+from stcorr.io.video import VideoWriter
 from stcorr.propagation.api import FramePrediction, iter_propagate
 
 __all__ = [
@@ -165,20 +159,6 @@ def write_overlay_pngs(video: Any, masks_dir: str | os.PathLike[str] | None, out
     for name, image in _overlay_frames(video, masks_dir, points, max_frames):
         write_image(Path(out_dir) / f"{name}.png", image)
     return Path(out_dir)
-
-
-def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
-    """Read query points: JSON ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "names": [...]}``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read points from {path}: {exc}; expected JSON [[x, y], ...]") from exc
-    points = data.get("points") if isinstance(data, dict) else data
-    array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
-    if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
-        raise InputError(f"{path} must hold (x, y) points: [[x, y], ...] or {{\"points\": [[x, y], ...]}}")
-    names = list(data.get("names", [])) if isinstance(data, dict) else []
-    return array, [str(n) for n in names] or [f"p{i}" for i in range(len(array))]
 
 
 def track_video_points(

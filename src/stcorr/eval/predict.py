@@ -33,10 +33,10 @@ from stcorr.eval.presets import EvalPreset, preset_for
 from stcorr.eval.sharding import Shard
 from stcorr.eval.warp import image_tensor
 from stcorr.features import Encoder, feature_stride
-from stcorr.frames import FrameSource, open_frames
+from stcorr.io.frames import FrameSource, open_frames
+from stcorr.io.masks import write_mask_png
 from stcorr.metrics.jhmdb import save_keypoints
 from stcorr.metrics.vip import resize_labels_nearest
-from stcorr.outputs import write_mask_png
 from stcorr.propagation.api import iter_propagate
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 from stcorr.propagation.labels import VOID, LabelSet, decode_ids

@@ -24,7 +24,7 @@ import torch
 
 from stcorr.errors import InputError
 from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride
-from stcorr.frames import FrameSource, open_frames
+from stcorr.io.frames import FrameSource, open_frames
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.labels import LabelSet, confidence_map, decode_ids, mask_to_onehot, to_grid, upsample
@@ -281,7 +281,7 @@ def propagate_labels(
 
     Args:
         model: an encoder (e.g. from :func:`stcorr.load_model`), or a sequence of encoders fused late.
-        frames: anything :func:`stcorr.frames.open_frames` accepts (array, tensor, folder, video, PIL list).
+        frames: anything :func:`stcorr.io.frames.open_frames` accepts (array, tensor, folder, video, PIL list).
         first_labels: integer mask (H, W), soft labels (K, H, W) or keypoints (N, 2); see the module docstring.
         start: index of the annotated frame.
         anchors: corrected labels at other frames ({t: labels}, same kind and ids as ``first_labels``);

@@ -54,15 +54,33 @@ import logging
 import math
 import numbers
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from stcorr.errors import InputError
 from stcorr.propagation._backend import resolve_backend
+from stcorr.propagation._ranking import (
+    _REDUCED_DTYPES,
+    _ieee_matmuls,
+    _matmul,
+    _Picks,
+    _topk,
+    _union,
+    cosine_error_bound,
+    default_compute_dtype,
+    rounding_error,
+)
+from stcorr.propagation._store import _ContextStore, _Workspace
+from stcorr.propagation._tiling import (
+    _from_blocks,
+    _key_rects,
+    _make_tiling,
+    _to_bands,
+    _to_blocks,
+    default_block_size,
+)
 
 __all__ = [
     "propagate",
@@ -75,13 +93,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 # Upper bound on the similarity buffer of one chunk of row blocks (bytes); bounds the peak memory
 # independently of grid size and radius.
 _SIMS_BUDGET = 96 * 2**20
-# Context frames per chunk: one matmul per (band, chunk) covers all frames of a chunk. Adding a
-# frame to a partly filled chunk copies that chunk (only while the context fills up).
-_SLOTS_PER_CHUNK = 8
 
 
 def _preselect_count(topk: int) -> int:
@@ -111,252 +125,6 @@ _SWITCH_AFTER = 3
 # Candidates kept per query (x topk) when a query block is selected again because its first preselection
 # could not be certified (see LabelPropagator._block_top_exact).
 _WIDE_PRESELECT = 16
-
-
-def cosine_error_bound(
-    computed: torch.Tensor, query_error: torch.Tensor | float, key_error: float, dtype: torch.dtype, channels: int
-) -> torch.Tensor:
-    """Largest possible |exact cosine q.k - cosine computed by a ``dtype`` matmul|, as a function of the computed value.
-
-    q and k are unit float32 vectors, q' and k' their roundings to ``dtype`` (themselves for
-    float32); ``query_error`` is |q - q'| (per query, broadcast with ``computed``) and ``key_error``
-    at least |k - k'| for every key. q.k = q'.k' + (q - q').k + q'.(k - k'), and by Cauchy-Schwarz
-    the last two terms are at most query_error and |q'| key_error. A float32 dot product of C terms
-    is within gamma = C 2^-24 / (1 - C 2^-24) of |q'| |k'| whatever the order of the sums (on CUDA
-    :func:`_ieee_matmuls` guarantees it); rounding that sum x to ``dtype`` gives
-    r with |x - r| <= u |x| + n (u = unit roundoff, n = smallest normal number), so
-    |x - r| <= (u |r| + n) / (1 - u). Hardware that flushes tiny inputs to zero loses at most
-    2 sqrt(C) n more. A 1 % margin covers float32 rounding of the bound itself. r + bound(r) grows
-    with r, so it bounds the exact cosine of every candidate computed below r too.
-    """
-    info = torch.finfo(dtype)
-    u, n = info.eps / 2, info.smallest_normal
-    query_norm = 1 + query_error  # |q'| <= |q| + |q - q'|
-    gamma = channels * 2.0**-24 / (1 - channels * 2.0**-24)  # float32 dot products, any summation order
-    summed = query_error + query_norm * key_error + gamma * query_norm * (1 + key_error)
-    flushed = 2 * math.sqrt(channels) * n
-    r = computed.float().clamp(-2.0, 2.0)  # -inf (no candidate) stays far below any cosine
-    return 1.01 * ((u * r.abs() + n) / (1 - u) + summed + flushed)
-
-
-def rounding_error(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """|v - v'| of float32 vectors v (last dimension) and their roundings v' to ``dtype``."""
-    return torch.linalg.vector_norm(features - features.to(dtype).float(), dim=-1)
-
-
-def default_compute_dtype(device: torch.device) -> torch.dtype:
-    """Similarity dtype used when ``compute_dtype`` is None: only the speed depends on it, never the result.
-
-    bfloat16 on CPUs with native bfloat16 matmuls (AVX-512 BF16 or AMX; on the README's benchmark
-    machine the kernel is then 11x instead of 6x faster than the dense reference), float32 elsewhere,
-    CUDA included (no GPU was available to measure a reduced dtype there). A propagator that chose
-    bfloat16 this way switches to float32 if bfloat16 turns out unable to certify most of the
-    top-k (``_SWITCH_TO_FLOAT32``).
-    """
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
-            return torch.bfloat16
-    return torch.float32
-
-
-def default_block_size(radius: int) -> tuple[int, int]:
-    """Query block (rows, columns) used when ``block_size`` is not given.
-
-    Chosen by measurement at DAVIS scale (60x107 cells, C=256, radius 12, context 20, 22 frames) on
-    a 2-core AVX-512 CPU, fp32, single-thread CPU seconds per frame: (4, 8) 0.51, (3, 12) 0.53,
-    (4, 12) 0.53, (2, 12) 0.53, (2, 8) 0.53, (4, 16) 0.59 (one matmul per frame and band; grouping
-    frames in chunks later cost ~10 % single-thread but needs ~8x fewer matmul calls, which holds up
-    much better with 2 threads on a busy machine). Smaller blocks waste fewer
-    similarities on window corners but make smaller matmuls; narrower blocks duplicate more key
-    columns in the stored bands ((bw + 2r) / bw: 4x for (4, 8), 3x for (4, 12)). (4, 12) is within
-    4 % of the fastest with 25 % less context memory. For radii above 12 the block widens with the
-    radius to keep the duplication at most 3x. Not measured on a GPU.
-    """
-    return (4, max(12, radius))
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class _Tiling:
-    """How an h x w grid is cut into query blocks and key rectangles, plus the masks that go with it."""
-
-    h: int
-    w: int
-    bh: int  # query block rows
-    bw: int  # query block columns
-    ry: int  # window half-height actually needed (radius clipped to the grid)
-    rx: int  # window half-width
-    nby: int  # row blocks
-    nbx: int  # column blocks = key bands
-    window_bias: torch.Tensor  # (Q, rect_rows, 1, band_width): 0 where the key is in the query's window, else -inf
-    grid_bias: torch.Tensor  # (nbx, nby, 1, rect_rows, 1, band_width): 0 where the key is on the grid, else -inf
-    key_cell: torch.Tensor  # (nbx, nby, R) int64: flat grid index y * w + x of each key (clamped)
-
-    @property
-    def rect_rows(self) -> int:
-        return self.bh + 2 * self.ry
-
-    @property
-    def band_width(self) -> int:
-        return self.bw + 2 * self.rx
-
-    @property
-    def padded_rows(self) -> int:
-        return self.nby * self.bh + 2 * self.ry
-
-    @property
-    def queries(self) -> int:
-        return self.bh * self.bw
-
-    @property
-    def keys(self) -> int:
-        return self.rect_rows * self.band_width
-
-    def decode(self, flat_idx: torch.Tensor, slots: int, key_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate indices into similarities laid out (rect_row, slot, column) -> (slot, grid cell).
-
-        ``key_cell`` holds the grid cell of each key of the rectangle, (..., 1, R), broadcastable to
-        ``flat_idx``'s leading dimensions.
-        """
-        row_len = slots * self.band_width
-        row, slot, col = flat_idx // row_len, flat_idx % row_len // self.band_width, flat_idx % self.band_width
-        cell = key_cell.expand(*flat_idx.shape[:-1], -1).gather(-1, row * self.band_width + col)
-        return slot, cell
-
-
-def _make_tiling(
-    h: int, w: int, radius: int, block: tuple[int, int], device: torch.device, dtype: torch.dtype
-) -> _Tiling:
-    bh, bw = min(block[0], h), min(block[1], w)
-    ry, rx = min(radius, h - 1), min(radius, w - 1)
-    nby, nbx = math.ceil(h / bh), math.ceil(w / bw)
-    rows, cols = bh + 2 * ry, bw + 2 * rx
-    # Offsets of query cells inside a block and of key cells inside a rectangle, relative to the
-    # block's top-left cell.
-    qy, qx = torch.meshgrid(torch.arange(bh), torch.arange(bw), indexing="ij")
-    ky, kx = torch.meshgrid(torch.arange(rows) - ry, torch.arange(cols) - rx, indexing="ij")
-    qy, qx, ky, kx = qy.flatten(), qx.flatten(), ky.flatten(), kx.flatten()
-    in_window = ((ky[None] - qy[:, None]).abs() <= radius) & ((kx[None] - qx[:, None]).abs() <= radius)
-    # Absolute key coordinates per block: (nbx, nby, R).
-    abs_y = (torch.arange(nby) * bh)[None, :, None] + ky[None, None, :]
-    abs_x = (torch.arange(nbx) * bw)[:, None, None] + kx[None, None, :]
-    on_grid = (abs_y >= 0) & (abs_y < h) & (abs_x >= 0) & (abs_x < w)
-    key_cell = abs_y.clamp(0, h - 1) * w + abs_x.clamp(0, w - 1)
-    return _Tiling(
-        h=h,
-        w=w,
-        bh=bh,
-        bw=bw,
-        ry=ry,
-        rx=rx,
-        nby=nby,
-        nbx=nbx,
-        window_bias=_bias(in_window, dtype, device).view(bh * bw, rows, 1, cols),
-        grid_bias=_bias(on_grid, dtype, device).view(nbx, nby, 1, rows, 1, cols),
-        key_cell=key_cell.to(device),
-    )
-
-
-def _bias(keep: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """0 where ``keep``, -inf elsewhere."""
-    return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, float("-inf")).to(device)
-
-
-def _to_blocks(grid: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """(h, w, D) -> (nbx, nby, Q, D), zero-padding the grid up to whole blocks."""
-    d = grid.shape[-1]
-    padded = F.pad(grid, (0, 0, 0, t.nbx * t.bw - t.w, 0, t.nby * t.bh - t.h))
-    blocks = padded.reshape(t.nby, t.bh, t.nbx, t.bw, d).permute(2, 0, 1, 3, 4)
-    return blocks.reshape(t.nbx, t.nby, t.queries, d)
-
-
-def _from_blocks(blocks: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """(nbx, nby, Q, D) -> (D, h, w), dropping the padding cells."""
-    d = blocks.shape[-1]
-    grid = blocks.reshape(t.nbx, t.nby, t.bh, t.bw, d).permute(4, 1, 2, 0, 3)
-    return grid.reshape(d, t.nby * t.bh, t.nbx * t.bw)[:, : t.h, : t.w]
-
-
-def _to_bands(grid: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """(C, h, w) -> (nbx, C, padded_rows, band_width): overlapping, zero-padded column bands."""
-    padded = F.pad(grid, (t.rx, t.nbx * t.bw + t.rx - t.w, t.ry, t.padded_rows - t.ry - t.h))
-    # unfold -> (C, padded_rows, nbx, band_width)
-    return padded.unfold(2, t.band_width, t.bw).permute(2, 0, 1, 3).contiguous()
-
-
-def _key_rects(band: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """One band of a chunk, (C, padded_rows, slots, band_width) -> (nby, C, rect_rows * slots * band_width).
-
-    The key rectangle of a row block is a run of whole band rows (each holding every slot), so it
-    is a plain strided matrix: no copy.
-    """
-    c, _, slots, width = band.shape
-    row = slots * width
-    return band.as_strided((t.nby, c, t.rect_rows * row), (t.bh * row, t.padded_rows * row, 1))
-
-
-def _grouped_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the last two dims of x (..., groups, G), as values and flat indices g * G + i.
-
-    Exact and cheaper than one top-k over groups * G values: the k largest values lie in the k
-    groups with the largest maxima (a group holding one of them has a maximum at least as large as
-    the k-th value, and at most k groups can), so only those k * G values are searched.
-    """
-    groups, size = x.shape[-2:]
-    kg = min(k, groups)
-    _, top_groups = x.amax(-1).topk(kg, dim=-1)  # (..., kg)
-    idx = top_groups.unsqueeze(-1).expand(*top_groups.shape, size)
-    candidates = x.gather(-2, idx).flatten(-2)  # (..., kg * G)
-    values, local = candidates.topk(k, dim=-1)
-    return values, top_groups.gather(-1, local // size) * size + local % size
-
-
-def _matmul(queries: torch.Tensor, rects: torch.Tensor, out: torch.Tensor) -> None:
-    """out[b] = queries[b] @ rects[b] for every row block b.
-
-    One batched matmul, except for reduced precision on CPU: there oneDNN's batched path copies
-    the overlapping key rectangles first (measured 4x slower than a loop of 2-D matmuls).
-    """
-    if out.dtype == torch.float32 or out.device.type != "cpu":
-        torch.bmm(queries, rects, out=out)
-    else:
-        for b in range(out.shape[0]):
-            torch.mm(queries[b], rects[b], out=out[b])
-
-
-@contextmanager
-def _ieee_matmuls(device: torch.device) -> Iterator[None]:
-    """On CUDA, matmuls as :func:`cosine_error_bound` assumes: no TF32, float32 sums of 16-bit products.
-
-    PyTorch lets cuBLAS sum bfloat16/float16 products in reduced precision by default, and users
-    may enable TF32; both are turned off here and restored afterwards. TF32 goes through the API the
-    running PyTorch has (``fp32_precision`` from 2.9 on; reading the legacy setting raises once the
-    new one has been used). Nothing to do on CPU.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    matmul = torch.backends.cuda.matmul
-    names = ["allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction"]
-    names.append("fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32")
-    saved = {name: getattr(matmul, name) for name in names}
-    try:
-        for name in names:
-            setattr(matmul, name, "ieee" if name == "fp32_precision" else False)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(matmul, name, value)
-
-
-def _topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the last two dims of x (..., groups, G) as (values, flat indices)."""
-    if x.dtype == torch.float32:
-        return _grouped_topk(x, k)
-    return x.flatten(-2).topk(k, dim=-1)  # grouping does not pay off with 16-bit values (slow amax)
 
 
 # --------------------------------------------------------------------------- validation
@@ -425,141 +193,6 @@ def _check_labels(labels: object, what: str, hw: tuple[int, int], k: int | None,
     if not bool(torch.isfinite(labels).all()):
         raise InputError(f"{what}: labels contain NaN or inf")
     return labels
-
-
-# --------------------------------------------------------------------------- context storage
-
-
-class _ContextStore:
-    """All context frames ("slots"): key bands in chunks, labels and float32 features in one tensor each.
-
-    A chunk (nbx, C, padded_rows, slots, band_width) holds up to ``_SLOTS_PER_CHUNK`` frames
-    interleaved along the band width: one band row holds that row of every slot of the chunk, so
-    the key rectangles of all its slots form one strided matrix and one matmul per (band, chunk)
-    covers them all. Slot i of the store is slot i - (slots of earlier chunks) of its chunk.
-    Labels and features are kept in buffers with room for ``capacity`` slots (doubled if exceeded),
-    so adding a frame copies only that frame there.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self.slots = 0
-        self.chunks: list[torch.Tensor] = []
-        self._labels: torch.Tensor | None = None  # (capacity, h*w, K) float32
-        self._features: torch.Tensor | None = None  # (capacity, h*w, C) float32, for exact re-ranking
-        self.key_rounding = 0.0  # >= |k - k'| for every key k stored, k' its copy in the bands' dtype
-
-    @property
-    def labels(self) -> torch.Tensor:
-        """(slots, h*w, K) labels of the stored frames."""
-        assert self._labels is not None
-        return self._labels[: self.slots]
-
-    @property
-    def features(self) -> torch.Tensor:
-        """(slots, h*w, C) float32 features of the stored frames (reduced-precision stores only)."""
-        assert self._features is not None
-        return self._features[: self.slots]
-
-    def add(self, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> int:
-        """Store one frame ((nbx, C, rows, 1, width) bands, (1, h*w, K) labels, (1, h*w, C) features)
-        in a new slot; return its index. Growing a chunk copies it (only while the context fills up:
-        measured faster overall than giving each new frame a chunk of its own until 8 are merged,
-        which makes more, smaller top-k calls).
-        """
-        index = self.slots
-        if self.chunks and self.chunks[-1].shape[3] < _SLOTS_PER_CHUNK:
-            self.chunks[-1] = torch.cat([self.chunks[-1], bands], dim=3)
-        else:
-            self.chunks.append(bands)
-        if index == self.capacity:
-            self.capacity *= 2
-        self._labels = _with_room(self._labels, labels, self.capacity)
-        self._features = _with_room(self._features, features, self.capacity)
-        self.slots += 1
-        self._write(index, labels, features)
-        return index
-
-    def replace(self, index: int, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> None:
-        """Overwrite slot ``index`` in place with one frame (same layout as :meth:`add`)."""
-        self._write(index, labels, features)
-        for chunk in self.chunks:
-            if index < chunk.shape[3]:
-                chunk[:, :, :, index].copy_(bands[:, :, :, 0])
-                return
-            index -= chunk.shape[3]
-        raise IndexError(index)
-
-    def rebuild_bands(self, bands_of: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Recompute every chunk from the stored (h*w, C) features (e.g. in another dtype), slots unchanged."""
-        first, chunks = 0, []
-        for chunk in self.chunks:
-            g = chunk.shape[3]
-            chunks.append(torch.cat([bands_of(self.features[s]) for s in range(first, first + g)], dim=3))
-            first += g
-        self.chunks = chunks
-        self.key_rounding = 0.0 if chunks[0].dtype == torch.float32 else self.key_rounding
-
-    def _write(self, index: int, labels: torch.Tensor, features: torch.Tensor) -> None:
-        """Labels and features of slot ``index``; widen ``key_rounding`` to cover the new keys."""
-        assert self._labels is not None and self._features is not None
-        self._labels[index].copy_(labels[0])
-        self._features[index].copy_(features[0])
-        if self.chunks[0].dtype != torch.float32:
-            error = float(rounding_error(features[0], self.chunks[0].dtype).max())
-            self.key_rounding = max(self.key_rounding, error)
-
-
-class _Workspace:
-    """Scratch buffers reused from frame to frame.
-
-    Allocating large tensors anew for every frame costs more than filling them: the allocator
-    returns big blocks to the OS, so each frame pays page faults again (measured on CPU: gathering
-    160 MB into a fresh tensor 50 ms, into a reused one 10 ms).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self._device = device
-        self._buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised tensor of this shape and dtype, sharing memory with earlier calls of this name."""
-        size = math.prod(shape)
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
-            buffer = self._buffers[name] = torch.empty(size, dtype=dtype, device=self._device)
-        return buffer[:size].view(shape)
-
-
-def _with_room(buffer: torch.Tensor | None, row: torch.Tensor, capacity: int) -> torch.Tensor:
-    """``buffer`` (or a new one shaped like ``row`` (1, ...)) with ``capacity`` rows, old rows kept."""
-    if buffer is not None and buffer.shape[0] >= capacity:
-        return buffer
-    grown = row.new_empty((capacity, *row.shape[1:]))
-    if buffer is not None:
-        grown[: buffer.shape[0]] = buffer
-    return grown
-
-
-@dataclass
-class _Picks:
-    """Selected candidates per query, (nbx, nby, Q, k) each."""
-
-    cos: torch.Tensor  # similarity; -inf for a padding or out-of-window pick
-    slot: torch.Tensor  # int64 context slot
-    cell: torch.Tensor  # int64 flat grid cell y * w + x
-
-    def take(self, index: torch.Tensor) -> _Picks:
-        return _Picks(self.cos.gather(-1, index), self.slot.gather(-1, index), self.cell.gather(-1, index))
-
-    def first(self, n: int) -> _Picks:
-        return _Picks(self.cos[..., :n], self.slot[..., :n], self.cell[..., :n])
-
-    def best(self, k: int) -> _Picks:
-        """The k picks with the largest cosines, best first."""
-        if self.cos.shape[-1] <= k:
-            return self
-        return self.take(self.cos.topk(k, dim=-1).indices)
 
 
 # --------------------------------------------------------------------------- the streaming propagator
@@ -978,14 +611,6 @@ class LabelPropagator:
         slot, cell = t.decode(flat_idx[0], slots, key_cell[None])
         kept, left_out = self._split(_Picks(cos[0], slot, cell), count, 0.0, 0.0, torch.float32, c)
         return self._rank(queries, kept, left_out)[0]
-
-
-def _union(parts: list[_Picks], k: int) -> _Picks:
-    """The k best (best first) of several candidate lists of the same queries."""
-    if len(parts) == 1:
-        return parts[0]
-    union = _Picks(*(torch.cat([getattr(p, f) for p in parts], dim=-1) for f in ("cos", "slot", "cell")))
-    return union.best(min(k, union.cos.shape[-1]))
 
 
 # --------------------------------------------------------------------------- batches and the fused kernel
