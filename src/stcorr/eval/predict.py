@@ -19,8 +19,9 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,13 +38,14 @@ from stcorr.io.frames import FrameSource, open_frames
 from stcorr.io.masks import write_mask_png
 from stcorr.metrics.jhmdb import save_keypoints
 from stcorr.metrics.vip import resize_labels_nearest
-from stcorr.propagation.api import iter_propagate
+from stcorr.propagation.api import FramePrediction, iter_propagate, iter_propagate_batch
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 from stcorr.propagation.labels import VOID, LabelSet, decode_ids
 
 __all__ = [
     "model_preset",
     "propagate_mask",
+    "propagate_masks",
     "propagate_keypoints",
     "predict_davis",
     "predict_vip",
@@ -98,34 +100,66 @@ def propagate_mask(
     ``frames``: a :class:`FrameSource`, anything :func:`open_frames` accepts, or a list of (H, W, 3)
     uint8 arrays; ``first_mask`` must have the frames' original size.
     """
-    mask = _first_mask(first_mask)
-    if preset.input_size is None:
-        source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-        predictions = iter_propagate(model, source, mask, batch_size=batch_size, **preset.propagation_options())
-        for prediction in predictions:
-            yield mask if prediction.t == 0 else np.where(prediction.labels == VOID, 0, prediction.labels)
-        return
-    images = _as_images(frames)
-    size = images[0].shape[:2]
-    if mask.shape != size:
-        raise InputError(f"the first mask has shape {mask.shape} but the frames are {size}")
-    small = resize_labels_nearest(mask, preset.input_size).astype(np.uint8)
+    video = _MaskVideo.prepare(frames, first_mask, preset)
     predictions = iter_propagate(
-        model,
-        _resize_frames(images, preset.input_size),
-        small,
-        batch_size=batch_size,
-        return_probabilities=True,
+        model, video.source, video.labels, batch_size=batch_size, return_probabilities=preset.input_size is not None,
         **preset.propagation_options(),
     )
     for prediction in predictions:
+        yield video.mask_of(prediction, preset)
+
+
+def propagate_masks(
+    model: Encoder,
+    videos: Sequence[tuple[Any, np.ndarray]],
+    preset: EvalPreset,
+) -> Iterator[list[np.ndarray | None]]:
+    """:func:`propagate_mask` for several (frames, first mask) videos at once (one batched propagation,
+    frames encoded across videos; see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their frames
+    must have one size, or the preset an input size. Yields, per frame index t, each video's (H, W) id
+    map, or None once that video has ended."""
+    prepared = [_MaskVideo.prepare(frames, mask, preset) for frames, mask in videos]
+    steps = iter_propagate_batch(
+        model, [v.source for v in prepared], [v.labels for v in prepared],
+        return_probabilities=preset.input_size is not None, **preset.propagation_options(),
+    )
+    for step in steps:
+        yield [None if p is None else video.mask_of(p, preset) for p, video in zip(step, prepared)]
+
+
+@dataclass(frozen=True)
+class _MaskVideo:
+    """A video ready for mask propagation under a preset: the source and first labels to propagate (at the
+    preset's input size), and the original first mask and frame size the outputs return to."""
+
+    source: FrameSource
+    labels: np.ndarray
+    mask: np.ndarray
+    size: tuple[int, int]
+
+    @staticmethod
+    def prepare(frames: Any, first_mask: np.ndarray, preset: EvalPreset) -> _MaskVideo:
+        mask = _first_mask(first_mask)
+        if preset.input_size is None:
+            source = frames if isinstance(frames, FrameSource) else open_frames(frames)
+            return _MaskVideo(source, mask, mask, source.size)
+        images = _as_images(frames)
+        size = images[0].shape[:2]
+        if mask.shape != size:
+            raise InputError(f"the first mask has shape {mask.shape} but the frames are {size}")
+        small = resize_labels_nearest(mask, preset.input_size).astype(np.uint8)
+        return _MaskVideo(_resize_frames(images, preset.input_size), small, mask, size)
+
+    def mask_of(self, prediction: FramePrediction, preset: EvalPreset) -> np.ndarray:
+        """The (H, W) id map at the original size (void as background); frame 0 is the first mask."""
         if prediction.t == 0:
-            yield mask
-            continue
-        ids = decode_ids(
-            _to_size(prediction.probabilities, size), LabelSet(prediction.ids), minmax=preset.minmax_normalize
-        )
-        yield np.where(ids == VOID, 0, ids)
+            return self.mask
+        if preset.input_size is None:
+            ids = prediction.labels
+        else:
+            probabilities = _to_size(prediction.probabilities, self.size)
+            ids = decode_ids(probabilities, LabelSet(prediction.ids), minmax=preset.minmax_normalize)
+        return np.where(ids == VOID, 0, ids)
 
 
 def _as_images(frames: Any) -> list[np.ndarray]:
@@ -174,25 +208,80 @@ def propagate_keypoints(
 # Datasets
 
 
-def _videos(items: Sequence[Any], shard: Shard, what: str, progress: bool) -> Iterator[Any]:
+def _mine(items: Sequence[Any], shard: Shard, what: str) -> list[Any]:
     mine = shard.select(items)
     logger.info("%s: rank %d of %d takes %d of %d videos", what, shard.rank, shard.world_size, len(mine), len(items))
-    position = shard.rank if shard.distributed else None
-    yield from tqdm(
-        mine,
+    return list(mine)
+
+
+def _progress(total: int, shard: Shard, what: str, progress: bool) -> tqdm:
+    return tqdm(
+        total=total,
         desc=f"{what} [{shard.rank}]" if shard.distributed else what,
         unit="video",
-        position=position,
+        position=shard.rank if shard.distributed else None,
         disable=None if progress else True,
     )
 
 
-def _write_masks(folder: Path, names: Sequence[str], masks: Iterator[np.ndarray]) -> int:
-    count = 0
-    for name, ids in zip(names, masks):
-        write_mask_png(folder / f"{name}.png", ids)
-        count += 1
-    return count
+def _videos(items: Sequence[Any], shard: Shard, what: str, progress: bool) -> Iterator[Any]:
+    mine = _mine(items, shard, what)
+    with _progress(len(mine), shard, what, progress) as bar:
+        for item in mine:
+            yield item
+            bar.update()
+
+
+@dataclass(frozen=True)
+class _MaskJob:
+    """One video to propagate and write: ``load`` gives (frames, first mask); ``names`` are the output file
+    stems per frame; ``size`` the frame size propagated (videos of one size can share a batch)."""
+
+    name: str
+    load: Callable[[], tuple[Any, np.ndarray]]
+    names: Sequence[str]
+    size: tuple[int, int]
+
+
+def _write_mask_jobs(
+    model: Encoder, jobs: list[_MaskJob], out: PathLike, preset: EvalPreset, what: str, *, batch_size: int,
+    batch_videos: int, shard: Shard, progress: bool,
+) -> list[str]:
+    """Propagate and write every job, ``batch_videos`` videos of one size at a time; the names written."""
+    if batch_videos < 1:
+        raise InputError(f"batch_videos must be >= 1, got {batch_videos}")
+    with _progress(len(jobs), shard, what, progress) as bar:
+        for batch in _size_batches(jobs, batch_videos):
+            start = time.perf_counter()
+            loaded = [job.load() for job in batch]
+            if len(batch) == 1:
+                steps: Iterator[list[np.ndarray | None]] = (
+                    [ids] for ids in propagate_mask(model, *loaded[0], preset, batch_size=batch_size)
+                )
+            else:
+                steps = propagate_masks(model, loaded, preset)
+            for t, masks in enumerate(steps):
+                for job, ids in zip(batch, masks):
+                    if ids is not None:
+                        write_mask_png(Path(out) / job.name / f"{job.names[t]}.png", ids)
+            names = ", ".join(job.name for job in batch)
+            logger.info("%s %s: %d frames in %.1f s", what, names, sum(len(j.names) for j in batch),
+                        time.perf_counter() - start)
+            bar.update(len(batch))
+    return [job.name for job in jobs]
+
+
+def _size_batches(jobs: list[_MaskJob], batch_videos: int) -> Iterator[list[_MaskJob]]:
+    """Jobs in batches of at most ``batch_videos`` of one frame size, longest videos first (least padding)."""
+    if batch_videos == 1:
+        yield from ([job] for job in jobs)
+        return
+    by_size: dict[tuple[int, int], list[_MaskJob]] = {}
+    for job in sorted(jobs, key=lambda j: -len(j.names)):
+        by_size.setdefault(job.size, []).append(job)
+    for group in by_size.values():
+        for i in range(0, len(group), batch_videos):
+            yield group[i : i + batch_videos]
 
 
 def predict_davis(
@@ -205,24 +294,23 @@ def predict_davis(
     shard: Shard = Shard(),
     batch_size: int = 8,
     progress: bool = False,
+    batch_videos: int = 1,
 ) -> list[str]:
     """Propagate frame 0's annotation of the shard's DAVIS sequences; write ``out/<seq>/<frame>.png``.
 
+    ``batch_videos`` > 1 propagates that many sequences of one frame size together (:func:`propagate_masks`).
     Returns the names of the sequences written by this process.
     """
     dataset = DavisDataset(root, subset)
     preset = preset or model_preset(model, "davis")
-    done = []
-    for sequence in _videos(dataset.sequences, shard, "DAVIS", progress):
-        start = time.perf_counter()
+    jobs = []
+    for sequence in _mine(dataset.sequences, shard, "DAVIS"):
         source = open_frames(sequence.image_dir)
-        first = read_label_png(sequence.annotation_paths()[0])
-        count = _write_masks(
-            Path(out) / sequence.name, source.names, propagate_mask(model, source, first, preset, batch_size=batch_size)
-        )
-        logger.info("DAVIS %s: %d frames in %.1f s", sequence.name, count, time.perf_counter() - start)
-        done.append(sequence.name)
-    return done
+        first_path = sequence.annotation_paths()[0]
+        jobs.append(_MaskJob(sequence.name, lambda s=source, p=first_path: (s, read_label_png(p)), source.names,
+                             preset.input_size or source.size))
+    return _write_mask_jobs(model, jobs, out, preset, "DAVIS", batch_size=batch_size, batch_videos=batch_videos,
+                            shard=shard, progress=progress)
 
 
 def predict_vip(
@@ -235,29 +323,29 @@ def predict_vip(
     shard: Shard = Shard(),
     batch_size: int = 8,
     progress: bool = False,
+    batch_videos: int = 1,
 ) -> list[str]:
     """Propagate frame 0's class ids through the shard's VIP videos; write ``out/<video>/<annotation>.png``.
 
     Frames and annotations are paired in sorted order (the frame folders hold the annotated frames only).
+    ``batch_videos`` > 1 propagates that many videos of one working size together (:func:`propagate_masks`).
     """
     dataset = VipDataset(root, split)
     preset = preset or model_preset(model, "vip")
-    done = []
-    for video in _videos(dataset.videos, shard, "VIP", progress):
-        start = time.perf_counter()
+    jobs = []
+    for video in _mine(dataset.videos, shard, "VIP"):
         frames, annotations = video.frame_paths(), video.annotation_paths()
         if len(frames) != len(annotations):
             raise InputError(
                 f"VIP video {video.name!r} has {len(frames)} frames but {len(annotations)} annotations; "
                 "the frame folder must hold exactly the annotated frames"
             )
-        masks = propagate_mask(
-            model, [read_rgb(p) for p in frames], read_label_png(annotations[0]), preset, batch_size=batch_size
-        )
-        _write_masks(Path(out) / video.name, [p.stem for p in annotations], masks)
-        logger.info("VIP %s: %d frames in %.1f s", video.name, len(frames), time.perf_counter() - start)
-        done.append(video.name)
-    return done
+        size = preset.input_size or read_rgb(frames[0]).shape[:2]
+        jobs.append(_MaskJob(video.name, lambda f=frames, a=annotations[0]: ([read_rgb(p) for p in f],
+                                                                              read_label_png(a)),
+                             [p.stem for p in annotations], tuple(size)))
+    return _write_mask_jobs(model, jobs, out, preset, "VIP", batch_size=batch_size, batch_videos=batch_videos,
+                            shard=shard, progress=progress)
 
 
 def predict_jhmdb(

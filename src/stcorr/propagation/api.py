@@ -29,7 +29,7 @@ from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heat
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.labels import LabelSet, confidence_map, decode_ids, mask_to_onehot, to_grid, upsample
 
-__all__ = ["FramePrediction", "PropagationResult", "iter_propagate", "propagate_labels"]
+__all__ = ["FramePrediction", "PropagationResult", "iter_propagate", "iter_propagate_batch", "propagate_labels"]
 
 LabelsInput = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
 DIRECTIONS = ("forward", "backward")
@@ -254,6 +254,65 @@ def iter_propagate(
         else:
             grid_probs, _ = propagator.step(features)
             yield _decode(t, grid_probs, prompt, size, stride, settings)
+
+
+def iter_propagate_batch(
+    model: Encoder,
+    videos: Sequence[Any],
+    first_labels: Sequence[LabelsInput],
+    *,
+    context: int = 20,
+    radius: int = 12,
+    topk: int = 10,
+    temperature: float = 0.07,
+    label_downsampling: str = "bilinear",
+    minmax_normalize: bool = False,
+    sigma: float = 4.0,
+    return_probabilities: bool = False,
+    dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None,
+    fusion_weights: Sequence[float] | None = None,
+    backend: str = "auto",
+) -> Iterator[list[FramePrediction | None]]:
+    """Propagate frame 0's labels through several videos of one frame size at once, forwards.
+
+    Frame t of every video is encoded in one forward pass and propagated in one batched
+    :class:`~stcorr.propagation.LabelPropagator` step (videos may have different label counts and lengths: a
+    video that has ended repeats its last frame, whose outputs are dropped; propagation is causal, so this
+    changes nothing). Yields, for t = 0, 1, ..., each video's :class:`FramePrediction` for frame t, or None
+    once that video has ended. Each video's predictions are those of :func:`iter_propagate` on it alone, up
+    to the encoder's floating-point differences between batch sizes. Arguments as :func:`propagate_labels`.
+    """
+    sources = [v if isinstance(v, FrameSource) else open_frames(v) for v in videos]
+    if not sources or len(first_labels) != len(sources):
+        raise InputError(f"expected first labels for each of {len(sources)} videos (at least one), "
+                         f"got {len(first_labels)}")
+    sizes = {source.size for source in sources}
+    if len(sizes) != 1:
+        raise InputError(f"videos of one batch must have one frame size, got {sorted(sizes)}; group them by size")
+    settings = _Settings(context, radius, topk, temperature, label_downsampling, minmax_normalize, sigma,
+                         return_probabilities, compute_dtype)
+    stride, size = feature_stride(model), sources[0].size
+    lengths = [len(source) for source in sources]
+    frames = [iter(source) for source in sources]
+    last: list[torch.Tensor] = []
+    prompts: list[_Prompt] = []
+    propagator: LabelPropagator | None = None
+    for t in range(max(lengths)):
+        batch = [next(it) if t < n else last[b] for b, (it, n) in enumerate(zip(frames, lengths))]
+        last = batch
+        features = encode_batch(model, torch.stack(batch), dtype=dtype, fusion_weights=fusion_weights)
+        if propagator is None:
+            grid = tuple(features.shape[-2:])
+            prompts = [_make_prompt(labels, 0, size, grid, stride, settings) for labels in first_labels]
+            propagator = LabelPropagator(features, [p.grid.to(features.device) for p in prompts], context=context,
+                                         radius=radius, topk=topk, temperature=temperature,
+                                         compute_dtype=compute_dtype, backend=backend)
+            yield [p.image for p in prompts]
+            continue
+        grid_probs, _ = propagator.step(features)
+        yield [_decode(t, probs, prompt, size, stride, settings) if t < n else None
+               for probs, prompt, n in zip(grid_probs, prompts, lengths)]
 
 
 def propagate_labels(
