@@ -54,10 +54,6 @@ class FusedPropagator:
     def num_context_frames(self) -> int:
         return len(self._fixed) + len(self._recent)
 
-    def first_labels(self) -> torch.Tensor:
-        """(B, L, h, w) labels of frame 0."""
-        return self._grid(self._labels[:, self._fixed[0]]).clone()
-
     def add_anchor(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add fixed context: (B, C, h, w) unit features and (B, L, h, w) labels."""
         self._fixed.append(self._add(_rows(features), _rows(labels)))

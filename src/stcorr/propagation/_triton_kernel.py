@@ -31,7 +31,7 @@ _TILE_H = 4
 _TILE_W = 8
 _KEYS = 64  # keys per tl.dot step
 _CHANNELS = 32  # channels per tl.dot step
-_EXACT_CHANNELS = 8  # channels per float64 rescoring step ((tile, keep, this) registers)
+_EXACT_VALUES = 256  # keep x channels per float64 rescoring step (a (tile, keep, channels) block)
 _MAX_LABEL_BLOCK = 16  # label channels per output step
 
 _NONE = tl.constexpr(-(2**63))  # packed value of "no candidate": below every real candidate
@@ -147,7 +147,7 @@ def _window_topk_kernel(
 
     # Float64 cosines of the kept candidates.
     kept = best != _NONE
-    ident = (best & 0xFFFFFFFF).to(tl.int32)
+    ident = (best & 0x7FFFFFFF).to(tl.int32)  # ids are below 2**31
     slot = tl.load(slot_ptr + ident // hw, mask=kept, other=0)
     key_row = (video * slot_capacity + slot).to(tl.int64) * hw + ident % hw  # (BQ, KEEP)
     exact = tl.zeros([BQ, KEEP], dtype=tl.float64)
@@ -171,7 +171,7 @@ def _window_topk_kernel(
     exact = tl.where(kept, exact, float("-inf"))
 
     # Top-k by float64 cosine among the kept: TOPK turns of "take the largest remaining" (first column on ties).
-    chosen = col < 0
+    chosen = tl.zeros([BQ, KEEP], dtype=tl.int32) != 0  # full shape: a loop-carried value keeps its type
     remaining = exact
     for _ in range(TOPK):
         largest = tl.reduce(remaining, 1, _MAX)
@@ -222,10 +222,14 @@ def _power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+_MAX_WIDE = 256  # candidates kept per query in a wide pass, at most
+
+
 def kept_candidates(topk: int) -> tuple[int, int]:
-    """(keep, wide): candidates kept per query in the first pass and in the pass over flagged tiles."""
+    """(keep, wide): candidates kept per query in the first pass (3k rounded up to a power of two) and in
+    the pass over flagged tiles (16k rounded up, at most ``_MAX_WIDE`` but at least twice ``keep``)."""
     keep = max(8, _power_of_two(3 * topk))
-    return keep, max(2 * keep, _power_of_two(16 * topk))
+    return keep, max(2 * keep, min(_MAX_WIDE, _power_of_two(16 * topk)))
 
 
 def tile_count(h: int, w: int) -> tuple[int, int]:
@@ -301,6 +305,6 @@ def _launch(
     _window_topk_kernel[(tiles.numel(),)](
         tiles, queries, features, labels, slots, params, out_labels, out_conf, uncertified, tile_flags,
         slots.numel(), features.shape[1], h, w, queries.shape[-1], num_labels, radius, tiles_x, per_video,
-        TILE_H=_TILE_H, TILE_W=_TILE_W, KEYS=_KEYS, CHANNELS=_CHANNELS, EXACT_CHANNELS=_EXACT_CHANNELS,
+        TILE_H=_TILE_H, TILE_W=_TILE_W, KEYS=_KEYS, CHANNELS=_CHANNELS, EXACT_CHANNELS=max(1, _EXACT_VALUES // keep),
         KEEP=keep, TOPK=topk, LABELS=min(_MAX_LABEL_BLOCK, _power_of_two(num_labels)),
     )
