@@ -251,6 +251,11 @@ def test_jhmdb_model_keypoints_in_original_pixels(tmp_path: Path, videos) -> Non
         inside = (truth[0, :, 0] >= 0) & (truth[0, :, 0] <= 95) & (truth[0, :, 1] >= 0) & (truth[0, :, 1] <= 71)
         assert np.abs(points[0] - truth[0])[inside].max() <= 1.0  # frame 0: its own heatmap, reference anchoring
         assert np.all((points[1:] >= -1) & (points[1:, :, 0:1] <= 96) & (points[1:, :, 1:] <= 72))
+    batched = tmp_path / "batched"  # --batch-videos: both videos in one batch, the same keypoints
+    assert main(["jhmdb", "--root", str(tmp_path), "--model", MODEL, "--out", str(batched), "--batch-videos", "2"]) == 0
+    for name in truths:
+        alone, together = (jhmdb.load_keypoints(folder / f"{name}.npy") for folder in (out, batched))
+        np.testing.assert_array_equal(together, alone)
 
 
 def test_model_errors_exit_with_code_2(tmp_path: Path, davis_root: Path, capsys) -> None:

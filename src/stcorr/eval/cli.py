@@ -82,9 +82,8 @@ def _propagated(args: argparse.Namespace, benchmark: str, subset: Any) -> tuple[
                 ranks = f" on {shard.world_size} ranks" if shard.distributed else ""
                 print(f"propagating {args.model}{ranks}: {preset.describe()}", flush=True)
             write = writers[benchmark]
-            batching = {"batch_videos": args.batch_videos} if benchmark in ("davis", "vip") else {}
             write(model, args.root, args.out, subset, preset=preset, shard=shard, batch_size=args.batch_size or 8,
-                  progress=True, **batching)
+                  progress=True, batch_videos=args.batch_videos)
             succeeded = True
         finally:
             everyone = all_succeeded(shard, succeeded)
@@ -171,6 +170,11 @@ def _add_common(parser: argparse.ArgumentParser, results_help: str) -> None:
     model.add_argument("--out", type=Path, help="folder for the propagated results (then scored)")
     model.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available; one GPU per rank)")
     model.add_argument("--batch-size", type=int, help="frames per encoder batch (default 8)")
+    model.add_argument(
+        "--batch-videos", type=int, default=1, metavar="N",
+        help="propagate N videos of one working size together: one encoder pass and one batched propagation "
+        "step per frame, results as one at a time (default 1)",
+    )
     model.add_argument("--context", type=int, help="preceding frames in the context (preset: 20)")
     model.add_argument("--radius", type=int, help="search window half-width in feature cells (preset per task)")
     model.add_argument("--topk", type=int, help="candidates kept per position (preset: 10)")
@@ -187,14 +191,6 @@ def _check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error(f"{', '.join(given)}: only with --model (they configure the propagation)")
 
 
-def _add_batch_videos(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--batch-videos", type=int, default=1, metavar="N",
-        help="with --model: propagate N videos of one working size together (one batched kernel launch and "
-        "encoder pass per frame; results as one at a time). Default 1",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m stcorr.eval`` parser: one subcommand per benchmark."""
     parser = argparse.ArgumentParser(
@@ -209,13 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(davis_parser, "folder of <seq>/<frame>.png indexed PNGs")
     davis_parser.add_argument("--set", default="val", help="sequence list ImageSets/2017/<set>.txt (default: val)")
     davis_parser.add_argument("--csv", type=Path, help="also write per-object means (Sequence,J-Mean,F-Mean) here")
-    _add_batch_videos(davis_parser)
     davis_parser.set_defaults(func=_cmd_davis)
 
     vip_parser = sub.add_parser("vip", help="VIP mIoU over 20 classes, confusion pooled over all frames")
     _add_common(vip_parser, "folder of <video>/<frame>.png class-id PNGs")
     vip_parser.add_argument("--split", default="val", help="video list lists/<split>_videos.txt (default: val)")
-    _add_batch_videos(vip_parser)
     vip_parser.set_defaults(func=_cmd_vip)
 
     jhmdb_parser = sub.add_parser("jhmdb", help="JHMDB PCK@0.1..0.5 of propagated keypoints")

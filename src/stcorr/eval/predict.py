@@ -45,8 +45,9 @@ from stcorr.propagation.labels import VOID, LabelSet, decode_ids
 __all__ = [
     "model_preset",
     "propagate_mask",
-    "propagate_masks",
     "propagate_keypoints",
+    "propagate_keypoints_batch",
+    "propagate_masks",
     "predict_davis",
     "predict_vip",
     "predict_jhmdb",
@@ -184,24 +185,62 @@ def propagate_keypoints(
     cut or empty, as in the reference). Heatmaps are drawn at the original size with the reference's
     integer anchoring (``subpixel=False``), and frame 0 is decoded from its own heatmaps like the others.
     """
-    images = _as_images(frames)
-    size = images[0].shape[:2]
-    heatmaps = draw_gaussian_heatmaps(np.asarray(first_points, np.float64), size, preset.sigma, subpixel=False)
-    input_size = preset.input_size or size
-    soft = _to_size(heatmaps.numpy(), input_size)
-    if not bool(soft.any()):
-        raise InputError("every first-frame keypoint lies outside the frame: nothing to propagate")
-    source = _resize_frames(images, input_size) if input_size != size else open_frames(images)
-    points = np.full((len(images), len(heatmaps), 2), -1.0)
-    points[0] = decode_heatmaps_topk(heatmaps, KEYPOINT_TOPK)[0].numpy()
+    video = _KeypointVideo.prepare(frames, first_points, preset)
     predictions = iter_propagate(
-        model, source, soft.numpy(), batch_size=batch_size, return_probabilities=True, **preset.propagation_options()
+        model, video.source, video.soft, batch_size=batch_size, return_probabilities=True,
+        **preset.propagation_options(),
     )
     for prediction in predictions:
+        video.decode(prediction)
+    return video.points
+
+
+def propagate_keypoints_batch(
+    model: Encoder, videos: Sequence[tuple[Any, np.ndarray]], preset: EvalPreset
+) -> list[np.ndarray]:
+    """:func:`propagate_keypoints` for several (frames, first points) videos at once (one batched propagation;
+    see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their working sizes must match."""
+    prepared = [_KeypointVideo.prepare(frames, points, preset) for frames, points in videos]
+    steps = iter_propagate_batch(
+        model, [v.source for v in prepared], [v.soft for v in prepared], return_probabilities=True,
+        **preset.propagation_options(),
+    )
+    for step in steps:
+        for prediction, video in zip(step, prepared):
+            if prediction is not None:
+                video.decode(prediction)
+    return [v.points for v in prepared]
+
+
+@dataclass(frozen=True)
+class _KeypointVideo:
+    """A video ready for keypoint propagation: the source at the preset's input size, the first frame's soft
+    heatmaps there, the original size, and the (T, J, 2) points decoded so far (frame 0 from its own heatmaps)."""
+
+    source: FrameSource
+    soft: np.ndarray
+    size: tuple[int, int]
+    points: np.ndarray
+
+    @staticmethod
+    def prepare(frames: Any, first_points: np.ndarray, preset: EvalPreset) -> _KeypointVideo:
+        images = _as_images(frames)
+        size = images[0].shape[:2]
+        heatmaps = draw_gaussian_heatmaps(np.asarray(first_points, np.float64), size, preset.sigma, subpixel=False)
+        input_size = preset.input_size or size
+        soft = _to_size(heatmaps.numpy(), input_size)
+        if not bool(soft.any()):
+            raise InputError("every first-frame keypoint lies outside the frame: nothing to propagate")
+        source = _resize_frames(images, input_size) if input_size != size else open_frames(images)
+        points = np.full((len(images), len(heatmaps), 2), -1.0)
+        points[0] = decode_heatmaps_topk(heatmaps, KEYPOINT_TOPK)[0].numpy()
+        return _KeypointVideo(source, soft.numpy(), size, points)
+
+    def decode(self, prediction: FramePrediction) -> None:
+        """Store the points of a predicted frame (frame 0 keeps its own)."""
         if prediction.t > 0:
-            maps = _to_size(prediction.probabilities, size)
-            points[prediction.t] = decode_heatmaps_topk(maps, KEYPOINT_TOPK)[0].numpy()
-    return points
+            maps = _to_size(prediction.probabilities, self.size)
+            self.points[prediction.t] = decode_heatmaps_topk(maps, KEYPOINT_TOPK)[0].numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,27 +263,20 @@ def _progress(total: int, shard: Shard, what: str, progress: bool) -> tqdm:
     )
 
 
-def _videos(items: Sequence[Any], shard: Shard, what: str, progress: bool) -> Iterator[Any]:
-    mine = _mine(items, shard, what)
-    with _progress(len(mine), shard, what, progress) as bar:
-        for item in mine:
-            yield item
-            bar.update()
-
-
 @dataclass(frozen=True)
-class _MaskJob:
-    """One video to propagate and write: ``load`` gives (frames, first mask); ``names`` are the output file
-    stems per frame; ``size`` the frame size propagated (videos of one size can share a batch)."""
+class _Job:
+    """One video to propagate and write: ``load`` gives its inputs (masks: (frames, first mask)); ``names``
+    are its frames' output file stems (their count is its length); ``size`` the frame size propagated (videos
+    of one size can share a batch)."""
 
     name: str
-    load: Callable[[], tuple[Any, np.ndarray]]
+    load: Callable[[], Any]
     names: Sequence[str]
     size: tuple[int, int]
 
 
 def _write_mask_jobs(
-    model: Encoder, jobs: list[_MaskJob], out: PathLike, preset: EvalPreset, what: str, *, batch_size: int,
+    model: Encoder, jobs: list[_Job], out: PathLike, preset: EvalPreset, what: str, *, batch_size: int,
     batch_videos: int, shard: Shard, progress: bool,
 ) -> list[str]:
     """Propagate and write every job, ``batch_videos`` videos of one size at a time; the names written."""
@@ -271,12 +303,12 @@ def _write_mask_jobs(
     return [job.name for job in jobs]
 
 
-def _size_batches(jobs: list[_MaskJob], batch_videos: int) -> Iterator[list[_MaskJob]]:
+def _size_batches(jobs: list[_Job], batch_videos: int) -> Iterator[list[_Job]]:
     """Jobs in batches of at most ``batch_videos`` of one frame size, longest videos first (least padding)."""
     if batch_videos == 1:
         yield from ([job] for job in jobs)
         return
-    by_size: dict[tuple[int, int], list[_MaskJob]] = {}
+    by_size: dict[tuple[int, int], list[_Job]] = {}
     for job in sorted(jobs, key=lambda j: -len(j.names)):
         by_size.setdefault(job.size, []).append(job)
     for group in by_size.values():
@@ -307,7 +339,7 @@ def predict_davis(
     for sequence in _mine(dataset.sequences, shard, "DAVIS"):
         source = open_frames(sequence.image_dir)
         first_path = sequence.annotation_paths()[0]
-        jobs.append(_MaskJob(sequence.name, lambda s=source, p=first_path: (s, read_label_png(p)), source.names,
+        jobs.append(_Job(sequence.name, lambda s=source, p=first_path: (s, read_label_png(p)), source.names,
                              preset.input_size or source.size))
     return _write_mask_jobs(model, jobs, out, preset, "DAVIS", batch_size=batch_size, batch_videos=batch_videos,
                             shard=shard, progress=progress)
@@ -341,7 +373,7 @@ def predict_vip(
                 "the frame folder must hold exactly the annotated frames"
             )
         size = preset.input_size or read_rgb(frames[0]).shape[:2]
-        jobs.append(_MaskJob(video.name, lambda f=frames, a=annotations[0]: ([read_rgb(p) for p in f],
+        jobs.append(_Job(video.name, lambda f=frames, a=annotations[0]: ([read_rgb(p) for p in f],
                                                                               read_label_png(a)),
                              [p.stem for p in annotations], tuple(size)))
     return _write_mask_jobs(model, jobs, out, preset, "VIP", batch_size=batch_size, batch_videos=batch_videos,
@@ -358,16 +390,33 @@ def predict_jhmdb(
     shard: Shard = Shard(),
     batch_size: int = 8,
     progress: bool = False,
+    batch_videos: int = 1,
 ) -> list[str]:
-    """Propagate frame 0's GT joints through the shard's JHMDB videos; write ``out/<class>/<video>.npy``."""
+    """Propagate frame 0's GT joints through the shard's JHMDB videos; write ``out/<class>/<video>.npy``.
+
+    ``batch_videos`` > 1 propagates that many videos of one working size together
+    (:func:`propagate_keypoints_batch`).
+    """
+    if batch_videos < 1:
+        raise InputError(f"batch_videos must be >= 1, got {batch_videos}")
     dataset = JhmdbDataset(root, list_file)
     preset = preset or model_preset(model, "jhmdb")
-    done = []
-    for video in _videos(dataset.videos, shard, "JHMDB", progress):
-        start = time.perf_counter()
-        frames = [read_rgb(p) for p in video.frame_paths()]
-        points = propagate_keypoints(model, frames, video.keypoints()[0], preset, batch_size=batch_size)
-        save_keypoints(Path(out) / f"{video.name}.npy", points)
-        logger.info("JHMDB %s: %d frames in %.1f s", video.name, len(frames), time.perf_counter() - start)
-        done.append(video.name)
-    return done
+    mine = _mine(dataset.videos, shard, "JHMDB")
+    sizes = [preset.input_size or read_rgb(v.frame_paths()[0]).shape[:2] for v in mine]
+    jobs = [_Job(v.name, lambda v=v: v, [p.stem for p in v.frame_paths()], tuple(size))
+            for v, size in zip(mine, sizes)]
+    with _progress(len(jobs), shard, "JHMDB", progress) as bar:
+        for batch in _size_batches(jobs, batch_videos):
+            start = time.perf_counter()
+            videos = [job.load() for job in batch]
+            inputs = [([read_rgb(p) for p in v.frame_paths()], v.keypoints()[0]) for v in videos]
+            if len(batch) == 1:
+                results = [propagate_keypoints(model, *inputs[0], preset, batch_size=batch_size)]
+            else:
+                results = propagate_keypoints_batch(model, inputs, preset)
+            for video, points in zip(videos, results):
+                save_keypoints(Path(out) / f"{video.name}.npy", points)
+            logger.info("JHMDB %s: %d frames in %.1f s", ", ".join(v.name for v in videos),
+                        sum(len(i[0]) for i in inputs), time.perf_counter() - start)
+            bar.update(len(batch))
+    return [job.name for job in jobs]

@@ -40,7 +40,10 @@ def triton_unavailable(device: torch.device) -> str | None:
     if device.type == "cpu":
         if os.environ.get("TRITON_INTERPRET") == "1":
             return None
-        return "on CPU the Triton kernel runs only under Triton's interpreter: set TRITON_INTERPRET=1 before starting Python"
+        return (
+            "on CPU the Triton kernel runs only under Triton's interpreter: set TRITON_INTERPRET=1 before "
+            "starting Python"
+        )
     return f"the Triton kernel needs a CUDA device, got {device.type}"
 
 

@@ -705,7 +705,9 @@ class _Batch:
         else:
             expected = (self._size, *self._chw)
             if not isinstance(features, torch.Tensor) or tuple(features.shape) != expected:
-                raise InputError(f"{what}: expected features of shape (B, C, h, w) = {expected}, got {_shape(features)}")
+                raise InputError(
+                    f"{what}: expected features of shape (B, C, h, w) = {expected}, got {_shape(features)}"
+                )
             frames = [_check_frame(f, f"video {b}, {what}", self._chw) for b, f in enumerate(features)]
         for b, f in enumerate(frames):
             _check_device(f, self._device, what if self._single else f"video {b}, {what}")
@@ -714,7 +716,8 @@ class _Batch:
     def _labels(self, labels: object, what: str, counts: list[int] | None) -> tuple[bool, list[torch.Tensor]]:
         """(given as one tensor, validated float32 (K_b, h, w) labels per video)."""
         if self._single:
-            return False, [_check_labels(labels, what, self._chw[1:], None if counts is None else counts[0], self._device)]
+            count = None if counts is None else counts[0]
+            return False, [_check_labels(labels, what, self._chw[1:], count, self._device)]
         as_tensor = isinstance(labels, torch.Tensor)
         if as_tensor and labels.dim() != 4 or not isinstance(labels, (torch.Tensor, list, tuple)):
             raise InputError(
