@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_tests() -> str:
     """The CUDA test subset in a child process (no TRITON_INTERPRET); its pytest summary line."""
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT / "src") + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS],
@@ -81,6 +82,7 @@ def timed(fn: Callable[[], Any], targets: int) -> tuple[Any, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import triton
     from dense_reference import dense_propagate
 
     from stcorr.propagation import propagate
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(
         gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device} (dry run)",
         torch=torch.__version__,
-        triton=__import__("triton").__version__,
+        triton=triton.__version__,
         python=platform.python_version(),
         cuda_tests=tests,
         triton_compile_seconds=compile_seconds,
