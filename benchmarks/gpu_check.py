@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_tests() -> str:
-    """The CUDA test subset in a child process (no TRITON_INTERPRET); its pytest summary line."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    """The CUDA test subset in a child process, compiled kernels; its pytest summary line."""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}  # compiled kernels (tests/conftest.py defaults to 1)
     env["PYTHONPATH"] = str(ROOT / "src") + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS],

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-unset TRITON_INTERPRET  # compiled kernels, not the interpreter
+export TRITON_INTERPRET=0  # compiled kernels, not the interpreter
 
 if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
     echo "gpu_check: $PYTHON cannot import torch; install the package (pip install -e \".[dev]\") or set PYTHON=..." >&2

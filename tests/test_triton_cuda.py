@@ -1,8 +1,8 @@
 """The compiled Triton kernel on a CUDA device against the float64 dense reference (skipped without CUDA).
 
-Run in a process where TRITON_INTERPRET is not set (``bash benchmarks/gpu_check.sh`` does): once
-tests/test_triton_kernel.py has switched this process to Triton's interpreter, the kernel here would be
-interpreted too, so these tests then skip with that reason rather than test the interpreter twice.
+The test process runs Triton in its interpreter by default (tests/conftest.py sets TRITON_INTERPRET=1 for
+tests/test_triton_kernel.py), so these tests skip there rather than test the interpreter twice;
+``bash benchmarks/gpu_check.sh`` runs them with TRITON_INTERPRET=0 on a CUDA machine.
 """
 
 from __future__ import annotations
