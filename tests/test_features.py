@@ -61,6 +61,7 @@ def test_video_path_equals_its_decoded_frames(tmp_path, model, frames_uint8):
 
 
 def test_iter_features_streams_the_same_values(model, frames_uint8):
+    """Guards batching: frames encoded 4 at a time, streamed, equal frames encoded one by one."""
     streamed = torch.stack(list(iter_features(model, frames_uint8, batch_size=4)))
     assert torch.allclose(streamed, extract_features(model, frames_uint8, batch_size=1), atol=1e-5)
 
@@ -86,7 +87,7 @@ def test_late_fusion_weights(model, frames_uint8):
     "bad,match",
     [
         (np.zeros((2, 8, 8), dtype=np.uint8), "expected"),
-        (np.zeros((2, 8, 8, 4), dtype=np.uint8), "expected"),
+        (np.zeros((2, 8, 8, 5), dtype=np.uint8), "expected"),
         (np.full((2, 8, 8, 3), 3.0, dtype=np.float32), "255"),
         (np.zeros((2, 8, 8, 3), dtype=np.int64), "dtype"),
         ("/no/such/folder", "exist"),
@@ -102,5 +103,5 @@ def test_bad_options(model, frames_uint8):
         extract_features(model, frames_uint8, batch_size=0)
     with pytest.raises(InputError, match="dtype"):
         extract_features(model, frames_uint8, dtype=torch.int8)
-    with pytest.raises(InputError, match="fusion weights"):
+    with pytest.raises(InputError, match="fusion_weights"):
         extract_features([model, model], frames_uint8, fusion_weights=[1.0])

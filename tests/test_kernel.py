@@ -77,6 +77,8 @@ def test_chunked_context_store_matches_dense(monkeypatch, slots_per_chunk):
 
 
 def test_stream_equals_batch():
+    """Guards the wrappers' plumbing (frame order, frame 0, confidence); the kernel itself is checked against
+    the dense reference above."""
     features, labels = random_video(6, 16, 9, 12, 3, seed=2)
     opts = dict(context=2, radius=3, topk=5, temperature=0.07)
     batch, batch_conf = propagate(features, labels, return_confidence=True, **opts)

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("io", ("stcorr.io", "stcorr.frames", "stcorr.outputs", "stcorr.datasets")),
     ("features", ("stcorr.features",)),
     ("propagation", ("stcorr.propagation",)),
-    ("encoder", ("stcorr.encoder",)),
+    ("encoder", ("stcorr.encoder", "stcorr.efficientnet")),
     ("model", ("stcorr.model",)),
     ("weights loader", ("stcorr.baselines", "stcorr.loading")),
     ("metrics", ("stcorr.metrics",)),
@@ -122,9 +122,9 @@ def test_no_import_cycles():
 def test_base_modules_import_only_base_modules():
     """device, checks, errors and colour need nothing from stcorr but errors."""
     known = set(module_names())
-    for module in ("stcorr.device", "stcorr.errors"):
-        assert imports_of(module, known) == set()
-    for module in ("stcorr.checks", "stcorr.color"):
+    assert imports_of("stcorr.errors", known) == set()
+    # the device resolver raises DeviceError (listing this machine's devices) for a device that is not there
+    for module in ("stcorr.device", "stcorr.checks", "stcorr.color"):
         assert imports_of(module, known) <= {"stcorr.errors"}
 
 

@@ -257,3 +257,70 @@ def test_batch_inputs_are_checked():
         propagator.add_anchor(features[:, 1], [labels[1], labels[1]])
     with pytest.raises(InputError, match="B >= 1"):
         LabelPropagator(features[:0, 0], [], backend="torch")
+
+
+def test_remember_resumes_the_fused_propagator_exactly():
+    """LabelPropagator.remember on the Triton backend (one video and a batch): a propagator given the last
+    ``context`` frames with their labels predicts the next frame as the one that stepped through them."""
+    features, labels = random_batch(2, 6, 8, 5, 7, [3, 2], seed=13)
+    opts = dict(context=2, radius=2, topk=4, temperature=0.1, backend="triton")
+    for first, frames, first_labels in ((features[0, 0], features[0], labels[0]), (features[:, 0], features, labels)):
+        at = (lambda t: frames[t]) if frames.dim() == 4 else (lambda t: frames[:, t])
+        full = LabelPropagator(first, first_labels, **opts)
+        outputs = [full.step(at(t))[0] for t in range(1, 6)]
+        resumed = LabelPropagator(first, first_labels, **opts)
+        for t in (2, 3):
+            resumed.remember(at(t), outputs[t - 1])
+        assert resumed.frames_seen == 3
+        got, want = resumed.step(at(4))[0], outputs[3]
+        for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+            assert torch.equal(g, w)
+
+
+def test_session_on_the_triton_backend_equals_the_torch_backend():
+    """PropagationSession with backend="triton" (an option like the others): a correction re-propagates by
+    resuming from cached predictions (remember), and gives the torch backend's masks."""
+    from stcorr import PropagationOptions, PropagationSession
+
+    gen = np.random.default_rng(1)
+    base = gen.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    frames = np.stack([np.roll(base, (t, 2 * t), axis=(0, 1)) for t in range(7)])
+    mask = np.zeros((40, 48), np.uint8)
+    mask[8:24, 10:30] = 1
+    model = load_baseline("lab-pixels")
+    results = {}
+    for backend in ("triton", "torch"):
+        options = PropagationOptions(context=2, radius=3, topk=4, backend=backend)
+        session = PropagationSession(model, frames, options=options, return_probabilities=True)
+        session.add_mask(0, mask)
+        list(session.propagate())
+        session.add_mask(5, np.roll(mask, (5, 10), axis=(0, 1)))
+        redone = [r.t for r in session.propagate()]
+        results[backend] = (redone, np.stack([session.result(t).probabilities for t in range(7)]))
+    assert results["triton"][0] == results["torch"][0]
+    assert np.abs(results["triton"][1] - results["torch"][1]).max() < 1e-5
+    assert PropagationSession(model, frames, backend="triton").options.backend == "triton"
+
+
+def test_iter_propagate_batch_equals_iter_propagate():
+    """Videos of one working size but different lengths and original sizes, batched on the fused kernel."""
+    from stcorr.propagation.api import iter_propagate, iter_propagate_batch
+
+    gen = np.random.default_rng(2)
+    model = load_baseline("lab-pixels")
+    videos, masks = [], []
+    for length, (h, w) in ((5, (40, 48)), (3, (30, 36))):
+        base = gen.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        videos.append(np.stack([np.roll(base, (t, 2 * t), axis=(0, 1)) for t in range(length)]))
+        mask = np.zeros((h, w), np.uint8)
+        mask[5 : h // 2, 6 : w // 2] = 1
+        masks.append(mask)
+    opts = dict(size=(32, 40), context=2, radius=3, topk=4, backend="triton")
+    steps = list(iter_propagate_batch(model, videos, masks, **opts))
+    assert len(steps) == 5 and steps[3][1] is None
+    for b, (video, mask) in enumerate(zip(videos, masks)):
+        alone = list(iter_propagate(model, video, mask, **opts))
+        for t, prediction in enumerate(alone):
+            np.testing.assert_array_equal(steps[t][b].labels, prediction.labels)
+    with pytest.raises(InputError, match="one working size"):
+        next(iter_propagate_batch(model, videos, masks, backend="torch"))

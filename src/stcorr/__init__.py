@@ -7,6 +7,7 @@ from stcorr._version import __version__
 from stcorr.errors import (
     CheckpointError,
     ChecksumError,
+    DataReadError,
     InputError,
     OutputWriteError,
     StcorrError,
@@ -18,8 +19,10 @@ from stcorr.features import extract_features, iter_features
 from stcorr.loading import load_encoder, load_model
 from stcorr.manifest import list_models
 from stcorr.model import CorrespondenceModel
-from stcorr.propagation.api import FramePrediction, PropagationResult, iter_propagate, propagate_labels
+from stcorr.propagation.api import FramePrediction, FrameResult, PropagationResult, iter_propagate, propagate_labels
 from stcorr.propagation.matching import PointMatches, match_points
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "__version__",
@@ -32,6 +35,9 @@ __all__ = [
     "propagate_labels",
     "iter_propagate",
     "match_points",
+    "PropagationOptions",
+    "PropagationSession",
+    "FrameResult",
     "PropagationResult",
     "FramePrediction",
     "PointMatches",
@@ -41,6 +47,7 @@ __all__ = [
     "WeightsUnavailableError",
     "ChecksumError",
     "CheckpointError",
+    "DataReadError",
     "VideoReadError",
     "OutputWriteError",
 ]

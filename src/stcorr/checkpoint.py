@@ -25,14 +25,16 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stcorr.errors import CheckpointError
+from stcorr._atomic import atomic_path
+from stcorr.errors import CheckpointError, OutputWriteError
 
 __all__ = [
     "read_pth",
     "read_safetensors",
+    "write_safetensors",
     "official_to_torchvision",
     "torchvision_keys",
     "detect_arch",
@@ -76,6 +78,23 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read safetensors file {path}: {exc}; the file is corrupt or truncated") from exc
+
+
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Write CPU copies of ``tensors`` to ``path`` atomically, byte-identical for identical tensors.
+
+    The only metadata is ``{"format": "pt"}``: safetensors writes metadata keys in a varying order, so one
+    key is what keeps the bytes (and the sha256) reproducible. A full disk raises :class:`OutputWriteError`.
+    """
+    contiguous = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
+    with atomic_path(path) as tmp:
+        try:
+            save_file(contiguous, str(tmp), metadata={"format": "pt"})
+        except (SafetensorError, OSError) as exc:
+            full = "StorageFull" in str(exc) or "No space" in str(exc) or getattr(exc, "errno", None) == 28
+            reason = "the disk is full; free some space" if full else "check the folder"
+            raise OutputWriteError(f"cannot write {path}: {exc}; {reason} and retry") from exc
+    return Path(path)
 
 
 def _strip_prefix(key: str, prefix: str) -> str:

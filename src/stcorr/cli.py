@@ -98,8 +98,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _propagation_options(args: argparse.Namespace) -> dict:
-    return dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature,
-                batch_size=args.batch_size)
+    from stcorr.propagation.options import PropagationOptions
+
+    options = PropagationOptions(context=args.context, radius=args.radius, topk=args.topk,
+                                 temperature=args.temperature)
+    return dict(options=options, batch_size=args.batch_size)
 
 
 def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance
@@ -125,7 +128,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=args.max_side,
                                    max_frames=args.max_frames,
                                    overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
-                                   write_confidence=args.confidence,
+                                   write_confidence=args.confidence, overwrite=args.overwrite,
                                    progress=bar.update, **_propagation_options(args))
     print(f"wrote {job.frames} masks to {job.masks_dir}")
     if job.confidence_dir:
@@ -191,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
+    propagate.add_argument("--overwrite", action="store_true",
+                           help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
 
     points = sub.add_parser("points", help="track points given on one frame through a video")

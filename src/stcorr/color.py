@@ -10,7 +10,7 @@ import torch
 
 from stcorr.errors import InputError
 
-__all__ = ["rgb_to_lab", "normalize_lab", "normalize_imagenet", "LAB_MEAN", "LAB_STD"]
+__all__ = ["rgb_to_lab", "lab_to_rgb", "normalize_lab", "denormalize_lab", "normalize_imagenet", "LAB_MEAN", "LAB_STD"]
 
 # sRGB (D65) -> XYZ, rows X, Y, Z, the matrix OpenCV uses.
 _RGB_TO_XYZ = (
@@ -64,6 +64,31 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack((lightness, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
 
 
+def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    curve = linear.clamp_min(0.0031308).pow(1.0 / 2.4).mul_(1.055).sub_(0.055)
+    return torch.where(linear <= 0.0031308, linear * 12.92, curve)
+
+
+def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
+    return torch.where(f > _EPSILON ** (1.0 / 3.0), f.pow(3), (f - 16.0 / 116.0) / 7.787)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_lab`: Lab (..., 3, H, W) -> sRGB, not clipped (out-of-gamut colours leave [0, 1])."""
+    if not isinstance(lab, torch.Tensor) or lab.dim() < 3 or lab.shape[-3] != 3 or not lab.is_floating_point():
+        shape = tuple(lab.shape) if isinstance(lab, torch.Tensor) else type(lab).__name__
+        raise InputError(f"expected a float Lab tensor of shape (..., 3, H, W), got {shape}")
+    dtype = torch.float64 if lab.dtype == torch.float64 else torch.float32
+    lightness, a, b = lab.to(dtype).unbind(dim=-3)
+    fy = (lightness + 16.0) / 116.0
+    y = torch.where(lightness > _KAPPA * _EPSILON, fy.pow(3), lightness / _KAPPA)
+    xyz = torch.stack((_lab_f_inverse(fy + a / 500.0), y, _lab_f_inverse(fy - b / 200.0)), dim=-3)
+    white = torch.tensor(_WHITE_D65, dtype=dtype, device=lab.device)
+    inverse = torch.linalg.inv(torch.tensor(_RGB_TO_XYZ, dtype=torch.float64)).to(dtype=dtype, device=lab.device)
+    linear = torch.einsum("ij,...jhw->...ihw", inverse, xyz * white[:, None, None])
+    return _linear_to_srgb(linear)
+
+
 def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]
     s = torch.tensor(std, dtype=x.dtype, device=x.device)[:, None, None]
@@ -73,6 +98,13 @@ def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
 def normalize_lab(rgb: torch.Tensor) -> torch.Tensor:
     """RGB in [0, 1] -> the encoder's Lab input: (L - 50) / 50, a / 127, b / 127."""
     return _normalize(rgb_to_lab(rgb), LAB_MEAN, LAB_STD)
+
+
+def denormalize_lab(lab: torch.Tensor) -> torch.Tensor:
+    """Inverse of the encoder's Lab normalisation: (L - 50) / 50, a / 127, b / 127 -> L, a, b."""
+    m = torch.tensor(LAB_MEAN, dtype=lab.dtype, device=lab.device)[:, None, None]
+    s = torch.tensor(LAB_STD, dtype=lab.dtype, device=lab.device)[:, None, None]
+    return lab * s + m
 
 
 def normalize_imagenet(rgb: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,13 @@ from __future__ import annotations
 __all__ = [
     "StcorrError",
     "InputError",
+    "InputNotFoundError",
+    "DeviceError",
     "UnknownModelError",
     "WeightsUnavailableError",
     "ChecksumError",
     "CheckpointError",
+    "DataReadError",
     "VideoReadError",
     "OutputWriteError",
 ]
@@ -26,6 +29,14 @@ class StcorrError(Exception):
 
 class InputError(StcorrError, ValueError):
     """An argument has the wrong shape, dtype, range or type."""
+
+
+class InputNotFoundError(StcorrError, FileNotFoundError):
+    """An input file (a mask, a points file, ...) does not exist."""
+
+
+class DeviceError(InputError):
+    """The requested device does not exist on this machine (the message lists the ones that do)."""
 
 
 class UnknownModelError(StcorrError, ValueError):
@@ -44,8 +55,12 @@ class CheckpointError(StcorrError, ValueError):
     """A checkpoint cannot be read, or its keys do not match the architecture."""
 
 
-class VideoReadError(StcorrError, OSError):
-    """Frames cannot be read: unreadable or corrupt video, empty folder, missing frames."""
+class DataReadError(StcorrError, OSError):
+    """Data cannot be read: a missing or malformed dataset folder, list file, MAT or XML file, result file."""
+
+
+class VideoReadError(DataReadError):
+    """Frames or masks cannot be read: unreadable or corrupt video, empty folder, missing frames."""
 
 
 class OutputWriteError(StcorrError, OSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -13,7 +15,7 @@ from stcorr.device import resolve_device
 from stcorr.errors import InputError
 from stcorr.io.frames import FrameSource, open_frames
 
-__all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames"]
+__all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -28,9 +30,15 @@ Encoder = torch.nn.Module | Sequence[torch.nn.Module]
 
 
 def _models(model: Encoder) -> list[torch.nn.Module]:
-    models = list(model) if isinstance(model, Sequence) else [model]
+    models = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
     if not models:
         raise InputError("expected a model or a non-empty sequence of models for late fusion, got an empty sequence")
+    for m in models:
+        if not isinstance(m, torch.nn.Module):
+            raise InputError(
+                "model must be an encoder nn.Module (a torch.nn.Module such as stcorr.load_model()) or a sequence "
+                f"of them for late fusion, got {type(m).__name__}; load one with model = stcorr.load_model()"
+            )
     return models
 
 
@@ -48,9 +56,15 @@ def feature_stride(model: Encoder) -> int:
 def _fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     if weights is None:
         return [1.0] * count
-    if len(weights) != count or any(w < 0 for w in weights) or not any(w > 0 for w in weights):
-        raise InputError(f"fusion weights must be {count} non-negative numbers, not all 0; got {list(weights)}")
-    return [float(w) for w in weights]
+    values = list(weights)
+    numeric = all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in values)
+    if len(values) != count or not numeric or not all(math.isfinite(w) and w >= 0 for w in values) or not any(
+        w > 0 for w in values
+    ):
+        raise InputError(
+            f"fusion_weights must be one finite, non-negative number per model ({count}), not all 0; got {values}"
+        )
+    return [float(w) for w in values]
 
 
 def _encode_one(model: torch.nn.Module, rgb: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -85,8 +99,20 @@ def encode_batch(
     return F.normalize(fused, dim=1)
 
 
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` if it is an integer >= 1, else :class:`InputError` (memory grows with it)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        shown = type(batch_size).__name__ if not isinstance(batch_size, numbers.Integral) else repr(batch_size)
+        raise InputError(f"batch_size must be a positive int, got {shown} (it is the frames per encoder pass)")
+    return int(batch_size)
+
+
 def batch_frames(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
     """Stack consecutive (3, H, W) frames into batches of ``batch_size`` (the last one may be smaller)."""
+    return _batches(frames, check_batch_size(batch_size))
+
+
+def _batches(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
     batch: list[torch.Tensor] = []
     for frame in frames:
         batch.append(frame)
@@ -98,8 +124,7 @@ def batch_frames(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[to
 
 
 def _prepare(model: Encoder, device: str | torch.device | None, batch_size: int) -> None:
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     for m in _models(model):
         if device is not None:
             m.to(resolve_device(device))

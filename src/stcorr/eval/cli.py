@@ -29,7 +29,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset
 from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, shard_device, shard_from_env
 from stcorr.errors import StcorrError
 from stcorr.eval import predict
-from stcorr.eval.offline import OfflineConfig, run_offline
+from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, run_offline
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
 from stcorr.metrics import jhmdb
@@ -91,7 +90,7 @@ def _propagated(args: argparse.Namespace, benchmark: str, subset: Any) -> tuple[
         raise StcorrError(f"rank {shard.rank}: another rank failed (see its error); {args.out} is incomplete")
     if not shard.is_main:
         return None, {}
-    return args.out, {"model": str(args.model), "propagation": asdict(preset), "world_size": shard.world_size}
+    return args.out, {"model": str(args.model), "propagation": preset.to_dict(), "world_size": shard.world_size}
 
 
 def _cmd_davis(args: argparse.Namespace) -> int:
@@ -134,7 +133,8 @@ def _cmd_jhmdb(args: argparse.Namespace) -> int:
 def _cmd_offline(args: argparse.Namespace) -> int:
     config = OfflineConfig.quick() if args.quick else OfflineConfig()
     try:
-        report = run_offline(args.models, config=config, device=args.device, progress=True)
+        baselines = BASELINE_METHODS if args.baselines is None else args.baselines
+        report = run_offline(args.models, config=config, device=args.device, progress=True, baselines=baselines)
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -234,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="models to add to the baselines (default: the embedded model, if this build ships one)",
+    )
+    offline_parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help=f"baselines to run (default: all of {', '.join(BASELINE_METHODS)}; the flag alone: none)",
     )
     offline_parser.add_argument("--json", type=Path, help="write every score to this JSON file")
     offline_parser.add_argument(

@@ -346,8 +346,10 @@ def run_offline(
     config: OfflineConfig = OfflineConfig(),
     device: str | None = None,
     progress: bool = False,
+    baselines: Sequence[str] = BASELINE_METHODS,
 ) -> OfflineReport:
-    """Run the benchmark for the baselines and ``models`` (default: :func:`default_models`).
+    """Run the benchmark for ``baselines`` (default: all of :data:`BASELINE_METHODS`) and ``models``
+    (default: :func:`default_models`). Every method's scores are independent of the others run with it.
 
     A baseline that cannot load (e.g. EfficientNet-Lite0 without its package) is reported as skipped;
     a model given in ``models`` that cannot load raises its :class:`~stcorr.errors.StcorrError`.
@@ -355,10 +357,13 @@ def run_offline(
     Raises:
         ImportError: scikit-image (the photos of the synthetic videos) is not installed.
     """
+    unknown = [name for name in baselines if name not in BASELINE_METHODS]
+    if unknown:
+        raise InputError(f"unknown baselines {unknown}; expected some of {', '.join(BASELINE_METHODS)}")
     extra = list(default_models() if models is None else models)
     methods: dict[str, _Method] = {}
     skipped: dict[str, str] = {}
-    for name in list(BASELINE_METHODS) + [name for name in extra if name not in BASELINE_METHODS]:
+    for name in list(baselines) + [name for name in extra if name not in baselines]:
         try:
             methods[name] = _load_method(name, device)
         except StcorrError as exc:

@@ -18,36 +18,34 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset, read_label_png, read_rgb
 from stcorr.errors import InputError
 from stcorr.eval.presets import EvalPreset, preset_for
 from stcorr.eval.sharding import Shard
-from stcorr.eval.warp import image_tensor
 from stcorr.features import Encoder, feature_stride
 from stcorr.io.frames import FrameSource, open_frames
 from stcorr.io.masks import write_mask_png
 from stcorr.metrics.jhmdb import save_keypoints
-from stcorr.metrics.vip import resize_labels_nearest
 from stcorr.propagation.api import FramePrediction, iter_propagate, iter_propagate_batch
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
-from stcorr.propagation.labels import VOID, LabelSet, decode_ids
+from stcorr.propagation.labels import VOID, resize_soft
+from stcorr.propagation.passes import KEYPOINT_TOPK
 
 __all__ = [
     "model_preset",
     "propagate_mask",
     "propagate_keypoints",
-    "propagate_keypoints_batch",
     "propagate_masks",
+    "propagate_keypoints_batch",
     "predict_davis",
     "predict_vip",
     "predict_jhmdb",
@@ -56,29 +54,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-KEYPOINT_TOPK = 5
 
 
 def model_preset(model: Encoder, benchmark: str, **overrides: Any) -> EvalPreset:
     """The preset of ``benchmark`` for the model's stride, with ``overrides`` (None keeps a value)."""
     return preset_for(benchmark, feature_stride(model)).with_overrides(**overrides)
-
-
-def _resize_frames(frames: Sequence[np.ndarray], size: tuple[int, int]) -> FrameSource:
-    """(H, W, 3) uint8 frames -> a source of ``size`` frames, bilinear without antialiasing (cv2 INTER_LINEAR)."""
-    resized = []
-    for frame in frames:
-        tensor = F.interpolate(image_tensor(frame), size=size, mode="bilinear", align_corners=False)
-        resized.append(tensor[0].round().clamp(0, 255).to(torch.uint8))
-    return open_frames(torch.stack(resized))
-
-
-def _to_size(probabilities: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(K, h, w) soft maps -> (K, H, W), bilinear (align_corners False)."""
-    tensor = torch.from_numpy(probabilities)
-    if tuple(tensor.shape[-2:]) == tuple(size):
-        return tensor
-    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def _first_mask(mask: np.ndarray) -> np.ndarray:
@@ -99,15 +79,13 @@ def propagate_mask(
     """Yield the (H, W) uint8 id map of every frame at the original size; frame 0 is ``first_mask``.
 
     ``frames``: a :class:`FrameSource`, anything :func:`open_frames` accepts, or a list of (H, W, 3)
-    uint8 arrays; ``first_mask`` must have the frames' original size.
+    uint8 arrays; ``first_mask`` must have the frames' original size. The propagation API works at the
+    preset's input size and returns masks at the original size (probabilities upsampled before the arg-max).
     """
-    video = _MaskVideo.prepare(frames, first_mask, preset)
-    predictions = iter_propagate(
-        model, video.source, video.labels, batch_size=batch_size, return_probabilities=preset.input_size is not None,
-        **preset.propagation_options(),
-    )
+    source, mask = _mask_video(frames, first_mask)
+    predictions = iter_propagate(model, source, mask, batch_size=batch_size, **_working(preset))
     for prediction in predictions:
-        yield video.mask_of(prediction, preset)
+        yield _mask_of(prediction, mask)
 
 
 def propagate_masks(
@@ -116,59 +94,42 @@ def propagate_masks(
     preset: EvalPreset,
 ) -> Iterator[list[np.ndarray | None]]:
     """:func:`propagate_mask` for several (frames, first mask) videos at once (one batched propagation,
-    frames encoded across videos; see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their frames
-    must have one size, or the preset an input size. Yields, per frame index t, each video's (H, W) id
-    map, or None once that video has ended."""
-    prepared = [_MaskVideo.prepare(frames, mask, preset) for frames, mask in videos]
-    steps = iter_propagate_batch(
-        model, [v.source for v in prepared], [v.labels for v in prepared],
-        return_probabilities=preset.input_size is not None, **preset.propagation_options(),
-    )
+    frames encoded across videos; see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their working
+    sizes must match (one frame size, or a preset input size). Yields, per frame index t, each video's (H, W)
+    id map, or None once that video has ended."""
+    prepared = [_mask_video(frames, mask) for frames, mask in videos]
+    steps = iter_propagate_batch(model, [s for s, _ in prepared], [m for _, m in prepared], **_working(preset))
     for step in steps:
-        yield [None if p is None else video.mask_of(p, preset) for p, video in zip(step, prepared)]
+        yield [None if p is None else _mask_of(p, mask) for p, (_, mask) in zip(step, prepared)]
 
 
-@dataclass(frozen=True)
-class _MaskVideo:
-    """A video ready for mask propagation under a preset: the source and first labels to propagate (at the
-    preset's input size), and the original first mask and frame size the outputs return to."""
-
-    source: FrameSource
-    labels: np.ndarray
-    mask: np.ndarray
-    size: tuple[int, int]
-
-    @staticmethod
-    def prepare(frames: Any, first_mask: np.ndarray, preset: EvalPreset) -> _MaskVideo:
-        mask = _first_mask(first_mask)
-        if preset.input_size is None:
-            source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-            return _MaskVideo(source, mask, mask, source.size)
-        images = _as_images(frames)
-        size = images[0].shape[:2]
-        if mask.shape != size:
-            raise InputError(f"the first mask has shape {mask.shape} but the frames are {size}")
-        small = resize_labels_nearest(mask, preset.input_size).astype(np.uint8)
-        return _MaskVideo(_resize_frames(images, preset.input_size), small, mask, size)
-
-    def mask_of(self, prediction: FramePrediction, preset: EvalPreset) -> np.ndarray:
-        """The (H, W) id map at the original size (void as background); frame 0 is the first mask."""
-        if prediction.t == 0:
-            return self.mask
-        if preset.input_size is None:
-            ids = prediction.labels
-        else:
-            probabilities = _to_size(prediction.probabilities, self.size)
-            ids = decode_ids(probabilities, LabelSet(prediction.ids), minmax=preset.minmax_normalize)
-        return np.where(ids == VOID, 0, ids)
+def _working(preset: EvalPreset) -> dict[str, Any]:
+    """The propagation API's options and working size of ``preset``."""
+    return dict(options=preset.options, size=preset.input_size,
+                resample=preset.resample if preset.input_size else None)
 
 
-def _as_images(frames: Any) -> list[np.ndarray]:
-    """Frames as (H, W, 3) uint8 arrays (a list of arrays is used as is)."""
+def _mask_video(frames: Any, first_mask: np.ndarray) -> tuple[FrameSource, np.ndarray]:
+    """(source, first mask with void as background), the mask checked against the frames' original size."""
+    mask = _first_mask(first_mask)
+    source = _source(frames)
+    if mask.shape != tuple(source.original_size):
+        raise InputError(f"the first mask has shape {mask.shape} but the frames are {source.original_size}")
+    return source, mask
+
+
+def _mask_of(prediction: FramePrediction, first_mask: np.ndarray) -> np.ndarray:
+    """The (H, W) id map of a prediction (void as background); frame 0 is the first mask."""
+    return first_mask if prediction.t == 0 else np.where(prediction.labels == VOID, 0, prediction.labels)
+
+
+def _source(frames: Any) -> FrameSource:
+    """Frames as a :class:`FrameSource` (a list of (H, W, 3) uint8 arrays is stacked)."""
+    if isinstance(frames, FrameSource):
+        return frames
     if isinstance(frames, (list, tuple)) and all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames):
-        return list(frames)
-    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-    return [(frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for frame in source]
+        return open_frames(np.stack(frames))
+    return open_frames(frames)
 
 
 def propagate_keypoints(
@@ -186,10 +147,8 @@ def propagate_keypoints(
     integer anchoring (``subpixel=False``), and frame 0 is decoded from its own heatmaps like the others.
     """
     video = _KeypointVideo.prepare(frames, first_points, preset)
-    predictions = iter_propagate(
-        model, video.source, video.soft, batch_size=batch_size, return_probabilities=True,
-        **preset.propagation_options(),
-    )
+    predictions = iter_propagate(model, video.source, video.heatmaps, batch_size=batch_size,
+                                 return_probabilities=True, **_working(preset))
     for prediction in predictions:
         video.decode(prediction)
     return video.points
@@ -201,10 +160,8 @@ def propagate_keypoints_batch(
     """:func:`propagate_keypoints` for several (frames, first points) videos at once (one batched propagation;
     see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their working sizes must match."""
     prepared = [_KeypointVideo.prepare(frames, points, preset) for frames, points in videos]
-    steps = iter_propagate_batch(
-        model, [v.source for v in prepared], [v.soft for v in prepared], return_probabilities=True,
-        **preset.propagation_options(),
-    )
+    steps = iter_propagate_batch(model, [v.source for v in prepared], [v.heatmaps for v in prepared],
+                                 return_probabilities=True, **_working(preset))
     for step in steps:
         for prediction, video in zip(step, prepared):
             if prediction is not None:
@@ -214,32 +171,28 @@ def propagate_keypoints_batch(
 
 @dataclass(frozen=True)
 class _KeypointVideo:
-    """A video ready for keypoint propagation: the source at the preset's input size, the first frame's soft
-    heatmaps there, the original size, and the (T, J, 2) points decoded so far (frame 0 from its own heatmaps)."""
+    """A video ready for keypoint propagation: its source, frame 0's heatmaps at the original size, and the
+    (T, J, 2) points decoded so far (frame 0 from its own heatmaps)."""
 
     source: FrameSource
-    soft: np.ndarray
-    size: tuple[int, int]
+    heatmaps: np.ndarray
     points: np.ndarray
 
     @staticmethod
     def prepare(frames: Any, first_points: np.ndarray, preset: EvalPreset) -> _KeypointVideo:
-        images = _as_images(frames)
-        size = images[0].shape[:2]
+        source = _source(frames)
+        size = tuple(source.original_size)
         heatmaps = draw_gaussian_heatmaps(np.asarray(first_points, np.float64), size, preset.sigma, subpixel=False)
-        input_size = preset.input_size or size
-        soft = _to_size(heatmaps.numpy(), input_size)
-        if not bool(soft.any()):
+        if not bool(resize_soft(heatmaps, preset.input_size or size).any()):
             raise InputError("every first-frame keypoint lies outside the frame: nothing to propagate")
-        source = _resize_frames(images, input_size) if input_size != size else open_frames(images)
-        points = np.full((len(images), len(heatmaps), 2), -1.0)
+        points = np.full((len(source), len(heatmaps), 2), -1.0)
         points[0] = decode_heatmaps_topk(heatmaps, KEYPOINT_TOPK)[0].numpy()
-        return _KeypointVideo(source, soft.numpy(), size, points)
+        return _KeypointVideo(source, heatmaps.numpy(), points)
 
     def decode(self, prediction: FramePrediction) -> None:
         """Store the points of a predicted frame (frame 0 keeps its own)."""
         if prediction.t > 0:
-            maps = _to_size(prediction.probabilities, self.size)
+            maps = torch.from_numpy(prediction.probabilities)
             self.points[prediction.t] = decode_heatmaps_topk(maps, KEYPOINT_TOPK)[0].numpy()
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from stcorr._atomic import atomic_path
 from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset, read_label_png
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import DataReadError, InputError
 from stcorr.metrics import davis, jhmdb, vip
 
 __all__ = [
@@ -49,13 +49,13 @@ PathLike = str | os.PathLike[str]
 def _results_dir(results: PathLike) -> Path:
     path = Path(results)
     if not path.is_dir():
-        raise VideoReadError(f"results folder not found: {path}")
+        raise DataReadError(f"results folder not found: {path}")
     return path
 
 
 def _result_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise VideoReadError(f"missing result for {what}: {path}")
+        raise DataReadError(f"missing result for {what}: {path}")
     return path
 
 
@@ -121,7 +121,7 @@ def evaluate_davis(
         num_objects = davis.count_objects(read_label_png(annotations[0]))
         folder = results / sequence.name
         if not folder.is_dir():
-            raise VideoReadError(f"missing results for sequence {sequence.name!r}: {folder} is not a folder")
+            raise DataReadError(f"missing results for sequence {sequence.name!r}: {folder} is not a folder")
         gt = (read_label_png(annotations[i]) for i in indices)
         pred = (read_label_png(_result_file(folder / f"{annotations[i].stem}.png", sequence.name)) for i in indices)
         objects += davis.score_sequence(gt, pred, num_objects, sequence=sequence.name)
@@ -216,7 +216,7 @@ class JhmdbEvaluation:
 def _keypoint_file(results: Path, name: str) -> Path:
     candidates = [p for p in (results / f"{name}.npy", results / f"{name}.json") if p.is_file()]
     if not candidates:
-        raise VideoReadError(f"missing results for video {name!r}: no {results / name}.npy or .json")
+        raise DataReadError(f"missing results for video {name!r}: no {results / name}.npy or .json")
     if len(candidates) > 1:
         raise InputError(f"results for video {name!r} are ambiguous: both {name}.npy and {name}.json in {results}")
     return candidates[0]

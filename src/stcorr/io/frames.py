@@ -40,7 +40,7 @@ from stcorr.errors import InputError, VideoReadError
 from stcorr.io.masks import SIXTEEN_BIT_MODES
 from stcorr.io.video import require_av
 
-__all__ = ["FrameSource", "open_frames", "IMAGE_SUFFIXES"]
+__all__ = ["FrameSource", "open_frames", "IMAGE_SUFFIXES", "RESAMPLING"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ FrameInput = str | os.PathLike[str] | np.ndarray | torch.Tensor | Sequence[Any]
 Size = tuple[int, int]
 
 _EXPECTED_SOURCE = (
-    "a folder of JPEG/PNG frames, a video file, an image file, a (T, H, W, 3) or (T, 3, H, W) array or tensor "
+    "a folder of JPEG/PNG frames, a video file, an image file, a (T, H, W, 3|4) or (T, 3, H, W) array or tensor "
     "(uint8 in [0, 255] or float in [0, 1]), or a list of PIL images or (H, W, 3) arrays"
 )
 _EXPECTED_VALUES = "uint8 values in [0, 255] or float values in [0, 1]"
@@ -279,17 +279,19 @@ def _path_reader(path: Path) -> _Reader:
 
 
 def _stack_reader(stack: np.ndarray | torch.Tensor) -> _SequenceReader:
-    """A 4-D array or tensor (T, H, W, 3) or (T, 3, H, W)."""
+    """A 4-D array or tensor (T, H, W, 3), (T, H, W, 4) (alpha dropped, as for lists) or (T, 3, H, W)."""
     shape = tuple(stack.shape)
-    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
+    if len(shape) != 4 or not (shape[1] == 3 or shape[3] in (3, 4)):
         hint = ""
         if len(shape) == 3:
             hint = "; for one image add a time axis (x[None]), for a grayscale (T, H, W) video repeat it to 3 channels"
-        raise InputError(f"expected an array of shape (T, H, W, 3) or (T, 3, H, W), got shape {shape}{hint}")
+        raise InputError(
+            f"expected an array of shape (T, H, W, 3), (T, H, W, 4) or (T, 3, H, W), got shape {shape}{hint}"
+        )
     if shape[0] == 0:
         raise InputError("expected at least one frame, got an array with T = 0")
     _check_values(stack, "the frame array")
-    channels_last = shape[3] == 3
+    channels_last = shape[3] in (3, 4)
     if channels_last and shape[1] == 3:
         logger.debug("array of shape %s is ambiguous; reading it as (T, H, W, 3)", shape)
     size = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
@@ -337,12 +339,27 @@ def _make_reader(source: FrameInput) -> _Reader:
 # Public API
 
 
-def _target_size(size: Size, max_side: int | None, short_side: int | None) -> Size:
+RESAMPLING = ("antialias", "reference")
+"""Frame resampling: ``"antialias"`` (bilinear with antialiasing on [0, 1] values, the default) or
+``"reference"`` (bilinear without antialiasing on 8-bit values rounded back to 8 bits, as OpenCV's
+``INTER_LINEAR`` on uint8 images: the benchmarks' reference protocol)."""
+
+
+def _positive_size(value: Any) -> Size:
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise InputError(f"expected size to be (height, width) positive ints or None, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _target_size(size: Size, max_side: int | None, short_side: int | None, explicit: Size | None = None) -> Size:
     for name, value in (("max_side", max_side), ("short_side", short_side)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise InputError(f"expected {name} to be a positive int or None, got {value!r}")
-    if max_side is not None and short_side is not None:
-        raise InputError("max_side and short_side are exclusive; give at most one of them")
+    if sum(value is not None for value in (max_side, short_side, explicit)) > 1:
+        raise InputError("max_side, short_side and size are exclusive; give at most one of them")
+    if explicit is not None:
+        return _positive_size(explicit)
     height, width = size
     if max_side is not None and max(size) > max_side:
         scale = max_side / max(size)
@@ -370,14 +387,32 @@ class FrameSource:
         max_side: int | None = None,
         short_side: int | None = None,
         max_frames: int | None = None,
+        size: Size | None = None,
+        resample: str = "antialias",
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise InputError(f"max_frames must be >= 1, got {max_frames}")
+        if resample not in RESAMPLING:
+            raise InputError(f"resample must be one of {RESAMPLING}, got {resample!r}")
         self._reader = reader
+        self._max_frames = max_frames
         self.names: tuple[str, ...] = reader.names[:max_frames]
         self.original_size: Size = reader.size
-        self.size: Size = _target_size(reader.size, max_side, short_side)
+        self.size: Size = _target_size(reader.size, max_side, short_side, size)
+        self.resample = resample
         self.fps: float | None = reader.fps
+
+    def resized(
+        self, *, max_side: int | None = None, size: Size | None = None, resample: str | None = None
+    ) -> FrameSource:
+        """The same frames (same reader and frame count) yielded at another size; no argument: the original size."""
+        return FrameSource(self._reader, max_side=max_side, size=size, max_frames=self._max_frames,
+                           resample=resample or self.resample)
+
+    @property
+    def random_access(self) -> bool:
+        """True when ``source[i]`` is cheap (folders, arrays, lists); False for videos (decoded from the start)."""
+        return not isinstance(self._reader, _VideoReader)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -414,6 +449,10 @@ class FrameSource:
     def _resize(self, frame: torch.Tensor) -> torch.Tensor:
         if self.size == self.original_size:
             return frame
+        if self.resample == "reference":
+            levels = (frame[None] * 255.0).round()
+            resized = F.interpolate(levels, size=self.size, mode="bilinear", align_corners=False)
+            return resized[0].round().clamp_(0.0, 255.0) / 255.0
         resized = F.interpolate(frame[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return resized[0].clamp_(0.0, 1.0)
 
@@ -424,6 +463,8 @@ def open_frames(
     max_side: int | None = None,
     short_side: int | None = None,
     max_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    resample: str = "antialias",
 ) -> FrameSource:
     """Open a folder, video, image file, array, tensor or image list as a lazy :class:`FrameSource`.
 
@@ -435,8 +476,10 @@ def open_frames(
         max_side: if given, frames whose longest side exceeds it are downscaled so that it equals it.
         short_side: if given, frames are rescaled (up or down) so that the shortest side equals it.
         max_frames: if given, only the first ``max_frames`` frames are used.
+        size: if given, frames are resized to this (H, W), aspect not kept (exclusive with the sides).
+        resample: ``"antialias"`` (default) or ``"reference"``, see :data:`RESAMPLING`.
 
-    Resizing is bilinear with antialiasing and keeps the aspect ratio (sides rounded to integers).
+    ``max_side`` and ``short_side`` keep the aspect ratio (sides rounded to integers).
 
     The frame count of a video is its number of non-empty packets, counted by demuxing the file once
     without decoding (container headers can be wrong); a header that announces another count is logged
@@ -452,4 +495,5 @@ def open_frames(
             different sizes in a folder.
         ImportError: a video was given but PyAV is missing (``pip install "stcorr[video]"``).
     """
-    return FrameSource(_make_reader(source), max_side=max_side, short_side=short_side, max_frames=max_frames)
+    return FrameSource(_make_reader(source), max_side=max_side, short_side=short_side, max_frames=max_frames,
+                       size=size, resample=resample)

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stcorr._atomic import write_atomic
 from stcorr.checks import check_unit_range, describe, to_numpy
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import InputError, InputNotFoundError
 
 __all__ = ["davis_palette", "read_mask", "write_mask_png", "write_confidence_png", "as_ids", "SIXTEEN_BIT_MODES"]
 
@@ -162,7 +162,11 @@ def read_mask(path: str | os.PathLike[str], *, return_colors: bool = False) -> n
             image.load()
             ids, colors = _mask_ids(image)
     except FileNotFoundError as exc:
-        raise VideoReadError(f"mask {mask_path} does not exist; expected a PNG annotation of the first frame") from exc
+        raise InputNotFoundError(
+            f"mask {mask_path} does not exist; expected a PNG annotation of the first frame"
+        ) from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"mask {mask_path} is a folder; expected a PNG annotation of the first frame") from exc
     except (UnidentifiedImageError, OSError) as exc:
-        raise VideoReadError(f"cannot read mask {mask_path}: {exc}; expected a PNG image") from exc
+        raise InputError(f"cannot read mask {mask_path}: {exc}; expected a PNG image") from exc
     return (ids, colors) if return_colors else ids

@@ -14,7 +14,7 @@ import torch
 
 from stcorr._atomic import write_atomic
 from stcorr.checks import describe, to_numpy
-from stcorr.errors import InputError
+from stcorr.errors import InputError, InputNotFoundError
 
 __all__ = ["read_points_file", "write_points_json", "write_points_csv"]
 
@@ -112,10 +112,15 @@ def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str
     """Read query points: JSON ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "names": [...]}``."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except FileNotFoundError as exc:
+        raise InputNotFoundError(f"points file {path} does not exist; expected JSON [[x, y], ...]") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read points from {path}: {exc}; expected JSON [[x, y], ...]") from exc
     points = data.get("points") if isinstance(data, dict) else data
-    array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
+    try:
+        array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
+    except (TypeError, ValueError):
+        array = np.empty((0,))  # not numbers, or ragged
     if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
         raise InputError(f"{path} must hold (x, y) points: [[x, y], ...] or {{\"points\": [[x, y], ...]}}")
     names = list(data.get("names", [])) if isinstance(data, dict) else []

@@ -58,6 +58,11 @@ class FusedPropagator:
         """Add fixed context: (B, C, h, w) unit features and (B, L, h, w) labels."""
         self._fixed.append(self._add(_rows(features), _rows(labels)))
 
+    def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Put a frame with known labels in the window of previous frames, as :meth:`step` does after
+        predicting it: (B, C, h, w) unit features and (B, L, h, w) labels."""
+        self._remember(_rows(features).contiguous(), _rows(labels))
+
     def step(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, h, w) unit features of the next frame -> (labels (B, L, h, w), confidence (B, h, w))."""
         slots = torch.tensor(self._fixed + list(self._recent), dtype=torch.int32, device=features.device)

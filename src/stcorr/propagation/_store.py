@@ -50,9 +50,8 @@ class _ContextStore:
 
     def add(self, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> int:
         """Store one frame ((nbx, C, rows, 1, width) bands, (1, h*w, K) labels, (1, h*w, C) features)
-        in a new slot; return its index. Growing a chunk copies it (only while the context fills up:
-        measured faster overall than giving each new frame a chunk of its own until 8 are merged,
-        which makes more, smaller top-k calls).
+        in a new slot; return its index. Growing a chunk copies it (only while the context fills up; see
+        ``benchmarks/tuning.md``).
         """
         index = self.slots
         if self.chunks and self.chunks[-1].shape[3] < _SLOTS_PER_CHUNK:
@@ -101,8 +100,7 @@ class _Workspace:
     """Scratch buffers reused from frame to frame.
 
     Allocating large tensors anew for every frame costs more than filling them: the allocator
-    returns big blocks to the OS, so each frame pays page faults again (measured on CPU: gathering
-    160 MB into a fresh tensor 50 ms, into a reused one 10 ms).
+    returns big blocks to the OS, so each frame pays page faults again (``benchmarks/tuning.md``).
     """
 
     def __init__(self, device: torch.device) -> None:

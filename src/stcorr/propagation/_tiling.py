@@ -15,15 +15,10 @@ import torch.nn.functional as F
 def default_block_size(radius: int) -> tuple[int, int]:
     """Query block (rows, columns) used when ``block_size`` is not given.
 
-    Chosen by measurement at DAVIS scale (60x107 cells, C=256, radius 12, context 20, 22 frames) on
-    a 2-core AVX-512 CPU, fp32, single-thread CPU seconds per frame: (4, 8) 0.51, (3, 12) 0.53,
-    (4, 12) 0.53, (2, 12) 0.53, (2, 8) 0.53, (4, 16) 0.59 (one matmul per frame and band; grouping
-    frames in chunks later cost ~10 % single-thread but needs ~8x fewer matmul calls, which holds up
-    much better with 2 threads on a busy machine). Smaller blocks waste fewer
-    similarities on window corners but make smaller matmuls; narrower blocks duplicate more key
-    columns in the stored bands ((bw + 2r) / bw: 4x for (4, 8), 3x for (4, 12)). (4, 12) is within
-    4 % of the fastest with 25 % less context memory. For radii above 12 the block widens with the
-    radius to keep the duplication at most 3x. Not measured on a GPU.
+    Smaller blocks waste fewer similarities on window corners but make smaller matmuls; narrower blocks
+    duplicate more key columns in the stored bands ((bw + 2r) / bw: 4x for (4, 8), 3x for (4, 12)). (4, 12)
+    was chosen by measurement (``benchmarks/tuning.md``); for radii above 12 the block widens with the
+    radius to keep the duplication at most 3x.
     """
     return (4, max(12, radius))
 

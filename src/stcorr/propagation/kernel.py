@@ -51,7 +51,6 @@ the video length.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -62,7 +61,6 @@ import torch.nn.functional as F
 from stcorr.errors import InputError
 from stcorr.propagation._backend import resolve_backend
 from stcorr.propagation._ranking import (
-    _REDUCED_DTYPES,
     _ieee_matmuls,
     _matmul,
     _Picks,
@@ -81,6 +79,7 @@ from stcorr.propagation._tiling import (
     _to_blocks,
     default_block_size,
 )
+from stcorr.propagation.options import PropagationOptions, resolve_options
 
 __all__ = [
     "propagate",
@@ -102,14 +101,8 @@ def _preselect_count(topk: int) -> int:
     """Candidates per query kept from the compute-dtype similarities before exact ranking.
 
     More makes the certificate fail less often (the block is then selected again, wider) but costs
-    more top-k work and, in a reduced dtype, more float32 recomputation. Measured at top-10, context
-    20, 2 threads: with bfloat16, keeping 30 / 40 / 50 took 0.218 / 0.268 / 0.285 s per frame on
-    random features (60x107x256, 22 frames) and 0.333 / 0.341 / 0.386 on a static-camera video
-    (vtest.avi, embedded model, 72x96x256, 22 frames; 21 / 12 / 7 % of its query blocks selected
-    again: its background repeats in every context frame, so top candidates come in groups of
-    near-equal or equal cosines). With float32, keeping 14 instead of 30 was 12 % faster on the
-    random features but 16 % slower on that video once its context was full (59 of 144 blocks per
-    frame selected again).
+    more top-k work and, in a reduced dtype, more float32 recomputation (measurements:
+    ``benchmarks/tuning.md``).
     """
     return 3 * topk
 
@@ -117,9 +110,7 @@ def _preselect_count(topk: int) -> int:
 # With an automatic compute dtype (None), switch from bfloat16 to float32 for the rest of the video once at
 # least _SWITCH_AFTER frames are predicted and, on average over them, more than _SWITCH_TO_FLOAT32 of the query
 # blocks had to be selected again: features so alike that most cosines lie within bfloat16 rounding of each
-# other. Measured shares: raw Lab pixels (C=3) 0.82-1.0 per video in the quick offline benchmark (bfloat16 was
-# 3x slower than float32 there); a static-camera video with a trained model 0.12-0.53 over its first 9 frames,
-# then 0.06-0.12 (bfloat16 still faster); a reselected block costs about 2 ms on the benchmark machine.
+# other (measured shares: benchmarks/tuning.md).
 _SWITCH_TO_FLOAT32 = 0.5
 _SWITCH_AFTER = 3
 # Candidates kept per query (x topk) when a query block is selected again because its first preselection
@@ -132,18 +123,6 @@ _WIDE_PRESELECT = 16
 
 def _shape(x: object) -> object:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def _check_options(context: int, radius: int, topk: int, temperature: float, compute_dtype: torch.dtype | None) -> None:
-    for name, value, low in (("context", context, 0), ("radius", radius, 0), ("topk", topk, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
-        raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if compute_dtype not in (None, torch.float32, *_REDUCED_DTYPES):
-        raise InputError(
-            f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {compute_dtype}"
-        )
 
 
 def _check_block(block_size: tuple[int, int]) -> tuple[int, int]:
@@ -214,6 +193,9 @@ class LabelPropagator:
         first_features: (C, h, w) features of frame 0, any floating dtype, on any device; (B, C, h, w) for
             a batch.
         first_labels: (K, h, w) soft labels of frame 0 (moved to the features' device); per video for a batch.
+        options: a :class:`~stcorr.propagation.options.PropagationOptions` (default values if None); the
+            keywords below override its fields (only context, radius, topk, temperature, compute_dtype and
+            backend matter here).
         context: number of previous frames kept besides frame 0 and the anchors.
         radius: half-size of the square search window, in feature cells.
         topk: number of candidates kept per query, jointly over all context frames.
@@ -223,8 +205,8 @@ class LabelPropagator:
             very slow on most CPUs.
         block_size: (rows, columns) of a query block; None = :func:`default_block_size`; any value
             gives the same result, only speed and memory change.
-        backend: ``"auto"`` (the fused Triton kernel on CUDA when Triton is installed, else this module's
-            torch kernel), ``"triton"`` or ``"torch"``; see :mod:`stcorr.propagation._backend`. The
+        backend: None = the options' backend (default ``"auto"``); ``"auto"`` (the fused Triton kernel
+            on CUDA when Triton is installed, else this module's torch kernel), ``"triton"`` or ``"torch"``; see :mod:`stcorr.propagation._backend`. The
             Triton kernel computes float32 similarities (TF32 off) whatever ``compute_dtype`` and
             ``block_size``, with the same exactness (see :mod:`stcorr.propagation._triton_kernel`).
     """
@@ -234,23 +216,30 @@ class LabelPropagator:
         self,
         first_features: torch.Tensor,
         first_labels: torch.Tensor,
+        options: PropagationOptions | None = None,
         *,
-        context: int = 20,
-        radius: int = 12,
-        topk: int = 10,
-        temperature: float = 0.07,
+        context: int | None = None,
+        radius: int | None = None,
+        topk: int | None = None,
+        temperature: float | None = None,
         compute_dtype: torch.dtype | None = None,
         block_size: tuple[int, int] | None = None,
-        backend: str = "auto",
+        backend: str | None = None,
     ) -> None:
-        _check_options(context, radius, topk, temperature, compute_dtype)
+        opts = resolve_options(
+            options, context=context, radius=radius, topk=topk, temperature=temperature, compute_dtype=compute_dtype,
+            backend=backend,
+        )
+        context, radius, topk, temperature, compute_dtype = (
+            opts.context, opts.radius, opts.topk, opts.temperature, opts.compute_dtype
+        )
         device = first_features.device if isinstance(first_features, torch.Tensor) else torch.device("cpu")
-        self.backend = resolve_backend(backend, device, int(topk))
+        self.backend = resolve_backend(opts.backend, device, topk)
         self._batch: _Batch | None = None
         if _is_batch(first_features) or self.backend == "triton":
-            options = dict(context=context, radius=radius, topk=topk, temperature=temperature)
-            self._batch = _Batch(first_features, first_labels, options, self.backend, compute_dtype, block_size)
-            self.context, self.radius, self.topk, self.temperature = int(context), int(radius), int(topk), temperature
+            knobs = dict(context=context, radius=radius, topk=topk, temperature=temperature)
+            self._batch = _Batch(first_features, first_labels, knobs, self.backend, compute_dtype, block_size)
+            self.context, self.radius, self.topk, self.temperature = context, radius, topk, float(temperature)
             self.compute_dtype = self._batch.compute_dtype
             return
         first = _check_frame(first_features, "frame 0")
@@ -337,6 +326,28 @@ class LabelPropagator:
         self._remember(self._frame(normalised, labels))
         self._frames_seen += 1
         return labels, confidence
+
+    @torch.no_grad()
+    def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Put a frame whose soft labels are already known into the window of previous frames, as
+        :meth:`step` does after predicting it, without predicting it: resumes a pass from cached
+        predictions (giving each skipped frame's features and the labels ``step`` returned for it, in order).
+
+        Args:
+            features: (C, h, w) features of the frame.
+            labels: (K, h, w) its soft labels.
+
+        For a batch (or the Triton backend): (B, C, h, w) features and per-video labels, as for frame 0.
+        """
+        if self._batch is not None:
+            self._batch.remember(features, labels)
+            return
+        what = f"frame {self._frames_seen}"
+        feats = _check_frame(features, what, self._chw)
+        self._check_device(feats, what)
+        labels = _check_labels(labels, what, self._chw[1:], self._num_labels, self._device)
+        self._remember(self._frame(self._normalise(feats), labels))
+        self._frames_seen += 1
 
     def first_frame_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame 0's (labels, confidence): its labels as float32 (K, h, w) and a confidence of 1."""
@@ -687,6 +698,17 @@ class _Batch:
             for video, f, lab in zip(self._videos, frames, per_video):
                 video.add_anchor(f, lab)
 
+    def remember(self, features: torch.Tensor, labels: object) -> None:
+        what = f"frame {self._seen}"
+        frames = self._frames(features, what)
+        _, per_video = self._labels(labels, what, self._counts)
+        if self._fused is not None:
+            self._fused.remember(self._normalise(frames), self._padded(per_video))
+        else:
+            for video, f, lab in zip(self._videos, frames, per_video):
+                video.remember(f, lab)
+        self._seen += 1
+
     def step(self, features: torch.Tensor) -> tuple[object, torch.Tensor]:
         frames = self._frames(features, f"frame {self._seen}")
         if self._fused is not None:
@@ -755,14 +777,15 @@ class _Batch:
 def propagate_stream(
     features: Iterable[torch.Tensor],
     labels: torch.Tensor,
+    options: PropagationOptions | None = None,
     *,
-    context: int = 20,
-    radius: int = 12,
-    topk: int = 10,
-    temperature: float = 0.07,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
-    backend: str = "auto",
+    backend: str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Stream label propagation over an iterable of (C, h, w) feature maps (frame 0 first).
 
@@ -778,6 +801,7 @@ def propagate_stream(
     propagator = LabelPropagator(
         first,
         labels,
+        options,
         context=context,
         radius=radius,
         topk=topk,
@@ -794,15 +818,16 @@ def propagate_stream(
 def propagate(
     features: torch.Tensor,
     labels: torch.Tensor,
+    options: PropagationOptions | None = None,
     *,
-    context: int = 20,
-    radius: int = 12,
-    topk: int = 10,
-    temperature: float = 0.07,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
     return_confidence: bool = False,
-    backend: str = "auto",
+    backend: str | None = None,
 ) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
     """Propagate frame 0's soft labels through a video, or through B videos of one grid size at once.
 
@@ -810,7 +835,8 @@ def propagate(
         features: (T, C, h, w) features of all frames; (B, T, C, h, w) for a batch.
         labels: (K, h, w) soft labels of frame 0; for a batch a (B, K, h, w) tensor or a sequence of B
             (K_b, h, w) tensors (label counts may differ).
-        context, radius, topk, temperature, compute_dtype, block_size, backend: see :class:`LabelPropagator`.
+        options, context, radius, topk, temperature, compute_dtype, block_size, backend: see
+            :class:`LabelPropagator`.
         return_confidence: also return the (T, h, w) confidence maps ((B, T, h, w) for a batch).
 
     Returns:
@@ -834,6 +860,7 @@ def propagate(
     stream = propagate_stream(
         frames,
         labels,
+        options,
         context=context,
         radius=radius,
         topk=topk,

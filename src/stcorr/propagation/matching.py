@@ -13,6 +13,7 @@ x = s*j + (s - 1) / 2 (pixel centres at integers).
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,7 +126,10 @@ def match_points(
         :class:`PointMatches` with sub-cell (x, y) in ``frame_b``, scores and the mutual-NN flag.
     """
     image_a, image_b = _single_frame(frame_a), _single_frame(frame_b)
-    points = torch.as_tensor(np.asarray(points_a, dtype=np.float32))
+    try:
+        points = torch.as_tensor(np.asarray(points_a, dtype=np.float32))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"points_a must be (N, 2) numbers, (x, y) pixels; got {points_a!r:.80}") from exc
     height, width = image_a.shape[-2:]
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
         raise InputError(f"points_a must be (N, 2) (x, y) pixels with N >= 1, got shape {tuple(points.shape)}")
@@ -137,6 +141,8 @@ def match_points(
         )
     if topk < 1 or temperature <= 0:
         raise InputError(f"topk must be >= 1 and temperature > 0, got topk={topk}, temperature={temperature}")
+    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0):
+        raise InputError(f"radius must be None (search all of frame_b) or an integer >= 0 (cells), got {radius!r}")
     stride = feature_stride(model)
     feats_a = encode_batch(model, image_a[None], dtype=dtype, fusion_weights=fusion_weights)[0]
     feats_b = encode_batch(model, image_b[None], dtype=dtype, fusion_weights=fusion_weights)[0].to(feats_a.device)

@@ -11,19 +11,26 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from stcorr._atomic import atomic_path
-from stcorr.checkpoint import load_state_dict_strict
-from stcorr.errors import CheckpointError, InputError
+from stcorr.checkpoint import load_state_dict_strict, write_safetensors
+from stcorr.errors import CheckpointError, InputError, OutputWriteError
 from stcorr.loading import BACKBONE_NAME, BackboneWeights, read_backbone_weights
-from stcorr.model import WEIGHTS_NAME, CorrespondenceModel
+from stcorr.model import (
+    LITE_ARCHS,
+    WEIGHTS_NAME,
+    CorrespondenceModel,
+    LiteCorrespondenceModel,
+    model_from_config,
+    write_model_files,
+)
 from stcorr.train.logs import LOG_NAME
 from stcorr.train.presets import TrainConfig, config_from_dict
 
@@ -35,6 +42,7 @@ __all__ = [
     "list_checkpoints",
     "write_checkpoint",
     "read_checkpoint",
+    "read_resume_checkpoint",
     "checkpoint_to_resume",
     "check_resumable",
     "rng_state",
@@ -76,21 +84,38 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().contiguous().cpu() for key, value in module.state_dict().items()}
 
 
-def export_run(out: Path, encoder: nn.Module, config: TrainConfig) -> CorrespondenceModel:
-    """Write the inference model (``config.json`` + ``model.safetensors``) and ``backbone.safetensors``."""
+def export_run(
+    out: Path, encoder: nn.Module, config: TrainConfig
+) -> CorrespondenceModel | LiteCorrespondenceModel:
+    """Write the inference model (``config.json`` + ``model.safetensors``) and ``backbone.safetensors``, each
+    atomically; the run folder's other files (log, checkpoints) stay."""
     state = cpu_state(encoder)
-    model = CorrespondenceModel(config.arch, stride=config.stride, input_space="lab")
+    if config.arch in LITE_ARCHS:
+        model = model_from_config(encoder.config)  # the student already is the inference architecture
+    else:
+        model = CorrespondenceModel(config.arch, stride=config.stride, input_space="lab")
     load_state_dict_strict(model, state)
-    model.save_pretrained(out)
-    with atomic_path(out / BACKBONE_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "library": "stcorr", "arch": config.arch})
+    write_model_files(model, out)
+    write_safetensors(state, out / BACKBONE_NAME)
     return model
 
 
 def write_checkpoint(out: Path, step: int, payload: Mapping[str, Any], keep_last: int) -> None:
-    """Write ``checkpoints/step_<step>.pt`` atomically, then keep only the last ``keep_last`` (0: all)."""
-    with atomic_path(out / CHECKPOINT_DIR / f"step_{step:08d}.pt") as tmp:
-        torch.save(dict(payload), tmp)
+    """Write ``checkpoints/step_<step>.pt`` atomically, then keep only the last ``keep_last`` (0: all).
+
+    A write that fails (a full disk surfaces as torch's "unexpected pos") raises :class:`OutputWriteError`
+    naming the free space; the earlier checkpoints are untouched.
+    """
+    path = out / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(dict(payload), tmp)
+        except (RuntimeError, OSError) as exc:
+            free = shutil.disk_usage(tmp.parent).free / 2**20
+            raise OutputWriteError(
+                f"cannot write the checkpoint {path}: {exc}. {free:.0f} MiB are free on that disk; free some "
+                "space (or lower --keep-last), then continue with --resume"
+            ) from exc
     if keep_last > 0:
         for _, old in list_checkpoints(out)[:-keep_last]:
             old.unlink(missing_ok=True)
@@ -116,10 +141,14 @@ def set_rng_state(state: Mapping[str, torch.Tensor | None]) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint (tensors only); :class:`CheckpointError` for an empty, truncated or foreign file."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"training checkpoint {path} is empty (0 bytes): it was never completely written")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"cannot read training checkpoint {path}: {exc}") from exc
+        reason = str(exc).strip() or type(exc).__name__
+        raise CheckpointError(f"cannot read training checkpoint {path} ({reason}); it is truncated or corrupt") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an stcorr training checkpoint")
     return checkpoint
@@ -138,6 +167,22 @@ def checkpoint_to_resume(out: Path, resume: str | None) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+def read_resume_checkpoint(path: Path, out: Path, resume: str | None) -> tuple[Path, dict[str, Any]]:
+    """Read ``path``; for ``--resume`` (``resume="latest"``), an unreadable newest checkpoint of run folder ``out``
+    falls back to the one before, with a warning naming both (an explicitly given checkpoint never falls back)."""
+    candidates = [path]
+    if resume == "latest":
+        candidates = [p for _, p in reversed(list_checkpoints(out))]
+    for index, candidate in enumerate(candidates):
+        try:
+            return candidate, read_checkpoint(candidate)
+        except CheckpointError as exc:
+            if index + 1 == len(candidates):
+                raise
+            logger.warning("%s; resuming from the previous checkpoint %s instead", exc, candidates[index + 1])
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def check_resumable(checkpoint: Mapping[str, Any], stage: str, config: TrainConfig) -> None:

@@ -101,7 +101,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for spec in dataclasses.fields(TrainConfig):
         flag, meta, default = "--" + spec.name.replace("_", "-"), dict(spec.metadata), spec.default
         kwargs: dict[str, Any] = {"default": None, "help": meta.pop("help", None)}
-        if isinstance(default, bool):
+        if isinstance(default, bool) or meta.pop("flag", False):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs.update(type=type(default[0]), nargs=len(meta["metavar"]) if "metavar" in meta else "+")
@@ -117,7 +117,11 @@ def _add_run_options(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {presets} (default {DEFAULT_PRESET})")
     parser.add_argument("--init", default="none", help="initial weights: run/model folder, weights file, name, or none")
     if stage != "spatial":
-        parser.add_argument("--teacher", default="none", help="run/model folder, weights, efficientnet-lite0 or none")
+        parser.add_argument(
+            "--teacher", default="auto",
+            help="global-distillation teacher: run/model folder, weights, a model name (efficientnet-lite0/1/2, ...), "
+            "none, or auto (default: a frozen copy of --init; none when --init is none)",
+        )
         parser.add_argument("--teacher-input", default="auto", choices=TEACHER_INPUTS, help="teacher input space")
     if stage == "joint":
         parser.add_argument("--images", default=None, help="images/videos for the contrastive term (default: --data)")

@@ -1,15 +1,20 @@
-"""This training process's place in a torchrun job: the shard plus its device and process group."""
+"""This training process's place in a torchrun job: the shard plus its device and process group (and whether
+its batch norm can be synchronised across processes)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from stcorr.distributed import Shard, shard_device, shard_from_env
+from stcorr.train.presets import TrainConfig
 
-__all__ = ["Distributed", "setup_distributed"]
+__all__ = ["Distributed", "setup_distributed", "use_sync_bn"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,3 +36,17 @@ def setup_distributed(device: str | None = None) -> Distributed:
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
         owns = True
     return Distributed(shard.rank, shard.world_size, shard.local_rank, device=chosen, owns_group=owns)
+
+
+def use_sync_bn(config: TrainConfig, env: Distributed) -> bool:
+    """Whether the encoder gets SyncBatchNorm: asked for (``--sync-bn``, on in the release presets), several
+    processes, and CUDA. PyTorch's SyncBatchNorm does not run on CPU, so there it is turned off with one log
+    line (per-process batch norm instead)."""
+    if not config.sync_bn or env.world_size == 1:
+        return False
+    if env.device.type != "cuda":
+        if env.is_main:
+            logger.warning("sync-BN is off: PyTorch's SyncBatchNorm needs CUDA, so each of the %d CPU processes "
+                           "keeps its own batch norm (--no-sync-bn silences this)", env.world_size)
+        return False
+    return True

@@ -55,13 +55,13 @@ from stcorr.train.checkpoints import (
     export_run,
     list_checkpoints,
     load_init_weights,
-    read_checkpoint,
+    read_resume_checkpoint,
     rng_state,
     set_rng_state,
     write_checkpoint,
 )
 from stcorr.train.data import InfiniteSampler, derive_seed, make_loader
-from stcorr.train.distributed import Distributed, setup_distributed
+from stcorr.train.distributed import Distributed, setup_distributed, use_sync_bn
 from stcorr.train.logs import LOG_NAME, PLOT_NAME, PLOT_SKIP, append_log, keep_log_until, plot_losses, read_log
 from stcorr.train.presets import TrainConfig
 from stcorr.train.schedule import WarmupCosine, build_optimizer, build_scheduler
@@ -197,9 +197,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 def _prepare(task: nn.Module, config: TrainConfig, env: Distributed) -> nn.Module:
     task.to(env.device)
-    if config.sync_bn and env.world_size > 1:
-        if env.device.type != "cuda":
-            raise InputError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU); drop it on CPU")
+    if use_sync_bn(config, env):
         task.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(task.encoder)
     return task
 
@@ -240,7 +238,7 @@ def _run(stage: str, build: Builder, config: TrainConfig, options: RunOptions, e
     out = Path(options.out)
     options = dataclasses.replace(options, out=out)
     resume_path = checkpoint_to_resume(out, options.resume)
-    checkpoint = read_checkpoint(resume_path) if resume_path else None
+    checkpoint = read_resume_checkpoint(resume_path, out, options.resume)[1] if resume_path else None
     if checkpoint is not None:
         check_resumable(checkpoint, stage, config)
     torch.manual_seed(config.seed)

@@ -63,7 +63,7 @@ UncertaintyScore = Literal["official", "shannon"]
 GlobalLoss = Literal["mse", "cosine-kl"]
 GLOBAL_LOSSES = ("mse", "cosine-kl")
 
-_DROPOUT_SCALE = 1.5  # 3 / (3 - 1): official ``dropout2d_lab`` rescales after zeroing 1 of 3 channels
+DROPOUT_SCALE = 1.5  # 3 / (3 - 1): official ``dropout2d_lab`` rescales after zeroing 1 of 3 channels
 _LOG_EPS = 1e-12  # official score: sum_d -log(q_d + 1e-12)
 _MASKED_MEAN_EPS = 1e-12  # official ``mask_reduce_loss`` denominator guard
 
@@ -203,7 +203,7 @@ def drop_chroma_channel(lab: torch.Tensor, generator: torch.Generator | None = N
         raise InputError(f"expected float normalised Lab of shape (..., 3, H, W), got {got}")
     draw_device = generator.device if generator is not None else torch.device("cpu")
     index = int(torch.randint(1, 3, (1,), generator=generator, device=draw_device).item())
-    keep = torch.full((3, 1, 1), _DROPOUT_SCALE, dtype=lab.dtype, device=lab.device)
+    keep = torch.full((3, 1, 1), DROPOUT_SCALE, dtype=lab.dtype, device=lab.device)
     keep[index] = 0
     return lab * keep, index
 
@@ -548,6 +548,9 @@ class TemporalLossConfig:
         global_loss: ``"mse"`` (official, :func:`global_distillation_loss`) or ``"cosine-kl"``
             (:func:`cosine_kl_distillation_loss`).
         normalize_local_target: rescale the local target rows to sum 1 (official: False, rows sum 0.25).
+        local_temperature: 0 (official): local affinities ``softmax(<f, g> / sqrt(C))`` on raw features;
+            T > 0: ``softmax(cos(f, g) / T)`` on L2-normalised features, the affinity label propagation uses
+            (for encoders whose output is already a concatenation of normalised parts, e.g. EfficientNet-Lite).
     """
 
     radii: tuple[int, ...] = (12, 6)
@@ -562,8 +565,11 @@ class TemporalLossConfig:
     teacher_temperature: float = 0.07
     normalize_local_target: bool = False
     global_loss: GlobalLoss = "mse"
+    local_temperature: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.local_temperature < 0:
+            raise InputError(f"local_temperature must be >= 0, got {self.local_temperature!r}")
         if not self.radii or len(self.radii) != len(self.strides):
             raise InputError(f"radii {self.radii} and strides {self.strides} must be non-empty and of equal length")
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -572,6 +578,13 @@ class TemporalLossConfig:
             raise InputError(f"uncertainty must be 'official' or 'shannon', got {self.uncertainty!r}")
         if self.global_loss not in GLOBAL_LOSSES:
             raise InputError(f"global_loss must be one of {GLOBAL_LOSSES}, got {self.global_loss!r}")
+
+
+def _local_affinity(f_t: torch.Tensor, f_r: torch.Tensor, radius: int, temperature: float) -> torch.Tensor:
+    """:func:`local_affinity`, official (``temperature == 0``) or on cosines at ``temperature``."""
+    if temperature == 0:
+        return local_affinity(f_t, f_r, radius)
+    return local_affinity(F.normalize(f_t, dim=1), F.normalize(f_r, dim=1), radius, scale=1.0 / temperature)
 
 
 def _pair_or_none(name: str, pair: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -631,7 +644,7 @@ def temporal_loss(
     distill_local = levels >= 2 and config.local_distillation_weight != 0
     needed = levels if reconstruct else (2 if distill_local else 0)
     affinities = [
-        local_affinity(f_t, f_r, radius)
+        _local_affinity(f_t, f_r, radius, config.local_temperature)
         for f_t, f_r, radius in zip(target_levels[:needed], reference_levels[:needed], config.radii)
     ]
     parts: dict[str, torch.Tensor] = {}

@@ -29,8 +29,8 @@ no official code), "inferred" = not found anywhere, chosen here. ``batch_size`` 
 ``r18-s4``    inferred: r50-s4 with R18 (no R18 stride-4 training config exists). spatial: as r18-s8,
               exported at stride 4.
 ``cpu``       inferred, finishes in minutes on 2 CPU cores: temporal R18 stride 8 (both local levels),
-              128 px, batch 8, 400 it, Adam 3e-4, warm-up 30 it (ratio 0.1), frame gap 1-8, no SyncBN;
-              about 5 minutes at the ~1.3 it/s measured (no teacher, 2 free cores). spatial R18, 96 px,
+              128 px, batch 8, 400 it, Adam 3e-4, warm-up 30 it (ratio 0.1), frame gap 1-8, no SyncBN
+              (its speed: benchmarks/tuning.md). spatial R18, 96 px,
               batch 16, 300 it, SGD 0.03, K 4,096, m 0.99.
 ============  ===========================================================================================
 
@@ -44,13 +44,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from stcorr.encoder import ARCHS
+from stcorr.encoder import ARCHS as RESNET_ARCHS
 from stcorr.errors import InputError
+from stcorr.model import LITE_ARCHS
 from stcorr.train.losses import GLOBAL_LOSSES
 
 __all__ = ["STAGES", "TrainConfig", "Preset", "PRESETS", "DEFAULT_PRESET", "resolve_config", "config_from_dict"]
 
 STAGES = ("spatial", "temporal", "joint")
+ARCHS = (*RESNET_ARCHS, *LITE_ARCHS)
 LOCAL_LAYERS = ("layer1", "layer2", "layer3")
 GLOBAL_LAYERS = ("layer4", "layer3")
 
@@ -65,7 +67,10 @@ class TrainConfig:
     """Everything that changes what is trained. Defaults are the release stage-2 constants (R18 student)."""
 
     # ---- model
-    arch: str = _option("resnet18", "student architecture", choices=ARCHS)
+    arch: str = _option(
+        "resnet18", "student architecture (EfficientNet-Lite: temporal stage only, stride 8, global layer layer3)",
+        choices=ARCHS,
+    )
     stride: int = _option(8, "student variant and exported model stride (8 or 4)", choices=(8, 4))
     layer4_stride: int = _option(4, "stride of the student's layer4 (official 4: layer4 at 1/32 with stride 8)")
     local_layers: tuple[str, ...] = _option(("layer2", "layer3"), "student layers reconstructing, fine to coarse")
@@ -94,12 +99,21 @@ class TrainConfig:
     min_lr_ratio: float = _option(1e-3, "final learning rate of the cosine schedule, as a fraction of --lr")
     accumulate: int = _option(1, "micro-batches accumulated per optimiser step")
     sync_bn: bool = _option(False, "SyncBatchNorm in the trained encoder when distributed (CUDA only)")
+    freeze_bn: bool | None = _option(
+        None, "keep the encoder's BatchNorm layers in eval mode (running statistics frozen, affine weights still "
+        "trained); default: on for EfficientNet-Lite students (fine-tuning ImageNet weights with small batches), "
+        "off for ResNets", flag=True,
+    )
     seed: int = _option(0, "seed of initialisation, data sampling and augmentation")
     # ---- stage-2 loss
     reconstruction_weight: float = _option(1.0, "weight of each level's reconstruction term")
     local_distillation_weight: float = _option(1000.0, "weight of the fine-to-coarse local correlation distillation")
     global_distillation_weight: float = _option(50.0, "weight of the teacher's global correlation distillation")
     keep_ratio: float = _option(0.7, "fraction of coarse positions in the local distillation (T)")
+    local_temperature: float = _option(
+        0.0, "local (reconstruction) affinities: 0 = official softmax(<f, g> / sqrt(C)) on raw features; T > 0 = "
+        "softmax(cos(f, g) / T) on L2-normalised features, as label propagation uses them",
+    )
     uncertainty: str = _option("official", "score ranking those positions", choices=("official", "shannon"))
     teacher_temperature: float = _option(0.07, "teacher affinity temperature")
     global_layer: str = _option(
@@ -146,9 +160,20 @@ class TrainConfig:
             (self.moco_queue >= 1 and self.moco_dim >= 1 and 0 <= self.moco_momentum < 1, "bad MoCo constants"),
             (1 <= self.moco_bn_splits <= self.batch_size, "moco_bn_splits must be in 1..batch_size"),
         ]
+        if self.arch in LITE_ARCHS:
+            checks += [
+                (self.stride == 8, "EfficientNet-Lite students have stride 8"),
+                (self.global_layer == "layer3", "EfficientNet-Lite students are distilled at layer3 (--global-layer "
+                 "layer3): they have no layer4"),
+                (set(self.local_layers) <= {"layer2", "layer3"}, "EfficientNet-Lite local layers are layer2 (stride 4) "
+                 "and layer3 (the fused stride-8 features)"),
+            ]
+        checks.append((self.local_temperature >= 0, "local_temperature must be >= 0"))
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise InputError("invalid training configuration: " + "; ".join(problems))
+        if self.freeze_bn is None:  # resolved once, so the saved configuration states what was trained
+            object.__setattr__(self, "freeze_bn", self.arch in LITE_ARCHS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (tuples become lists)."""
@@ -222,6 +247,15 @@ PRESETS: dict[str, Preset] = {
             dict(_RELEASE, arch="resnet18", image_size=128, batch_size=8, iters=400, lr=3e-4, warmup_iters=30,
                  warmup_ratio=0.1, frame_gap=(1, 8), sync_bn=False),
         ),
+        Preset(
+            "cpu-lite2",
+            "fine-tune ImageNet EfficientNet-Lite2 on 2 CPU cores (the embedded default's recipe)",
+            dict(_MOCO_V2, arch="efficientnet-lite2"),
+            dict(_RELEASE, arch="efficientnet-lite2", image_size=160, batch_size=8, iters=1000, lr=5e-5,
+                 warmup_iters=50, warmup_ratio=0.1, frame_gap=(1, 8), sync_bn=False, global_layer="layer3",
+                 global_loss="cosine-kl", global_distillation_weight=4.0, local_temperature=0.07,
+                 crop_jitter=(1.4, 0.15)),
+        ),
     )
 }
 DEFAULT_PRESET = "r18-s8"
@@ -238,4 +272,11 @@ def resolve_config(stage: str, preset: str = DEFAULT_PRESET, **overrides: Any) -
     if unknown:
         raise InputError(f"unknown configuration fields: {', '.join(unknown)}")
     given = {key: tuple(v) if isinstance(v, list) else v for key, v in overrides.items() if v is not None}
-    return TrainConfig(**{**PRESETS[preset].values(stage), **given})
+    values = {**PRESETS[preset].values(stage), **given}
+    arch = values.get("arch", "resnet18")
+    if arch in LITE_ARCHS and stage != "temporal":
+        raise InputError(
+            f"{arch} students train in the temporal stage only (their stage 1 is ImageNet); "
+            f"use `python -m stcorr.train temporal --init {arch} ...`"
+        )
+    return TrainConfig(**values)

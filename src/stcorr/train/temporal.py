@@ -32,11 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from stcorr.checkpoint import load_state_dict_strict
+from stcorr.color import normalize_lab
 from stcorr.errors import InputError
-from stcorr.model import CorrespondenceModel
+from stcorr.manifest import load_manifest
+from stcorr.model import LITE_ARCHS, CorrespondenceModel, LiteCorrespondenceModel, model_from_config
 from stcorr.train.data import FramePairs, ImageViews, JointSamples, image_items, seeded_generator, video_clips
 from stcorr.train.loop import Distributed, Stage, load_init_weights, read_backbone_weights, sum_parts
-from stcorr.train.losses import TemporalLossConfig, drop_chroma_channel, temporal_loss
+from stcorr.train.losses import DROPOUT_SCALE, TemporalLossConfig, drop_chroma_channel, temporal_loss
 from stcorr.train.presets import TrainConfig
 from stcorr.train.spatial import MomentumContrast, check_queue, imagenet_resnet
 
@@ -44,6 +46,7 @@ __all__ = ["Teacher", "load_teacher", "student_encoder", "temporal_parts", "Temp
            "build_temporal", "build_joint"]
 
 TEACHER_INPUTS = ("auto", "lab", "rgb")
+Student = CorrespondenceModel | LiteCorrespondenceModel
 
 
 class Teacher:
@@ -70,19 +73,30 @@ def global_stride(config: TrainConfig) -> int:
     return config.stride * (config.layer4_stride if config.global_layer == "layer4" else 1)
 
 
+def _is_packaged_lite(spec: str) -> bool:
+    entry = load_manifest().get(spec)
+    return entry is not None and entry.kind == "package"
+
+
 def load_teacher(spec: str | None, config: TrainConfig, input_space: str = "auto") -> Teacher | None:
     """The frozen teacher named by ``spec`` (see the module docstring), on CPU; None for ``none``."""
     if spec is None or spec == "none":
         return None
     if input_space not in TEACHER_INPUTS:
         raise InputError(f"teacher input space must be one of {TEACHER_INPUTS}, got {input_space!r}")
-    if spec == "efficientnet-lite0":
+    if spec == "efficientnet-lite0" and config.arch not in LITE_ARCHS:
         from stcorr.baselines import EfficientNetLite0Encoder
 
         return Teacher(EfficientNetLite0Encoder(stride=global_stride(config)))
+    if _is_packaged_lite(spec):
+        from stcorr.loading import load_model
+
+        return Teacher(load_model(spec, device="cpu"))
     weights = read_backbone_weights(spec)
     space = weights.input_space if input_space == "auto" else input_space
-    if weights.has_layer4:
+    if weights.arch in LITE_ARCHS:
+        network: nn.Module = model_from_config({"arch": weights.arch, **_lite_options(spec)})
+    elif weights.has_layer4:
         network = imagenet_resnet(weights.arch, input_space=space, output_stride=config.teacher_stride)
     else:
         network = CorrespondenceModel(weights.arch, stride=weights.stride, input_space=space)
@@ -90,8 +104,26 @@ def load_teacher(spec: str | None, config: TrainConfig, input_space: str = "auto
     return Teacher(network)
 
 
-def student_encoder(config: TrainConfig, *, extra_layers: tuple[str, ...] = ()) -> CorrespondenceModel:
-    """The stage-2 student: Lab input, the local layers plus ``extra_layers`` (layer4 at ``layer4_stride``)."""
+def _lite_options(spec: str) -> dict:
+    """Architecture options (stages, projection, blocks) of an EfficientNet-Lite run or model folder."""
+    from stcorr.loading import load_model
+
+    return dict(load_model(spec, device="cpu").config)
+
+
+def resolve_teacher(teacher: str | None, init: str | None) -> str | None:
+    """``--teacher auto`` (the default): a frozen copy of ``--init`` (the paper's stage-2 teacher is the
+    stage-1 model it starts from), or no teacher when training from random initialisation."""
+    if teacher != "auto":
+        return teacher
+    return None if init in (None, "none") else init
+
+
+def student_encoder(config: TrainConfig, *, extra_layers: tuple[str, ...] = ()) -> Student:
+    """The stage-2 student: a Lab-input ResNet with the local layers plus ``extra_layers`` (layer4 at
+    ``layer4_stride``), or an EfficientNet-Lite (ImageNet RGB input; levels layer2 / layer3)."""
+    if config.arch in LITE_ARCHS:
+        return LiteCorrespondenceModel(config.arch)
     layers = tuple(sorted({*config.local_layers, *extra_layers}))
     return CorrespondenceModel(
         config.arch, stride=config.stride, input_space="lab", layers=layers, layer4_stride=config.layer4_stride
@@ -109,6 +141,7 @@ def _loss_config(config: TrainConfig, strides: tuple[int, ...]) -> TemporalLossC
         uncertainty=config.uncertainty,  # type: ignore[arg-type]
         teacher_temperature=config.teacher_temperature,
         global_loss=config.global_loss,  # type: ignore[arg-type]
+        local_temperature=config.local_temperature,
     )
 
 
@@ -121,11 +154,10 @@ def temporal_parts(
 ) -> dict[str, torch.Tensor]:
     """Weighted stage-2 loss parts for frame pairs (B, 2, 3, S, S) (reference, target)."""
     batch = frames.shape[0]
-    lab = student.preprocess(frames.flatten(0, 1)).unflatten(0, (batch, 2))
+    lab = normalize_lab(frames.flatten(0, 1)).unflatten(0, (batch, 2))
     dropped, channel = drop_chroma_channel(lab, generator)
-    features = {
-        name: value.unflatten(0, (batch, 2)) for name, value in student.forward_features(dropped.flatten(0, 1)).items()
-    }
+    network_input = _student_input(student, dropped.flatten(0, 1))
+    features = {name: value.unflatten(0, (batch, 2)) for name, value in student.forward_features(network_input).items()}
     local = [features[name] for name in config.local_layers]
     strides = tuple(frames.shape[-1] // level.shape[-1] for level in local)
     values = lab[:, :, channel : channel + 1]
@@ -145,6 +177,19 @@ def temporal_parts(
     return parts
 
 
+def _student_input(student: Student, dropped: torch.Tensor) -> torch.Tensor:
+    """Lab students read the official dropped Lab (x1.5); RGB students the same frame converted back to RGB."""
+    if isinstance(student, LiteCorrespondenceModel):
+        return student.input_from_lab(dropped / DROPOUT_SCALE)
+    return dropped
+
+
+def _freeze_batch_norm(encoder: nn.Module) -> None:
+    for module in encoder.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _dropout_generator(config: TrainConfig, rank: int, draw: int) -> torch.Generator:
     return seeded_generator(config.seed, "dropout", rank, draw)
 
@@ -155,6 +200,13 @@ class TemporalTask(nn.Module):
     def __init__(self, encoder: CorrespondenceModel, teacher: Teacher | None, config: TrainConfig, *, rank: int = 0):
         super().__init__()
         self.encoder, self.teacher, self.config, self.rank = encoder, teacher, config, rank
+
+    def train(self, mode: bool = True) -> TemporalTask:
+        """``nn.Module.train``; with ``freeze_bn`` the encoder's BatchNorm layers stay in eval mode."""
+        super().train(mode)
+        if mode and self.config.freeze_bn:
+            _freeze_batch_norm(self.encoder)
+        return self
 
     def forward(self, pairs: torch.Tensor, draw: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         generator = _dropout_generator(self.config, self.rank, draw)
@@ -201,7 +253,7 @@ def build_temporal(
     teacher_input: str = "auto",
 ) -> Stage:
     """Stage 2 on the videos under ``data``; ``init``/``teacher`` = weights, ``none`` or None."""
-    guide = _teacher_on(env, teacher, config, teacher_input)
+    guide = _teacher_on(env, resolve_teacher(teacher, init), config, teacher_input)
     encoder = student_encoder(config, extra_layers=(config.global_layer,) if guide is not None else ())
     load_init_weights(encoder, init)
     return Stage(TemporalTask(encoder, guide, config, rank=env.rank), _pairs(config, data))
@@ -219,7 +271,7 @@ def build_joint(
 ) -> Stage:
     """Joint stage: frame pairs from ``data``, MoCo views from ``images`` (default: frames of ``data``)."""
     check_queue(config, env)
-    guide = _teacher_on(env, teacher, config, teacher_input)
+    guide = _teacher_on(env, resolve_teacher(teacher, init), config, teacher_input)
     encoder = student_encoder(config, extra_layers=("layer4", config.global_layer))
     load_init_weights(encoder, init)
     clips, items = image_items(images or data, config.cache_short_side, config.frames_per_video)
