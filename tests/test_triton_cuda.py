@@ -78,3 +78,16 @@ def test_cuda_anchor_and_torch_kernel_agree():
         for t in range(1, 6):
             lab, _ = propagator.step(features[t].cuda())
             assert (lab.cpu() - ref[t]).abs().max() < (EXACT if backend == "triton" else 1e-4)
+
+
+def test_cuda_remember_with_auto_backend_resumes_exactly():
+    """What a PropagationSession needs on CUDA with backend auto (the fused kernel): remember resumes a pass."""
+    features, labels = random_video(6, 32, 9, 11, 3, seed=5)
+    features, labels = features.cuda(), labels.cuda()
+    full = LabelPropagator(features[0], labels, context=2, radius=3, topk=5)
+    assert full.backend == "triton"
+    outputs = [full.step(features[t])[0] for t in range(1, 6)]
+    resumed = LabelPropagator(features[0], labels, context=2, radius=3, topk=5)
+    for t in (2, 3):
+        resumed.remember(features[t], outputs[t - 1])
+    assert torch.equal(resumed.step(features[4])[0], outputs[3])

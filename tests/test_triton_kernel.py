@@ -300,6 +300,8 @@ def test_session_on_the_triton_backend_equals_the_torch_backend():
     assert results["triton"][0] == results["torch"][0]
     assert np.abs(results["triton"][1] - results["torch"][1]).max() < 1e-5
     assert PropagationSession(model, frames, backend="triton").options.backend == "triton"
+    with pytest.raises(InputError, match="backend must be one of"):
+        PropagationOptions(backend="gpu")
 
 
 def test_iter_propagate_batch_equals_iter_propagate():
