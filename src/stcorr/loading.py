@@ -30,6 +30,7 @@ from stcorr.errors import CheckpointError, InputError, UnknownModelError, Weight
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
 from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.paths import release_dir, stcorr_home
 
 __all__ = ["load_model", "load_encoder", "resolve_device", "stcorr_home", "release_dir"]
 
@@ -46,16 +47,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def stcorr_home() -> Path:
-    """Folder for converted release checkpoints: ``$STCORR_HOME``, default ``~/.cache/stcorr``."""
-    return Path(os.environ.get("STCORR_HOME", Path.home() / ".cache" / "stcorr")).expanduser()
-
-
-def release_dir(name: str) -> Path:
-    """Where ``load_model(name)`` looks for a converted release checkpoint."""
-    return stcorr_home() / name
-
-
 def load_model(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
@@ -68,7 +59,21 @@ def load_model(
     """Load a correspondence model in eval mode on ``device`` (default: CUDA if available, else CPU).
 
     Args:
-        name_or_path: see the module docstring; ``None`` gives the embedded default model.
+        name_or_path: which weights to load:
+
+            - ``None``: the embedded default model shipped inside the package (offline);
+            - a manifest name such as ``"stt-r18-s8"`` (``stcorr models`` lists them): its pinned Hub file, or
+              the authors' release checkpoint once downloaded to ``$STCORR_HOME`` (default ``~/.cache/stcorr``);
+            - ``"hf-hub:org/repo"`` or ``"hf-hub:org/repo@revision"``: a Hub repo holding ``config.json`` and
+              ``model.safetensors`` (what :meth:`CorrespondenceModel.push_to_hub` publishes);
+            - a folder with ``config.json`` + ``model.safetensors`` (``save_pretrained`` output, a training run);
+            - a ``.safetensors`` file (config from a sibling ``config.json``, else inferred from the keys and
+              ``stride``);
+            - a ``.pth`` / ``.pt`` checkpoint: the authors' release (MMCV keys) or torchvision keys, read with
+              ``torch.load(weights_only=True)``; needs ``stride``.
+
+            Baselines (``"lab-pixels"``, ``"random-r18"``, ``"efficientnet-lite0"``) load with
+            :func:`load_encoder`, not here.
         device: target device.
         revision: Hub revision overriding a manifest pin or an ``@revision`` suffix.
         local_files_only: never use the network; ``None`` follows ``HF_HUB_OFFLINE``.
@@ -76,8 +81,19 @@ def load_model(
         stride: 8 or 4. Required for checkpoints without a config (``.pth``, bare ``.safetensors``);
             overrides the stride of any other source (the weights are stride-agnostic).
 
+    Returns:
+        a :class:`~stcorr.model.CorrespondenceModel` in eval mode.
+
     Raises:
-        UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError.
+        UnknownModelError: a name that is neither in the manifest nor an existing path.
+        WeightsUnavailableError: the weights are not on disk and may not (or cannot) be downloaded; the
+            message gives the download command.
+        ChecksumError: a downloaded file's sha256 or size differs from the manifest's pin.
+        CheckpointError: the file cannot be read, or its keys do not match the architecture (listed).
+
+    Example:
+        >>> model = load_model()                      # doctest: +SKIP
+        >>> model = load_model("runs/my-run", device="cpu")  # doctest: +SKIP
     """
     model = _load_cpu(
         name_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, stride=stride
@@ -86,11 +102,22 @@ def load_model(
 
 
 def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
-    """:func:`load_model`, or a baseline encoder for the names of :data:`stcorr.baselines.BASELINES`
-    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept."""
-    from stcorr.baselines import BASELINES, load_baseline
+    """Any encoder the command line's ``--model`` accepts: a baseline by name, else :func:`load_model`.
 
-    if isinstance(name_or_path, str) and name_or_path in BASELINES:
+    Args:
+        name_or_path: a baseline name (``"lab-pixels"``, ``"random-r18"``, ``"efficientnet-lite0"``; see
+            :mod:`stcorr.baseline_catalog`), or anything :func:`load_model` accepts (``None``: the default model).
+        **kwargs: passed to :func:`load_model`; for a baseline only ``device`` is used.
+
+    Returns:
+        an ``nn.Module`` in eval mode with ``stride`` and ``feature_dim`` (the encoder protocol of
+        :class:`~stcorr.model.CorrespondenceModel`).
+    """
+    from stcorr.baseline_catalog import BASELINE_DESCRIPTIONS
+
+    if isinstance(name_or_path, str) and name_or_path in BASELINE_DESCRIPTIONS:
+        from stcorr.baselines import load_baseline
+
         return load_baseline(name_or_path, device=resolve_device(kwargs.get("device")))
     return load_model(name_or_path, **kwargs)
 

@@ -346,14 +346,15 @@ def write_points_json(
 ) -> Path:
     """Write (T, N, 2) point tracks and (T, N) scores as JSON; return the path.
 
-    Layout: ``{"names": [T frame names], "point_names": [N names], "points": T x N x [x, y],
-    "scores": T x N}`` (point names default to ``p0, p1, ...``), values
+    Layout: ``{"frame_names": [T frame names], "point_names": [N names], "points": T x N x [x, y],
+    "scores": T x N}`` (point names default to ``p0, p1, ...``; stcorr 0.1.0 called the frame names
+    ``"names"``), values
     rounded to 4 decimals, non-finite values written as ``null``. ``np.array(data["points"],
     dtype=float)`` loads the tracks back (``null`` becomes NaN).
     """
     xy, conf, frame_names = _as_tracks(points, scores, names)
     data = {
-        "names": frame_names,
+        "frame_names": frame_names,
         "point_names": _point_names(xy.shape[1], point_names),
         "points": [[[_number(x), _number(y)] for x, y in frame] for frame in xy],
         "scores": [[_number(s) for s in frame] for frame in conf],
@@ -371,8 +372,8 @@ def write_points_csv(
     path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str], *,
     point_names: Sequence[str] | None = None,
 ) -> Path:
-    """Write point tracks as CSV with columns ``frame,name,point_id,x,y,score,point_name``, one row per
-    point and frame (``name`` is the frame's name).
+    """Write point tracks as CSV with columns ``frame,frame_name,point_id,x,y,score,point_name``, one row per
+    point and frame (stcorr 0.1.0 called ``frame_name`` ``name``).
 
     Values are rounded to 4 decimals; non-finite values are left empty.
     """
@@ -386,7 +387,7 @@ def write_points_csv(
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["frame", "name", "point_id", "x", "y", "score", "point_name"])
+            writer.writerow(["frame", "frame_name", "point_id", "x", "y", "score", "point_name"])
             for t, name in enumerate(frame_names):
                 for n in range(xy.shape[1]):
                     writer.writerow([t, name, n, cell(xy[t, n, 0]), cell(xy[t, n, 1]), cell(conf[t, n]), labels[n]])

@@ -168,17 +168,37 @@ def write_overlay_pngs(video: Any, masks_dir: str | os.PathLike[str] | None, out
 
 
 def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
-    """Read query points: JSON ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "names": [...]}``."""
+    """Read query points and their names from JSON.
+
+    Accepted: ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "point_names": ["nose", ...]}`` (x, y in pixels
+    of the annotated frame). The older key ``"names"`` for point names is still read. Names default to
+    ``p0, p1, ...``.
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read points from {path}: {exc}; expected JSON [[x, y], ...]") from exc
     points = data.get("points") if isinstance(data, dict) else data
-    array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
+    try:
+        array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
+    except (TypeError, ValueError):
+        array = np.empty((0,))
     if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
         raise InputError(f"{path} must hold (x, y) points: [[x, y], ...] or {{\"points\": [[x, y], ...]}}")
-    names = list(data.get("names", [])) if isinstance(data, dict) else []
-    return array, [str(n) for n in names] or [f"p{i}" for i in range(len(array))]
+    names = _point_names_of(data, path) if isinstance(data, dict) else []
+    if names and len(names) != len(array):
+        raise InputError(f"{path} names {len(names)} points but holds {len(array)}; give one name per point")
+    return array, names or [f"p{i}" for i in range(len(array))]
+
+
+def _point_names_of(data: dict[str, Any], path: str | os.PathLike[str]) -> list[str]:
+    """Point names under ``"point_names"``, or under the older key ``"names"``."""
+    if "point_names" in data and "names" in data:
+        raise InputError(f"{path} has both \"point_names\" and the older \"names\"; keep only \"point_names\"")
+    names = data.get("point_names", data.get("names", []))
+    if not isinstance(names, list):
+        raise InputError(f"\"point_names\" in {path} must be a list of strings, got {type(names).__name__}")
+    return [str(n) for n in names]
 
 
 def track_video_points(
