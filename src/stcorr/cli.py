@@ -114,9 +114,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def working_batch_size(batch_size: int | None, device_type: str) -> int:
+    """Frames per encoder batch: ``--batch-size`` as given, else 1 on CPU (features stream frame by frame, so
+    progress never waits for a batch; batching does not make a CPU faster per frame) and 8 on accelerators."""
+    if batch_size is None:
+        return 1 if device_type == "cpu" else 8
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    return batch_size
+
+
 def _propagation_options(args: argparse.Namespace) -> dict:
+    from stcorr.loading import resolve_device
+
     return dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature,
-                batch_size=args.batch_size)
+                batch_size=working_batch_size(args.batch_size, resolve_device(args.device).type))
+
+
+def _prepare_video_job() -> None:
+    from stcorr.memory import keep_freed_memory
+
+    keep_freed_memory()  # no page faults from re-allocating the same buffers every frame (stcorr.memory)
 
 
 def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance
@@ -151,6 +169,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     from stcorr.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
+    _prepare_video_job()
     source = open_frames(args.video, max_frames=args.max_frames)
     mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
     model = _open_model(args)
@@ -172,6 +191,7 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from stcorr.frames import open_frames
     from stcorr.pipelines import read_points_file, track_video_points
 
+    _prepare_video_job()
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)
     model = _open_model(args)
@@ -240,7 +260,8 @@ def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--radius", type=int, default=12, help="search window half-width in feature cells")
     parser.add_argument("--topk", type=int, default=10, help="candidates per position")
     parser.add_argument("--temperature", type=float, default=0.07, help="softmax temperature")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per encoder batch")
+    parser.add_argument("--batch-size", type=int,
+                        help="frames per encoder batch (default: 1 on CPU, so progress moves every frame; 8 on CUDA)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -152,11 +153,28 @@ def default_compute_dtype(device: torch.device) -> torch.dtype:
     bfloat16 this way switches to float32 if bfloat16 turns out unable to certify most of the
     top-k (``_SWITCH_TO_FLOAT32``).
     """
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
-            return torch.bfloat16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
     return torch.float32
+
+
+CPU_BF16_ENV = "STCORR_CPU_BF16"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), as PyTorch reports it.
+
+    ``STCORR_CPU_BF16=0`` answers no whatever the CPU (``1``: yes): with ``ATEN_CPU_CAPABILITY=avx2``
+    (plus ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``MKL_ENABLE_INSTRUCTIONS=AVX2`` for the matmul libraries) it makes
+    a bf16-capable machine behave like a common AVX2-only CPU, which is how ``benchmarks/avx2.py`` emulates one.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise InputError(f"{CPU_BF16_ENV} must be 0 (no native bfloat16), 1 (native) or unset, got {forced!r}")
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def default_block_size(radius: int) -> tuple[int, int]:
