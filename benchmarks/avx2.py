@@ -14,11 +14,10 @@ Everything is measured side by side in one run (the machine may be shared: compa
 1. Kernel vs dense reference (``benchmarks/propagation.py``, each variant in a fresh process) on seeded random
    features at DAVIS scale and on real features (the default model on vtest.avi).
 2. The README's demo job (vtest.avi, the embedded mask, the CLI's settings) before and after this change, each
-   in a fresh process: before = 8-frame feature batches, glibc's default malloc thresholds, the overlay video
-   rendered after the last mask; after = features frame by frame (the CLI's CPU default), freed memory kept
-   (``stcorr.memory.keep_freed_memory``), the overlay written as masks come. Reports frames/s, the longest
-   wait between two progress updates, the time after the last mask, and minor page faults per frame
-   (``resource.getrusage``).
+   in a fresh process: before = 8-frame feature batches and the overlay video rendered after the last mask;
+   after = features frame by frame (the CLI's CPU default) and the overlay written as masks come. Reports
+   frames/s, the longest wait between two progress updates, the time after the last mask, and minor page
+   faults per frame (``resource.getrusage``).
 
     python benchmarks/avx2.py --json benchmarks/results/avx2.json          # about 15 min on 2 busy cores
     python benchmarks/avx2.py --demo-frames 200 --skip-kernel              # the whole demo only
@@ -140,12 +139,9 @@ def demo_worker(args: argparse.Namespace) -> None:
 
     from stcorr import load_model
     from stcorr.frames import open_frames
-    from stcorr.memory import keep_freed_memory
     from stcorr.pipelines import load_first_mask, propagate_video_mask, render_overlay_video
 
     after = args.demo_worker == "after"
-    if after:
-        keep_freed_memory()
     model = load_model(device="cpu")
     source = open_frames(args.video, max_frames=args.demo_frames)
     mask = load_first_mask(MASK, source.original_size)
@@ -190,8 +186,8 @@ def demo_benchmark(args: argparse.Namespace, variant: str, workdir: Path) -> dic
 
 
 def demo_rows(results: dict[str, dict[str, Any]]) -> list[str]:
-    labels = {"before": "before: 8-frame feature batches, default malloc, overlay rendered afterwards",
-              "after": "after: features frame by frame, freed memory kept, overlay streamed"}
+    labels = {"before": "before: 8-frame feature batches, overlay rendered afterwards",
+              "after": "after: features frame by frame, overlay written as masks come"}
     return [f"| {labels[name]} | {r['frames']} | {r['frames_per_s']:.3f} | {r['longest_wait_s']:.1f} "
             f"| {r['after_last_mask_s']:.1f} | {r['faults_per_frame_median']:,.0f} | {r['faults_per_frame_mean']:,.0f} "
             f"| {100 * r['system_cpu_share']:.0f} % |" for name, r in results.items()]

@@ -14,7 +14,7 @@ from stcorr.cli import main
 from stcorr.errors import InputError
 from stcorr.frames import open_frames, read_mask
 from stcorr.outputs import VideoWriter, write_mask_png
-from stcorr.pipelines import propagate_video_mask
+from stcorr.pipelines import propagate_video_mask, render_overlay_video
 
 av = pytest.importorskip("av")
 
@@ -94,6 +94,10 @@ def test_propagate_writes_masks_and_overlay(tmp_path, clip):
     overlay = open_frames(out / "overlay.mp4")
     assert len(overlay) == 12 and overlay.size == SIZE
     assert not list(out.rglob(".*tmp*"))
+    # The overlay is written while masks are predicted; it shows the same as rendering it from the masks after.
+    rendered = open_frames(render_overlay_video(video, out / "masks", tmp_path / "after.mp4"))
+    for streamed_frame, rendered_frame in zip(overlay, rendered):
+        assert (streamed_frame - rendered_frame).abs().max() < 1e-6
 
 
 def test_propagate_from_a_middle_frame_of_a_folder(tmp_path):
@@ -225,6 +229,15 @@ def test_help_shows_defaults_and_an_example(capsys, command):
     assert "(default: 20)" in text and "(default: 0.07)" in text and "(default: 0)" in text
     assert "640 on CPU" in text
     assert "example:" in text and f"stcorr {command} --video" in text.split("example:")[1]
+
+
+def test_features_stream_frame_by_frame_on_cpu():
+    from stcorr.cli import working_batch_size
+
+    assert working_batch_size(None, "cpu") == 1 and working_batch_size(None, "cuda") == 8
+    assert working_batch_size(4, "cpu") == 4
+    with pytest.raises(InputError, match="--batch-size"):
+        working_batch_size(0, "cpu")
 
 
 def test_working_size_defaults_to_640_on_cpu():

@@ -131,11 +131,6 @@ def _propagation_options(args: argparse.Namespace) -> dict:
                 batch_size=working_batch_size(args.batch_size, resolve_device(args.device).type))
 
 
-def _prepare_video_job() -> None:
-    from stcorr.memory import keep_freed_memory
-
-    keep_freed_memory()  # no page faults from re-allocating the same buffers every frame (stcorr.memory)
-
 
 def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance
     from tqdm import tqdm
@@ -169,7 +164,6 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     from stcorr.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
-    _prepare_video_job()
     source = open_frames(args.video, max_frames=args.max_frames)
     mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
     model = _open_model(args)
@@ -191,7 +185,6 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from stcorr.frames import open_frames
     from stcorr.pipelines import read_points_file, track_video_points
 
-    _prepare_video_job()
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)
     model = _open_model(args)
