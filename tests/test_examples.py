@@ -1,17 +1,40 @@
-"""The example scripts the README's first command runs: the data fetcher fails loudly, with the fix."""
+"""The README's two commands: the data fetcher the first runs fails loudly with the fix; the second installs
+everything the tests need and is what CI runs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-FETCH = Path(__file__).resolve().parents[1] / "examples" / "fetch_opencv_data.sh"
+ROOT = Path(__file__).resolve().parents[1]
+FETCH = ROOT / "examples" / "fetch_opencv_data.sh"
 BASH = shutil.which("bash")
+needs_bash = pytest.mark.skipif(BASH is None, reason="needs bash")
 
-pytestmark = pytest.mark.skipif(BASH is None, reason="needs bash")
+
+def readme_commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S).group(1)
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_second_command_installs_what_the_tests_need_and_matches_ci():
+    first, second = readme_commands()
+    assert first == 'pip install -e ".[video]" && examples/demo_vtest.sh'
+    assert second == 'pip install -e ".[dev]" && python -m pytest -q'
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'pip install --quiet -e ".[dev]"' in ci and ci.rstrip().endswith("python -m pytest -q")
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib needs Python 3.11")
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    names = {extra: {re.split(r"[<>=\[ ]", req)[0] for req in reqs} for extra, reqs in extras.items()}
+    assert names["video"] | names["baselines"] | names["eval"] | {"pytest", "scipy"} <= names["dev"]
 
 
 def run_fetch(dest: Path, path: str) -> subprocess.CompletedProcess[str]:
@@ -19,6 +42,7 @@ def run_fetch(dest: Path, path: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
+@needs_bash
 def test_fetch_without_apt_lists_says_to_run_apt_get_update(tmp_path):
     """A fresh container before `apt-get update`: apt-get exits 100 with "Unable to locate package"."""
     fake = tmp_path / "bin"
@@ -38,6 +62,7 @@ def test_fetch_without_apt_lists_says_to_run_apt_get_update(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+@needs_bash
 def test_fetch_without_apt_get_says_it_needs_debian(tmp_path):
     result = run_fetch(tmp_path / "data", str(tmp_path / "no-such-bin"))
     assert result.returncode != 0
