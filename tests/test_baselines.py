@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage import data, transform
 
 from stcorr import baselines
 from stcorr.baselines import (
@@ -23,6 +22,9 @@ from stcorr.baselines import (
 from stcorr.color import normalize_imagenet
 from stcorr.errors import InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.features import encode_batch
+
+skimage = pytest.importorskip("skimage")  # the dev extra: real photos and warps
+from skimage import data, transform  # noqa: E402
 
 SIZES = [(1, 1), (17, 33), (37, 70), (64, 48)]
 

@@ -25,7 +25,7 @@ SIDE = 40  # side of the moving square (5 feature cells)
 
 def texture(seed: int, shape: tuple[int, int]) -> np.ndarray:
     """A crop of a real photo (scikit-image): seed 0 the background, seed 1 the moving square."""
-    from skimage import data
+    data = pytest.importorskip("skimage.data")
 
     photo = data.astronaut()[100:, 50:] if seed == 0 else data.chelsea()[80:, 150:]
     return np.ascontiguousarray(photo[: shape[0] * 2 : 2, : shape[1] * 2 : 2])

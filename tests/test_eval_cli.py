@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
-from vos_benchmark.evaluator import Evaluator
 
 from stcorr.eval import main
 from stcorr.metrics import jhmdb
+
+pytest.importorskip("vos_benchmark")  # the reference implementation compared against
+from vos_benchmark.evaluator import Evaluator  # noqa: E402
 
 PALETTE = [v for i in range(256) for v in ((37 * i) % 256, (91 * i) % 256, (173 * i) % 256)]
 

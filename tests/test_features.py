@@ -61,6 +61,7 @@ def test_video_path_equals_its_decoded_frames(tmp_path, model, frames_uint8):
 
 
 def test_iter_features_streams_the_same_values(model, frames_uint8):
+    """Guards batching: frames encoded 4 at a time, streamed, equal frames encoded one by one."""
     streamed = torch.stack(list(iter_features(model, frames_uint8, batch_size=4)))
     assert torch.allclose(streamed, extract_features(model, frames_uint8, batch_size=1), atol=1e-5)
 

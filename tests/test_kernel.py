@@ -9,7 +9,7 @@ import torch
 from dense_reference import Anchor, dense_propagate
 
 from stcorr.errors import InputError
-from stcorr.propagation import LabelPropagator, kernel, propagate, propagate_stream
+from stcorr.propagation import LabelPropagator, _store, kernel, propagate, propagate_stream
 
 TOL = 1e-4
 
@@ -63,7 +63,7 @@ def test_block_size_and_chunking_do_not_change_result(monkeypatch):
 @pytest.mark.parametrize("slots_per_chunk", [1, 2, 3])
 def test_chunked_context_store_matches_dense(monkeypatch, slots_per_chunk):
     """Context frames spread over several chunks, slots reused once the window is full, an anchor."""
-    monkeypatch.setattr(kernel, "_SLOTS_PER_CHUNK", slots_per_chunk)
+    monkeypatch.setattr(_store, "_SLOTS_PER_CHUNK", slots_per_chunk)
     features, labels = random_video(9, 16, 7, 11, 3, seed=11)
     anchor_feats, anchor_labels = random_video(1, 16, 7, 11, 3, seed=12)
     opts = dict(context=4, radius=2, topk=7, temperature=0.1)
@@ -77,6 +77,8 @@ def test_chunked_context_store_matches_dense(monkeypatch, slots_per_chunk):
 
 
 def test_stream_equals_batch():
+    """Guards the wrappers' plumbing (frame order, frame 0, confidence); the kernel itself is checked against
+    the dense reference above."""
     features, labels = random_video(6, 16, 9, 12, 3, seed=2)
     opts = dict(context=2, radius=3, topk=5, temperature=0.07)
     batch, batch_conf = propagate(features, labels, return_confidence=True, **opts)

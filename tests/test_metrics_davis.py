@@ -7,12 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from skimage.morphology import disk
-from vos_benchmark.evaluator import Evaluator
-from vos_benchmark.utils import _seg2bmap
 
 from stcorr.errors import InputError
 from stcorr.metrics import davis
+
+pytest.importorskip("skimage")
+pytest.importorskip("vos_benchmark")  # the reference implementation compared against
+from skimage.morphology import disk  # noqa: E402
+from vos_benchmark.evaluator import Evaluator  # noqa: E402
+from vos_benchmark.utils import _seg2bmap  # noqa: E402
 
 SIZES = [(1, 7), (6, 1), (2, 2), (9, 13), (48, 64), (120, 77), (480, 854)]
 

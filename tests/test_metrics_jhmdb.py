@@ -13,7 +13,7 @@ import scipy.io
 import torch
 
 from stcorr.datasets import read_joint_positions, read_mat_array
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import DataReadError, InputError
 from stcorr.metrics import jhmdb
 
 # ------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_keypoint_files_round_trip(tmp_path: Path, suffix: str) -> None:
 
 
 def test_keypoint_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(VideoReadError, match="not found"):
+    with pytest.raises(DataReadError, match="not found"):
         jhmdb.load_keypoints(tmp_path / "missing.npy")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([[[1, 2]]]))
@@ -263,11 +263,11 @@ def test_mat_reader_errors(tmp_path: Path) -> None:
         read_mat_array(path, "missing")
     with pytest.raises(InputError, match="not a numeric"):
         read_mat_array(path, "label")
-    with pytest.raises(VideoReadError, match="not found"):
+    with pytest.raises(DataReadError, match="not found"):
         read_mat_array(tmp_path / "absent.mat", "pos_img")
     garbage = tmp_path / "garbage.mat"
     garbage.write_bytes(b"not a mat file" * 20)
-    with pytest.raises(VideoReadError, match="not a MATLAB v5"):
+    with pytest.raises(DataReadError, match="not a MATLAB v5"):
         read_mat_array(garbage, "pos_img")
     hdf5 = tmp_path / "v73.mat"
     hdf5.write_bytes(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(128, b" "))
@@ -275,5 +275,5 @@ def test_mat_reader_errors(tmp_path: Path) -> None:
         read_mat_array(hdf5, "pos_img")
     truncated = tmp_path / "truncated.mat"
     truncated.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(VideoReadError, match="corrupt"):
+    with pytest.raises(DataReadError, match="corrupt"):
         read_mat_array(truncated, "pos_img")

@@ -27,7 +27,11 @@ from stcorr.outputs import (
     write_points_json,
 )
 
-av = pytest.importorskip("av")
+try:
+    import av
+except ImportError:  # only the video tests need PyAV; they skip without it
+    av = None
+needs_av = pytest.mark.skipif(av is None, reason="needs PyAV (pip install 'stcorr[video]')")
 
 
 def moving_square(index: int, height: int, width: int) -> np.ndarray:
@@ -273,6 +277,7 @@ def test_write_atomic_renames_only_at_the_end(tmp_path: Path) -> None:
     assert target.read_bytes() == b"data" and leftovers(tmp_path) == []
 
 
+@needs_av
 def test_unclosed_video_writer_leaves_nothing_when_collected(tmp_path: Path) -> None:
     writer = VideoWriter(tmp_path / "v.mp4")
     writer.write(moving_square(0, 32, 32))
@@ -300,6 +305,7 @@ def test_target_that_is_a_folder(tmp_path: Path) -> None:
         lambda path: VideoWriter(path.with_suffix(".mp4")),
     ],
 )
+@needs_av
 def test_unwritable_folder(tmp_path: Path, write) -> None:
     path = blocked_path(tmp_path, "out.png")
     with pytest.raises(OutputWriteError, match=r"file/out\.(png|mp4)"):
@@ -310,6 +316,7 @@ def test_unwritable_folder(tmp_path: Path, write) -> None:
 # Videos
 
 
+@needs_av
 def test_video_writer_round_trip(tmp_path: Path) -> None:
     frames = [moving_square(i, 48, 64) for i in range(20)]
     path = tmp_path / "v.mp4"
@@ -327,6 +334,7 @@ def test_video_writer_round_trip(tmp_path: Path) -> None:
     assert len(open_frames(path)) == 20
 
 
+@needs_av
 def test_video_writer_pads_odd_sizes(tmp_path: Path) -> None:
     frames = [moving_square(i, 49, 65) for i in range(6)]
     with VideoWriter(tmp_path / "odd.mp4", fps=25) as writer:
@@ -337,6 +345,7 @@ def test_video_writer_pads_odd_sizes(tmp_path: Path) -> None:
     assert np.abs(decoded[3][:49, :65].astype(int) - frames[3]).mean() < 4
 
 
+@needs_av
 def test_video_writer_mpeg4(tmp_path: Path) -> None:
     with VideoWriter(tmp_path / "m.mp4", fps=10, codec="mpeg4") as writer:
         for index in range(5):
@@ -345,6 +354,7 @@ def test_video_writer_mpeg4(tmp_path: Path) -> None:
     assert len(decoded) == 5 and decoded[0].shape == (32, 48, 3)
 
 
+@needs_av
 def test_exception_inside_video_writer_leaves_no_file(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     with pytest.raises(RuntimeError, match="stop"):
@@ -356,6 +366,7 @@ def test_exception_inside_video_writer_leaves_no_file(tmp_path: Path) -> None:
         writer.write(moving_square(1, 32, 32))
 
 
+@needs_av
 def test_video_writer_keeps_the_previous_video_on_failure(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     path.write_bytes(b"previous")
@@ -366,6 +377,7 @@ def test_video_writer_keeps_the_previous_video_on_failure(tmp_path: Path) -> Non
     assert path.read_bytes() == b"previous" and leftovers(tmp_path) == []
 
 
+@needs_av
 def test_video_writer_without_frames(tmp_path: Path) -> None:
     with pytest.raises(OutputWriteError, match="no frame was written"):
         with VideoWriter(tmp_path / "v.mp4"):
@@ -373,6 +385,7 @@ def test_video_writer_without_frames(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_av
 def test_video_writer_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="fps"):
         VideoWriter(tmp_path / "v.mp4", fps=0)
@@ -386,6 +399,7 @@ def test_video_writer_bad_arguments(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_av
 def test_video_writer_keeps_ntsc_rates(tmp_path: Path) -> None:
     with VideoWriter(tmp_path / "v.mp4", fps=np.float64(30000 / 1001)) as writer:
         writer.write(moving_square(0, 32, 32))
@@ -399,6 +413,7 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc to read the RSS")
+@needs_av
 def test_streaming_uses_bounded_memory(tmp_path: Path) -> None:
     count, height, width = 300, 120, 160
     source_path = tmp_path / "long.mp4"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from skimage import data
 
 from stcorr.baselines import load_baseline
 from stcorr.errors import InputError
 from stcorr.propagation.api import iter_propagate, propagate_labels
 from stcorr.propagation.matching import match_points
+
+pytest.importorskip("skimage")  # real photos
+from skimage import data  # noqa: E402
 
 SHIFT = (3, 5)  # (dy, dx) pixels per frame
 
@@ -81,6 +83,7 @@ def test_anchor_is_output_as_given_and_used(model, clip, mask):
 
 
 def test_iter_propagate_equals_batch_form(model, clip, mask):
+    """The streaming pass and propagate_labels (a PropagationSession) are separate paths over the kernel."""
     result = propagate_labels(model, clip, mask, radius=6)
     for t, labels, confidence in iter_propagate(model, clip, mask, radius=6):
         np.testing.assert_array_equal(labels, result.labels[t])

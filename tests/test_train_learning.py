@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stcorr.train.__main__ import main
+from stcorr.train.cli import main
 from stcorr.train.data import FramePairs, video_clips
 from stcorr.train.loop import load_init_weights, read_log
 from stcorr.train.losses import drop_chroma_channel

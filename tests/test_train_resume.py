@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from stcorr.model import CorrespondenceModel
-from stcorr.train.__main__ import main
+from stcorr.train.cli import main
 from stcorr.train.loop import BACKBONE_NAME, list_checkpoints, read_log
 from train_helpers import make_data, one_thread  # noqa: F401 (autouse fixture)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import stcorr
-from stcorr.train.__main__ import main
+from stcorr.train.cli import main
 from stcorr.train.augment import crop_pair, jitter_crop_box, sample_crop_box
 from stcorr.train.data import InfiniteSampler, image_items, video_clips
 from stcorr.train.loop import BACKBONE_NAME, WarmupCosine, list_checkpoints, read_log

@@ -88,7 +88,7 @@ def make_data(root: Path) -> dict[str, Path]:
 if __name__ == "__main__":
     import torch.distributed as dist
 
-    from stcorr.train.__main__ import main
+    from stcorr.train.cli import main
 
     dist.init_process_group("gloo")  # once: the runs below join it instead of re-creating it
     try:

@@ -15,6 +15,7 @@ from stcorr._version import __version__
 from stcorr.errors import (
     CheckpointError,
     ChecksumError,
+    DataReadError,
     InputError,
     OutputWriteError,
     StcorrError,
@@ -28,8 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stcorr.loading import load_encoder, load_model
     from stcorr.manifest import list_models
     from stcorr.model import CorrespondenceModel
-    from stcorr.propagation.api import FramePrediction, PropagationResult, iter_propagate, propagate_labels
+    from stcorr.propagation.api import FramePrediction, FrameResult, PropagationResult, iter_propagate, propagate_labels
     from stcorr.propagation.matching import PointMatches, match_points
+    from stcorr.propagation.options import PropagationOptions
+    from stcorr.propagation.session import PropagationSession
 
 # public name -> the module that defines it
 _LAZY = {
@@ -43,6 +46,9 @@ _LAZY = {
     "iter_propagate": "stcorr.propagation.api",
     "FramePrediction": "stcorr.propagation.api",
     "PropagationResult": "stcorr.propagation.api",
+    "FrameResult": "stcorr.propagation.api",
+    "PropagationOptions": "stcorr.propagation.options",
+    "PropagationSession": "stcorr.propagation.session",
     "match_points": "stcorr.propagation.matching",
     "PointMatches": "stcorr.propagation.matching",
 }
@@ -58,6 +64,9 @@ __all__ = [
     "propagate_labels",
     "iter_propagate",
     "match_points",
+    "PropagationOptions",
+    "PropagationSession",
+    "FrameResult",
     "PropagationResult",
     "FramePrediction",
     "PointMatches",
@@ -67,6 +76,7 @@ __all__ = [
     "WeightsUnavailableError",
     "ChecksumError",
     "CheckpointError",
+    "DataReadError",
     "VideoReadError",
     "OutputWriteError",
 ]

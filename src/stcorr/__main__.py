@@ -1,7 +1,10 @@
-"""``python -m stcorr``: the command line."""
+"""``python -m stcorr``: the command line (:mod:`stcorr.cli`)."""
 
 import sys
 
-from stcorr.cli import main
+from stcorr.cli import build_parser, main
 
-sys.exit(main())
+__all__ = ["build_parser", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stcorr.errors import OutputWriteError
+from stcorr.errors import OutputWriteError, StcorrError
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "write_atomic", "write_error", "FOLDER_HINT"]
 
 
 def _current_umask() -> int:
@@ -54,3 +54,31 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+FOLDER_HINT = "check that its folder is a writable directory (not a file) and that the disk is not full"
+
+
+def write_error(path: Path, exc: BaseException, hint: str = FOLDER_HINT) -> OutputWriteError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return OutputWriteError(f"cannot write {path}: {reason}; {hint}")
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary_path)``, then rename the result onto ``path``; return ``path``.
+
+    Built on the project's single temp-file helper, :func:`stcorr._atomic.atomic_path`: if ``write``
+    raises, the temporary file is removed and ``path`` is untouched. Any ``OSError`` (from ``write``
+    or from the final rename) becomes an :class:`OutputWriteError` naming ``path``.
+    """
+    final = Path(path)
+    try:
+        with atomic_path(final) as tmp:
+            write(tmp)
+    except OSError as exc:
+        if isinstance(exc, StcorrError):
+            raise
+        raise write_error(final, exc) from exc
+    return final
+
+

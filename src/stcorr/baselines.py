@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from importlib import resources, util
 from itertools import accumulate
 from operator import mul
-from importlib import resources, util
 from pathlib import Path
 
 import torch
@@ -27,9 +27,9 @@ from torch import nn
 
 from stcorr.baseline_catalog import BASELINE_DESCRIPTIONS
 from stcorr.color import normalize_imagenet, normalize_lab
+from stcorr.device import resolve_device
 from stcorr.errors import ChecksumError, InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import sha256_of
-from stcorr.loading import resolve_device
 from stcorr.model import CorrespondenceModel
 
 __all__ = [

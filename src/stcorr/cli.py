@@ -88,8 +88,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
-    from stcorr import __version__
-    from stcorr.loading import resolve_device
+    from stcorr._version import __version__
+    from stcorr.device import resolve_device
 
     try:
         import av
@@ -125,11 +125,12 @@ def working_batch_size(batch_size: int | None, device_type: str) -> int:
 
 
 def _propagation_options(args: argparse.Namespace) -> dict:
-    from stcorr.loading import resolve_device
+    from stcorr.device import resolve_device
+    from stcorr.propagation.options import PropagationOptions
 
-    return dict(context=args.context, radius=args.radius, topk=args.topk, temperature=args.temperature,
-                batch_size=working_batch_size(args.batch_size, resolve_device(args.device).type))
-
+    options = PropagationOptions(context=args.context, radius=args.radius, topk=args.topk,
+                                 temperature=args.temperature)
+    return dict(options=options, batch_size=working_batch_size(args.batch_size, resolve_device(args.device).type))
 
 
 def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance
@@ -155,13 +156,13 @@ def working_max_side(max_side: int | None, device_type: str) -> int | None:
 
 
 def _max_side(args: argparse.Namespace) -> int | None:
-    from stcorr.loading import resolve_device
+    from stcorr.device import resolve_device
 
     return working_max_side(args.max_side, resolve_device(args.device).type)
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
-    from stcorr.frames import open_frames
+    from stcorr.io.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
     source = open_frames(args.video, max_frames=args.max_frames)
@@ -182,8 +183,9 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
-    from stcorr.frames import open_frames
-    from stcorr.pipelines import read_points_file, track_video_points
+    from stcorr.io.frames import open_frames
+    from stcorr.io.tracks import read_points_file
+    from stcorr.pipelines import track_video_points
 
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)

@@ -13,7 +13,7 @@ Layouts (paths relative to ``root``):
   ``pos_img`` is read by a small built-in MATLAB v5 reader (no scipy).
 
 Frames and annotations are listed lazily and sorted by file name. Missing folders or files raise
-:class:`VideoReadError`; malformed contents raise :class:`InputError`.
+:class:`DataReadError`; malformed contents raise :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path, PurePath
 import numpy as np
 from PIL import Image
 
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import DataReadError, InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -56,13 +56,13 @@ PathLike = str | os.PathLike[str]
 
 def _require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
-        raise VideoReadError(f"{what} not found: {path} is not a folder")
+        raise DataReadError(f"{what} not found: {path} is not a folder")
     return path
 
 
 def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise VideoReadError(f"{what} not found: {path}")
+        raise DataReadError(f"{what} not found: {path}")
     return path
 
 
@@ -71,7 +71,7 @@ def list_images(folder: PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     folder = _require_dir(Path(folder), what)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions and p.is_file())
     if not files:
-        raise VideoReadError(f"{what} {folder} holds no {'/'.join(extensions)} files")
+        raise DataReadError(f"{what} {folder} holds no {'/'.join(extensions)} files")
     return files
 
 
@@ -81,7 +81,7 @@ def _open_image(path: Path) -> Image.Image:
         image = Image.open(path)
         image.load()
     except (OSError, SyntaxError) as exc:
-        raise VideoReadError(f"cannot read image {path}: {exc}") from exc
+        raise DataReadError(f"cannot read image {path}: {exc}") from exc
     return image
 
 
@@ -109,7 +109,7 @@ def _read_list(path: Path, what: str) -> list[str]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise VideoReadError(f"cannot read {what} {path}: {exc}") from exc
+        raise DataReadError(f"cannot read {what} {path}: {exc}") from exc
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -218,7 +218,7 @@ def _reroot(raw: str, root: Path, what: str) -> Path:
         candidate = root.joinpath(*parts[start:])
         if candidate.exists():
             return candidate
-    raise VideoReadError(f"{what} {raw!r} not found, neither as written nor under {root}")
+    raise DataReadError(f"{what} {raw!r} not found, neither as written nor under {root}")
 
 
 @dataclass(frozen=True)
@@ -366,14 +366,14 @@ def read_mat_array(path: PathLike, name: str) -> np.ndarray:
     if header.startswith(b"MATLAB 7.3"):
         raise InputError(f"{path} is a MATLAB v7.3 (HDF5) file; re-save it with save(..., '-v7')")
     if len(header) < 128 or not header.startswith(b"MATLAB 5.0 MAT-file") or header[126:128] not in (b"IM", b"MI"):
-        raise VideoReadError(f"{path} is not a MATLAB v5 MAT-file")
+        raise DataReadError(f"{path} is not a MATLAB v5 MAT-file")
     endian = "<" if header[126:128] == b"IM" else ">"
     try:
         array = _find_variable(data[128:], endian, name)
     except (ValueError, StopIteration, struct.error, zlib.error) as exc:
         if isinstance(exc, InputError):
             raise
-        raise VideoReadError(f"{path} is a corrupt MAT-file: {exc}") from exc
+        raise DataReadError(f"{path} is a corrupt MAT-file: {exc}") from exc
     if array is None:
         raise InputError(f"{path} has no variable {name!r}")
     return array

@@ -15,6 +15,7 @@ __all__ = [
     "WeightsUnavailableError",
     "ChecksumError",
     "CheckpointError",
+    "DataReadError",
     "VideoReadError",
     "OutputWriteError",
 ]
@@ -44,8 +45,12 @@ class CheckpointError(StcorrError, ValueError):
     """A checkpoint cannot be read, or its keys do not match the architecture."""
 
 
-class VideoReadError(StcorrError, OSError):
-    """Frames cannot be read: unreadable or corrupt video, empty folder, missing frames."""
+class DataReadError(StcorrError, OSError):
+    """Data cannot be read: a missing or malformed dataset folder, list file, MAT or XML file, result file."""
+
+
+class VideoReadError(DataReadError):
+    """Frames or masks cannot be read: unreadable or corrupt video, empty folder, missing frames."""
 
 
 class OutputWriteError(StcorrError, OSError):

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stcorr.checks import check_type
+from stcorr.device import resolve_device
 from stcorr.errors import InputError
-from stcorr.frames import FrameSource, open_frames
-from stcorr.loading import resolve_device
+from stcorr.io.frames import FrameSource, open_frames
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames"]
 
@@ -27,10 +28,15 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 Encoder = torch.nn.Module | Sequence[torch.nn.Module]
 
 
+_EXPECTED_MODEL = "an encoder nn.Module (e.g. stcorr.load_model()) or a sequence of them for late fusion"
+
+
 def _models(model: Encoder) -> list[torch.nn.Module]:
-    models = list(model) if isinstance(model, Sequence) else [model]
+    models = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
     if not models:
         raise InputError("expected a model or a non-empty sequence of models for late fusion, got an empty sequence")
+    for item in models:
+        check_type(item, torch.nn.Module, "model", _EXPECTED_MODEL)
     return models
 
 
@@ -98,6 +104,7 @@ def batch_frames(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[to
 
 
 def _prepare(model: Encoder, device: str | torch.device | None, batch_size: int) -> None:
+    check_type(batch_size, int, "batch_size", "a positive int")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     for m in _models(model):

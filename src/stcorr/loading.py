@@ -16,35 +16,48 @@ Weights are always matched strictly: a missing or unexpected key is an error tha
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
-from stcorr.errors import CheckpointError, InputError, UnknownModelError, WeightsUnavailableError
+from stcorr.baselines import BASELINES, load_baseline
+from stcorr.checkpoint import detect_arch, read_pth, read_safetensors, torchvision_keys
+from stcorr.device import resolve_device
+from stcorr.errors import InputError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file, verify_file
 from stcorr.manifest import ManifestEntry, default_model_name, load_manifest
-from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.model import (
+    CONFIG_NAME,
+    HF_PREFIX,
+    WEIGHTS_NAME,
+    CorrespondenceModel,
+    config_from_keys,
+    read_config,
+    with_stride,
+)
 from stcorr.paths import release_dir, stcorr_home
 
-__all__ = ["load_model", "load_encoder", "resolve_device", "stcorr_home", "release_dir"]
+__all__ = [
+    "load_model",
+    "load_encoder",
+    "resolve_device",
+    "stcorr_home",
+    "release_dir",
+    "BackboneWeights",
+    "read_backbone_weights",
+    "BACKBONE_NAME",
+]
 
 logger = logging.getLogger(__name__)
 
-HF_PREFIX = "hf-hub:"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; anything else as given."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+BACKBONE_NAME = "backbone.safetensors"
+"""Training runs' full backbone (every trained stage, layer4 included) beside the inference export."""
 
 
 def load_model(
@@ -107,19 +120,30 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: A
     Args:
         name_or_path: a baseline name (``"lab-pixels"``, ``"random-r18"``, ``"efficientnet-lite0"``; see
             :mod:`stcorr.baseline_catalog`), or anything :func:`load_model` accepts (``None``: the default model).
-        **kwargs: passed to :func:`load_model`; for a baseline only ``device`` is used.
+        **kwargs: passed to :func:`load_model`. A baseline takes ``device`` only (and ``stride`` equal to its
+            own): any other option raises :class:`InputError` rather than being ignored.
 
     Returns:
         an ``nn.Module`` in eval mode with ``stride`` and ``feature_dim`` (the encoder protocol of
         :class:`~stcorr.model.CorrespondenceModel`).
     """
-    from stcorr.baseline_catalog import BASELINE_DESCRIPTIONS
-
-    if isinstance(name_or_path, str) and name_or_path in BASELINE_DESCRIPTIONS:
-        from stcorr.baselines import load_baseline
-
-        return load_baseline(name_or_path, device=resolve_device(kwargs.get("device")))
-    return load_model(name_or_path, **kwargs)
+    if not (isinstance(name_or_path, str) and name_or_path in BASELINES):
+        return load_model(name_or_path, **kwargs)
+    stride = kwargs.pop("stride", None)
+    device = kwargs.pop("device", None)
+    ignored = sorted(key for key, value in kwargs.items() if value is not None)
+    if ignored:
+        raise InputError(
+            f"the baseline {name_or_path!r} has no weights to fetch, so it cannot honour {', '.join(ignored)}; "
+            "pass only device= (and stride= equal to its own)"
+        )
+    encoder = load_baseline(name_or_path, device=resolve_device(device))
+    if stride is not None and stride != encoder.stride:
+        raise InputError(
+            f"the baseline {name_or_path!r} has stride {encoder.stride}, not {stride}; drop stride= or use a model "
+            "of that stride"
+        )
+    return encoder
 
 
 def _load_cpu(
@@ -134,7 +158,10 @@ def _load_cpu(
         return _load_embedded_default(stride)
     spec = os.fspath(name_or_path)
     if spec.startswith(HF_PREFIX):
-        return _load_hub_repo(spec[len(HF_PREFIX) :], revision, local_files_only, cache_dir, stride)
+        return CorrespondenceModel.from_hub(
+            spec[len(HF_PREFIX) :], revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+            stride=stride,
+        )
     entries = load_manifest()
     if spec in entries:
         return _load_entry(entries[spec], revision, local_files_only, cache_dir, stride)
@@ -148,56 +175,11 @@ def _load_cpu(
     )
 
 
-def _with_stride(config: dict[str, Any], stride: int | None) -> dict[str, Any]:
-    return {**config, "stride": stride} if stride is not None else dict(config)
-
-
-def _build(config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> CorrespondenceModel:
-    try:
-        model = CorrespondenceModel.from_config(config)
-    except (InputError, TypeError) as exc:
-        raise CheckpointError(f"invalid model config for {source}: {exc}") from exc
-    load_state_dict_strict(model, state_dict)
-    logger.info("loaded %s (%s, stride %d)", source, model.arch, model.stride)
-    return model
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
-
-
-def _config_from_keys(state_dict: dict[str, torch.Tensor], stride: int | None, source: Path) -> dict[str, Any]:
-    if stride is None:
-        raise InputError(
-            f"{source} carries no config, so its stride is unknown: pass stride=8 or stride=4 "
-            "(for the authors' releases, the stride is in the file's name in the model zoo: *_d8 / *_d4), "
-            "or use a manifest name, whose entry states the stride"
-        )
-    return {"arch": detect_arch(state_dict), "stride": stride, "input_space": "lab", "layers": ["layer3"]}
-
-
-def _load_folder(folder: Path, stride: int | None) -> CorrespondenceModel:
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not weights_path.is_file():
-        raise WeightsUnavailableError(
-            f"{folder} has no {WEIGHTS_NAME}; expected a folder written by save_pretrained or `stcorr convert`"
-        )
-    state_dict = read_safetensors(weights_path)
-    config = _read_config(config_path) if config_path.is_file() else _config_from_keys(state_dict, stride, folder)
-    return _build(_with_stride(config, stride), state_dict, str(folder))
-
-
 def _load_path(path: Path, stride: int | None) -> CorrespondenceModel:
     if path.is_dir():
-        return _load_folder(path, stride)
+        return CorrespondenceModel.from_folder(path, stride=stride)
     if path.suffix == ".safetensors":
-        state_dict = read_safetensors(path)
-        sibling = path.parent / CONFIG_NAME
-        config = _read_config(sibling) if sibling.is_file() else _config_from_keys(state_dict, stride, path)
-        return _build(_with_stride(config, stride), state_dict, str(path))
+        return CorrespondenceModel.from_safetensors(path, path.parent / CONFIG_NAME, stride=stride)
     if path.suffix in PICKLE_SUFFIXES:
         return load_checkpoint(path, stride=stride)
     raise InputError(
@@ -209,27 +191,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, stride: int | None) -> Corr
     """Load an official release ``.pth`` (or a torchvision-keyed one) and convert it on the fly (CPU)."""
     path = Path(path)
     state_dict = torchvision_keys(read_pth(path))
-    return _build(_config_from_keys(state_dict, stride, path), state_dict, str(path))
-
-
-def _split_revision(repo: str) -> tuple[str, str | None]:
-    repo_id, _, rev = repo.partition("@")
-    return repo_id, rev or None
-
-
-def _load_hub_repo(
-    repo: str,
-    revision: str | None,
-    local_files_only: bool | None,
-    cache_dir: str | os.PathLike[str] | None,
-    stride: int | None,
-) -> CorrespondenceModel:
-    repo_id, pinned = _split_revision(repo)
-    rev = revision or pinned
-    fetch = dict(revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
-    config = _read_config(fetch_hub_file(repo_id, CONFIG_NAME, **fetch))
-    state_dict = read_safetensors(fetch_hub_file(repo_id, WEIGHTS_NAME, **fetch))
-    return _build(_with_stride(config, stride), state_dict, f"{HF_PREFIX}{repo_id}@{rev or 'main'}")
+    return CorrespondenceModel.from_state(config_from_keys(state_dict, stride, path), state_dict, str(path))
 
 
 def _load_entry(
@@ -239,7 +201,7 @@ def _load_entry(
     cache_dir: str | os.PathLike[str] | None,
     stride: int | None,
 ) -> CorrespondenceModel:
-    config = _with_stride(entry.config, stride)
+    config = with_stride(entry.config, stride)
     if entry.kind == "hub":
         assert entry.hub is not None
         hub = entry.hub
@@ -252,7 +214,7 @@ def _load_entry(
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        return _build(config, read_safetensors(path), entry.name)
+        return CorrespondenceModel.from_state(config, read_safetensors(path), entry.name)
     if entry.kind == "embedded":
         return _load_embedded(entry, config)
     return _load_release(entry, config)
@@ -266,7 +228,7 @@ def _load_embedded(entry: ManifestEntry, config: dict[str, Any]) -> Corresponden
             f"the embedded model {entry.name!r} is missing from the installed package ({weights}); reinstall stcorr"
         )
     verify_file(weights, sha256=entry.sha256, size=entry.size, check_hash=False)
-    return _build(config, read_safetensors(weights), entry.name)
+    return CorrespondenceModel.from_state(config, read_safetensors(weights), entry.name)
 
 
 def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
@@ -283,7 +245,7 @@ def _load_embedded_default(stride: int | None) -> CorrespondenceModel:
 def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> CorrespondenceModel:
     converted = release_dir(entry.name)
     if (converted / WEIGHTS_NAME).is_file():
-        return _load_folder(converted, config["stride"])
+        return CorrespondenceModel.from_folder(converted, stride=config["stride"])
     downloaded = stcorr_home() / f"{entry.name}.pth"
     if downloaded.is_file():
         return load_checkpoint(downloaded, stride=config["stride"])
@@ -295,3 +257,55 @@ def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Correspondenc
         f"after which load_model({entry.name!r}) works offline. "
         f"(STCORR_HOME moves {stcorr_home()}.)"
     )
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """A torchvision-keyed ResNet state dict with what is known about it."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str
+    input_space: str
+    stride: int
+    source: str
+
+    @property
+    def has_layer4(self) -> bool:
+        return any(key.startswith("layer4.") for key in self.state_dict)
+
+
+def _folder_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    return read_config(path) if path.is_file() else {}
+
+
+def _weights(state: dict[str, torch.Tensor], config: dict[str, Any], source: Path, space: str = "lab"
+             ) -> BackboneWeights:
+    space, stride = config.get("input_space", space), int(config.get("stride", 8))
+    return BackboneWeights(state, detect_arch(state), space, stride, str(source))
+
+
+def read_backbone_weights(spec: str | os.PathLike[str]) -> BackboneWeights:
+    """Weights for ``--init`` / ``--teacher``: a run or model folder (``backbone.safetensors`` preferred, else
+    ``model.safetensors``), a ``.safetensors`` file, a ``.pth`` (torchvision or official keys), or any
+    other name :func:`stcorr.load_model` accepts (manifest names, ``hf-hub:``)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = [path / BACKBONE_NAME, path / WEIGHTS_NAME]
+        found = next((file for file in files if file.is_file()), None)
+        if found is None:
+            raise WeightsUnavailableError(
+                f"{path} holds neither {BACKBONE_NAME} nor {WEIGHTS_NAME}; expected a run or model folder"
+            )
+        return _weights(read_safetensors(found), _folder_config(path), found)
+    if path.is_file() and path.suffix == ".safetensors":
+        return _weights(read_safetensors(path), _folder_config(path.parent), path)
+    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        raw = read_pth(path)
+        official = any(key.startswith("backbone.") for key in raw)
+        return _weights(torchvision_keys(raw), {}, path, space="lab" if official else "rgb")
+    if path.is_file():
+        expected = ", ".join((".safetensors", *PICKLE_SUFFIXES))
+        raise InputError(f"cannot read weights from {path}: expected a folder or one of {expected}")
+    model = load_model(os.fspath(spec), device="cpu")
+    return BackboneWeights(model.state_dict(), model.arch, model.input_space, model.stride, os.fspath(spec))

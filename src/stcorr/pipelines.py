@@ -8,7 +8,6 @@ be processed at a reduced size (``max_side``); outputs are mapped back to the or
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,17 +21,14 @@ import torch.nn.functional as F
 
 from stcorr.errors import InputError
 from stcorr.features import Encoder
-from stcorr.frames import FrameSource, open_frames, read_mask
-from stcorr.outputs import (
-    VideoWriter,
-    overlay,
-    write_confidence_png,
-    write_image,
-    write_mask_png,
-    write_points_csv,
-    write_points_json,
-)
-from stcorr.propagation.api import FramePrediction, iter_propagate
+from stcorr.io.frames import open_frames
+from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
+from stcorr.io.render import overlay, write_image
+from stcorr.io.tracks import read_points_file, write_points_csv, write_points_json
+from stcorr.io.video import VideoWriter
+from stcorr.propagation.labels import resize_ids_nearest
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "MaskJob",
@@ -57,20 +53,6 @@ class MaskJob:
     frames: int
 
 
-def _resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if ids.shape == size:
-        return ids
-    tensor = torch.from_numpy(ids.astype(np.int64))[None, None].float()
-    return F.interpolate(tensor, size=size, mode="nearest-exact")[0, 0].numpy().astype(ids.dtype)
-
-
-def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if values.shape == size:
-        return values
-    tensor = torch.from_numpy(values)[None, None]
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resize: bool = False) -> np.ndarray:
     """Read a first-frame mask PNG and check (or, with ``resize``, fit) it to the frames' (H, W)."""
     mask = read_mask(path)
@@ -80,17 +62,16 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
                 f"the mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames are {size[1]}x{size[0]}; "
                 "pass --resize-mask (nearest neighbour) or give a mask of the frames' size"
             )
-        mask = _resize_ids(mask, size)
+        mask = resize_ids_nearest(mask, size).astype(np.uint8)
     return mask
 
 
-def _both_directions(model: Encoder, source: FrameSource, first: Any, start: int, options: dict[str, Any]
-                     ) -> Iterator[FramePrediction]:
-    yield from iter_propagate(model, source, first, start=start, direction="forward", **options)
-    if start > 0:
-        backward = iter_propagate(model, source, first, start=start, direction="backward", **options)
-        next(backward)  # frame `start` was already yielded
-        yield from backward
+def _session(model: Encoder, video: Any, options: PropagationOptions | None, max_side: int | None,
+             max_frames: int | None, batch_size: int, option_keywords: dict[str, Any]) -> PropagationSession:
+    """A one-shot session (features streamed, not kept) at the working size ``max_side``."""
+    source = open_frames(video, max_frames=max_frames)
+    return PropagationSession(model, source, options=options, max_side=max_side, batch_size=batch_size,
+                              keep=False, **option_keywords)
 
 
 def propagate_video_mask(
@@ -106,31 +87,33 @@ def propagate_video_mask(
     overlay_dir: str | os.PathLike[str] | None = None,
     write_confidence: bool = False,
     progress: Progress | None = None,
-    **options: Any,
+    options: PropagationOptions | None = None,
+    batch_size: int = 8,
+    **option_keywords: Any,
 ) -> MaskJob:
     """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
 
     Palette PNGs are named like the input frames; ``write_confidence`` adds ``out_dir/confidence/``;
     ``overlay_path`` renders an mp4 of the frames with coloured masks (frame by frame as they are predicted
-    when ``start`` is 0, else once all masks are written), ``overlay_dir`` the same as one PNG per frame. ``options`` go to
-    :func:`stcorr.propagation.api.iter_propagate` (context, radius, topk, temperature, ...).
+    when ``start`` is 0, else once all masks are written), ``overlay_dir`` the same as one PNG per frame. The propagation runs at the working size ``max_side`` through
+    :class:`~stcorr.propagation.session.PropagationSession` (both directions from ``start``); masks come at
+    the original size, probabilities upsampled before the arg-max. ``options`` (or their keywords, e.g.
+    ``context=5``) are the :class:`~stcorr.propagation.options.PropagationOptions`.
     """
-    source = open_frames(video, max_side=max_side, max_frames=max_frames)
-    if mask.shape != source.original_size:
-        raise InputError(f"mask of shape {mask.shape} does not match the frames' size {source.original_size}")
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
+    if mask.shape != session.frame_size:
+        raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
     masks_dir = Path(out_dir) / "masks"
     confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
-    first = _resize_ids(mask, source.size)
+    session.add_mask(start, mask)
     streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
     with _streamed_overlay(video, streamed, max_frames) as draw:
-        for prediction in _both_directions(model, source, first, start, options):
-            name = source.names[prediction.t]
-            ids = _resize_ids(prediction.labels, source.original_size)
-            write_mask_png(masks_dir / f"{name}.png", ids)
-            draw(ids)
+        for prediction in session.propagate():
+            name = session.frame_names[prediction.t]
+            write_mask_png(masks_dir / f"{name}.png", prediction.labels)
+            draw(prediction.labels)
             if confidence_dir is not None:
-                write_confidence_png(confidence_dir / f"{name}.png",
-                                     _resize_map(prediction.confidence, source.original_size))
+                write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
             if progress:
                 progress(1)
     if overlay_path is not None and streamed is None:
@@ -138,7 +121,7 @@ def propagate_video_mask(
     written = Path(overlay_path) if overlay_path is not None else None
     if overlay_dir is not None:
         write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
-    return MaskJob(masks_dir, confidence_dir, written, len(source))
+    return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
 
 
 @contextmanager
@@ -187,40 +170,6 @@ def write_overlay_pngs(video: Any, masks_dir: str | os.PathLike[str] | None, out
     return Path(out_dir)
 
 
-def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
-    """Read query points and their names from JSON.
-
-    Accepted: ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "point_names": ["nose", ...]}`` (x, y in pixels
-    of the annotated frame). The older key ``"names"`` for point names is still read. Names default to
-    ``p0, p1, ...``.
-    """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read points from {path}: {exc}; expected JSON [[x, y], ...]") from exc
-    points = data.get("points") if isinstance(data, dict) else data
-    try:
-        array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
-    except (TypeError, ValueError):
-        array = np.empty((0,))
-    if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
-        raise InputError(f"{path} must hold (x, y) points: [[x, y], ...] or {{\"points\": [[x, y], ...]}}")
-    names = _point_names_of(data, path) if isinstance(data, dict) else []
-    if names and len(names) != len(array):
-        raise InputError(f"{path} names {len(names)} points but holds {len(array)}; give one name per point")
-    return array, names or [f"p{i}" for i in range(len(array))]
-
-
-def _point_names_of(data: dict[str, Any], path: str | os.PathLike[str]) -> list[str]:
-    """Point names under ``"point_names"``, or under the older key ``"names"``."""
-    if "point_names" in data and "names" in data:
-        raise InputError(f"{path} has both \"point_names\" and the older \"names\"; keep only \"point_names\"")
-    names = data.get("point_names", data.get("names", []))
-    if not isinstance(names, list):
-        raise InputError(f"\"point_names\" in {path} must be a list of strings, got {type(names).__name__}")
-    return [str(n) for n in names]
-
-
 def track_video_points(
     model: Encoder,
     video: Any,
@@ -233,23 +182,24 @@ def track_video_points(
     max_frames: int | None = None,
     overlay_path: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
-    **options: Any,
+    options: PropagationOptions | None = None,
+    batch_size: int = 8,
+    **option_keywords: Any,
 ) -> Path:
     """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``."""
-    source = open_frames(video, max_side=max_side, max_frames=max_frames)
-    scale = np.array([source.size[1] / source.original_size[1], source.size[0] / source.original_size[0]],
-                     dtype=np.float32)
-    tracks = np.full((len(source), len(points), 2), np.nan, np.float32)
-    scores = np.zeros((len(source), len(points)), np.float32)
-    for prediction in _both_directions(model, source, points * scale, start, options):
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
+    tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
+    scores = np.zeros((session.num_frames, len(points)), np.float32)
+    session.add_points(start, points)
+    for prediction in session.propagate():
         valid = prediction.point_scores > 0
-        tracks[prediction.t] = np.where(valid[:, None], prediction.points / scale, np.nan)
+        tracks[prediction.t] = np.where(valid[:, None], prediction.points, np.nan)
         scores[prediction.t] = prediction.point_scores
         if progress:
             progress(1)
     out = Path(out_dir)
-    write_points_json(out / "points.json", tracks, scores, source.names, point_names=names)
-    write_points_csv(out / "points.csv", tracks, scores, source.names, point_names=names)
+    write_points_json(out / "points.json", tracks, scores, session.frame_names, point_names=names)
+    write_points_csv(out / "points.csv", tracks, scores, session.frame_names, point_names=names)
     if overlay_path:
         render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
     return out / "points.json"

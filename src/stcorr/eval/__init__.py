@@ -7,16 +7,7 @@
 * the benchmark that needs no download: :func:`run_offline`.
 """
 
-from stcorr.eval.cli import (
-    DavisEvaluation,
-    JhmdbEvaluation,
-    VipEvaluation,
-    build_parser,
-    evaluate_davis,
-    evaluate_jhmdb,
-    evaluate_vip,
-    main,
-)
+from stcorr.eval.cli import build_parser, main
 from stcorr.eval.offline import OfflineConfig, OfflineReport, run_offline
 from stcorr.eval.predict import (
     model_preset,
@@ -27,6 +18,14 @@ from stcorr.eval.predict import (
     propagate_mask,
 )
 from stcorr.eval.presets import PRESETS, EvalPreset, preset_for
+from stcorr.eval.scoring import (
+    DavisEvaluation,
+    JhmdbEvaluation,
+    VipEvaluation,
+    evaluate_davis,
+    evaluate_jhmdb,
+    evaluate_vip,
+)
 from stcorr.eval.sharding import Shard, shard_from_env
 
 __all__ = [

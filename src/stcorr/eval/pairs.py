@@ -1,4 +1,4 @@
-"""Real image pairs with exact dense ground truth (``offline-data.md`` §B).
+"""Real image pairs with exact dense ground truth.
 
 * **Motorcycle** (Middlebury 2014, in scikit-image: ``skimage.data.stereo_motorcycle()``): left ->
   right through the left disparity, x_right = x_left - d; ``inf`` = unknown.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import DataReadError, InputError
 from stcorr.eval.sources import opencv_data_dir
 from stcorr.eval.warp import apply_homography, image_tensor, rescale_matrix, sample_image
 
@@ -96,7 +96,7 @@ def read_opencv_matrix(path: str | Path, key: str) -> np.ndarray:
     try:
         root = ElementTree.parse(path).getroot()
     except (OSError, ElementTree.ParseError) as exc:
-        raise VideoReadError(f"cannot read OpenCV XML {path}: {exc}") from exc
+        raise DataReadError(f"cannot read OpenCV XML {path}: {exc}") from exc
     node = root.find(key)
     if node is None:
         raise InputError(f"{path} has no matrix {key!r}")
@@ -282,7 +282,7 @@ def load_pair(name: str, *, max_side: int | None = 512, opencv_dir: Path | None 
 
     Raises:
         ImportError: ``motorcycle`` without scikit-image.
-        VideoReadError: an opencv-doc pair whose files are not found.
+        DataReadError: an opencv-doc pair whose files are not found.
     """
     if name == "motorcycle":
         return _motorcycle(max_side)
@@ -294,7 +294,7 @@ def load_pair(name: str, *, max_side: int | None = 512, opencv_dir: Path | None 
         where = (
             f"in {folder}" if folder is not None else "(no opencv-doc examples/data folder; see stcorr.eval.sources)"
         )
-        raise VideoReadError(f"the {name} pair needs {', '.join(missing)}, not found {where}")
+        raise DataReadError(f"the {name} pair needs {', '.join(missing)}, not found {where}")
     return (_aloe if name == "aloe" else _graffiti)(folder, max_side)
 
 
@@ -306,6 +306,6 @@ def load_pairs(
     for name in names:
         try:
             pairs.append(load_pair(name, max_side=max_side, opencv_dir=opencv_dir))
-        except (ImportError, VideoReadError) as exc:
+        except (ImportError, DataReadError) as exc:
             absent[name] = str(exc)
     return pairs, absent

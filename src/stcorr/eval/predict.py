@@ -24,22 +24,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset, read_label_png, read_rgb
 from stcorr.errors import InputError
 from stcorr.eval.presets import EvalPreset, preset_for
 from stcorr.eval.sharding import Shard
-from stcorr.eval.warp import image_tensor
 from stcorr.features import Encoder, feature_stride
-from stcorr.frames import FrameSource, open_frames
+from stcorr.io.frames import FrameSource, open_frames
+from stcorr.io.masks import write_mask_png
 from stcorr.metrics.jhmdb import save_keypoints
-from stcorr.metrics.vip import resize_labels_nearest
-from stcorr.outputs import write_mask_png
 from stcorr.propagation.api import iter_propagate
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
-from stcorr.propagation.labels import VOID, LabelSet, decode_ids
+from stcorr.propagation.labels import VOID, resize_soft
+from stcorr.propagation.passes import KEYPOINT_TOPK
 
 __all__ = [
     "model_preset",
@@ -53,29 +51,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-KEYPOINT_TOPK = 5
 
 
 def model_preset(model: Encoder, benchmark: str, **overrides: Any) -> EvalPreset:
     """The preset of ``benchmark`` for the model's stride, with ``overrides`` (None keeps a value)."""
     return preset_for(benchmark, feature_stride(model)).with_overrides(**overrides)
-
-
-def _resize_frames(frames: Sequence[np.ndarray], size: tuple[int, int]) -> FrameSource:
-    """(H, W, 3) uint8 frames -> a source of ``size`` frames, bilinear without antialiasing (cv2 INTER_LINEAR)."""
-    resized = []
-    for frame in frames:
-        tensor = F.interpolate(image_tensor(frame), size=size, mode="bilinear", align_corners=False)
-        resized.append(tensor[0].round().clamp(0, 255).to(torch.uint8))
-    return open_frames(torch.stack(resized))
-
-
-def _to_size(probabilities: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(K, h, w) soft maps -> (K, H, W), bilinear (align_corners False)."""
-    tensor = torch.from_numpy(probabilities)
-    if tuple(tensor.shape[-2:]) == tuple(size):
-        return tensor
-    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def _first_mask(mask: np.ndarray) -> np.ndarray:
@@ -96,44 +76,26 @@ def propagate_mask(
     """Yield the (H, W) uint8 id map of every frame at the original size; frame 0 is ``first_mask``.
 
     ``frames``: a :class:`FrameSource`, anything :func:`open_frames` accepts, or a list of (H, W, 3)
-    uint8 arrays; ``first_mask`` must have the frames' original size.
+    uint8 arrays; ``first_mask`` must have the frames' original size. The propagation API works at the
+    preset's input size and returns masks at the original size (probabilities upsampled before the arg-max).
     """
     mask = _first_mask(first_mask)
-    if preset.input_size is None:
-        source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-        predictions = iter_propagate(model, source, mask, batch_size=batch_size, **preset.propagation_options())
-        for prediction in predictions:
-            yield mask if prediction.t == 0 else np.where(prediction.labels == VOID, 0, prediction.labels)
-        return
-    images = _as_images(frames)
-    size = images[0].shape[:2]
-    if mask.shape != size:
-        raise InputError(f"the first mask has shape {mask.shape} but the frames are {size}")
-    small = resize_labels_nearest(mask, preset.input_size).astype(np.uint8)
-    predictions = iter_propagate(
-        model,
-        _resize_frames(images, preset.input_size),
-        small,
-        batch_size=batch_size,
-        return_probabilities=True,
-        **preset.propagation_options(),
-    )
+    source = _source(frames)
+    if mask.shape != tuple(source.original_size):
+        raise InputError(f"the first mask has shape {mask.shape} but the frames are {source.original_size}")
+    predictions = iter_propagate(model, source, mask, options=preset.options, size=preset.input_size,
+                                 resample=preset.resample if preset.input_size else None, batch_size=batch_size)
     for prediction in predictions:
-        if prediction.t == 0:
-            yield mask
-            continue
-        ids = decode_ids(
-            _to_size(prediction.probabilities, size), LabelSet(prediction.ids), minmax=preset.minmax_normalize
-        )
-        yield np.where(ids == VOID, 0, ids)
+        yield mask if prediction.t == 0 else np.where(prediction.labels == VOID, 0, prediction.labels)
 
 
-def _as_images(frames: Any) -> list[np.ndarray]:
-    """Frames as (H, W, 3) uint8 arrays (a list of arrays is used as is)."""
+def _source(frames: Any) -> FrameSource:
+    """Frames as a :class:`FrameSource` (a list of (H, W, 3) uint8 arrays is stacked)."""
+    if isinstance(frames, FrameSource):
+        return frames
     if isinstance(frames, (list, tuple)) and all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames):
-        return list(frames)
-    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-    return [(frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for frame in source]
+        return open_frames(np.stack(frames))
+    return open_frames(frames)
 
 
 def propagate_keypoints(
@@ -150,22 +112,20 @@ def propagate_keypoints(
     cut or empty, as in the reference). Heatmaps are drawn at the original size with the reference's
     integer anchoring (``subpixel=False``), and frame 0 is decoded from its own heatmaps like the others.
     """
-    images = _as_images(frames)
-    size = images[0].shape[:2]
+    source = _source(frames)
+    size = tuple(source.original_size)
     heatmaps = draw_gaussian_heatmaps(np.asarray(first_points, np.float64), size, preset.sigma, subpixel=False)
-    input_size = preset.input_size or size
-    soft = _to_size(heatmaps.numpy(), input_size)
-    if not bool(soft.any()):
+    if not bool(resize_soft(heatmaps, preset.input_size or size).any()):
         raise InputError("every first-frame keypoint lies outside the frame: nothing to propagate")
-    source = _resize_frames(images, input_size) if input_size != size else open_frames(images)
-    points = np.full((len(images), len(heatmaps), 2), -1.0)
+    points = np.full((len(source), len(heatmaps), 2), -1.0)
     points[0] = decode_heatmaps_topk(heatmaps, KEYPOINT_TOPK)[0].numpy()
     predictions = iter_propagate(
-        model, source, soft.numpy(), batch_size=batch_size, return_probabilities=True, **preset.propagation_options()
+        model, source, heatmaps.numpy(), options=preset.options, size=preset.input_size,
+        resample=preset.resample if preset.input_size else None, batch_size=batch_size, return_probabilities=True,
     )
     for prediction in predictions:
         if prediction.t > 0:
-            maps = _to_size(prediction.probabilities, size)
+            maps = torch.from_numpy(prediction.probabilities)
             points[prediction.t] = decode_heatmaps_topk(maps, KEYPOINT_TOPK)[0].numpy()
     return points
 

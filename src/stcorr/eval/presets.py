@@ -1,8 +1,7 @@
 """Propagation presets of the benchmarks: the Spa-then-Temp test configurations, per task and stride.
 
 Source: ``qianduoduolr/Spa-then-Temp`` at commit ``4c943628`` (2023-07-06), ``configs/test/base_data.py``
-(input sizes) and ``configs/test/res18_d8.py`` / ``res18_d4.py`` (``test_cfg``), summarised in
-``method.md`` §4.2 and ``propagation-and-metrics.md`` §1.5. Common to every task: ``precede_frames=20``
+(input sizes) and ``configs/test/res18_d8.py`` / ``res18_d4.py`` (``test_cfg``). Common to every task: ``precede_frames=20``
 (context), ``topk=10``, ``temperature=0.07``, ``mode='square'``, ``with_first_neighbor=True`` (the
 window also applies to the first frame), first-frame labels resized with PIL NEAREST, per-channel
 min-max normalisation before the arg-max. The window half-width is ``neighbor_range // 2`` cells:
@@ -30,6 +29,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from stcorr.errors import InputError
+from stcorr.propagation.options import PropagationOptions
 
 __all__ = ["Benchmark", "BENCHMARKS", "EvalPreset", "PRESETS", "preset_for"]
 
@@ -43,42 +43,43 @@ _SOURCE = "Spa-then-Temp configs/test/base_data.py + res18_d{8,4}.py (commit 4c9
 class EvalPreset:
     """How a benchmark propagates labels for a model of one stride.
 
-    ``input_size`` is the (H, W) frames are resized to (aspect not kept), or None for the native size.
-    The propagation knobs are those of :func:`stcorr.propagate_labels`.
+    ``input_size`` is the (H, W) frames are resized to (aspect not kept), or None for the native size;
+    ``resample`` how (``"reference"``: OpenCV's ``INTER_LINEAR`` on 8-bit frames, as the reference code).
+    ``options`` are the propagation knobs (:class:`~stcorr.propagation.options.PropagationOptions`); they
+    are also readable as attributes (``preset.radius``, ...).
     """
 
     benchmark: str
     stride: int
     input_size: tuple[int, int] | None
-    radius: int
-    context: int = 20
-    topk: int = 10
-    temperature: float = 0.07
-    label_downsampling: str = "nearest"
-    minmax_normalize: bool = True
-    sigma: float = 4.0
+    options: PropagationOptions
+    resample: str = "reference"
     source: str = _SOURCE
 
-    def with_overrides(self, **overrides: Any) -> EvalPreset:
-        """A copy with the given knobs replaced; ``None`` values keep the preset's value."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise InputError(f"unknown preset options {unknown}; known: {sorted(known)}")
-        given = {key: value for key, value in overrides.items() if value is not None}
-        return replace(self, **given) if given else self
+    def __getattr__(self, name: str) -> Any:
+        if name in _OPTION_NAMES:
+            return getattr(self.options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def propagation_options(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`stcorr.propagate_labels` / :func:`stcorr.iter_propagate`."""
-        return {
-            "context": self.context,
-            "radius": self.radius,
-            "topk": self.topk,
-            "temperature": self.temperature,
-            "label_downsampling": self.label_downsampling,
-            "minmax_normalize": self.minmax_normalize,
-            "sigma": self.sigma,
-        }
+    def with_overrides(self, **overrides: Any) -> EvalPreset:
+        """A copy with the given knobs (preset fields or propagation options) replaced; ``None`` keeps a value."""
+        own = {f.name for f in fields(self)} - {"options"}
+        unknown = sorted(set(overrides) - own - _OPTION_NAMES)
+        if unknown:
+            raise InputError(f"unknown preset options {unknown}; known: {sorted(own | _OPTION_NAMES)}")
+        given = {key: value for key, value in overrides.items() if value is not None and key in own}
+        options = self.options.replace(**{k: v for k, v in overrides.items() if k in _OPTION_NAMES and v is not None})
+        return replace(self, options=options, **given)
+
+    def propagation_options(self) -> PropagationOptions:
+        """The propagation options (for :func:`stcorr.propagate_labels` / :func:`stcorr.iter_propagate`)."""
+        return self.options
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for JSON."""
+        size = list(self.input_size) if self.input_size is not None else None
+        return {"benchmark": self.benchmark, "stride": self.stride, "input_size": size, "resample": self.resample,
+                **self.options.to_dict(), "source": self.source}
 
     def describe(self) -> str:
         """One line: input size and knobs."""
@@ -89,13 +90,18 @@ class EvalPreset:
         )
 
 
+_OPTION_NAMES = frozenset(f.name for f in fields(PropagationOptions))
+_MASKS = PropagationOptions(label_downsampling="nearest", minmax_normalize=True)
+_KEYPOINTS = PropagationOptions(label_downsampling="bilinear", minmax_normalize=False)
+
+
 PRESETS: dict[tuple[str, int], EvalPreset] = {
-    ("davis", 8): EvalPreset("davis", 8, None, radius=12),
-    ("davis", 4): EvalPreset("davis", 4, None, radius=35),
-    ("vip", 8): EvalPreset("vip", 8, (560, 560), radius=16),
-    ("vip", 4): EvalPreset("vip", 4, (560, 560), radius=35),
-    ("jhmdb", 8): EvalPreset("jhmdb", 8, (320, 320), radius=5, label_downsampling="bilinear", minmax_normalize=False),
-    ("jhmdb", 4): EvalPreset("jhmdb", 4, (320, 320), radius=12, label_downsampling="bilinear", minmax_normalize=False),
+    ("davis", 8): EvalPreset("davis", 8, None, _MASKS.replace(radius=12)),
+    ("davis", 4): EvalPreset("davis", 4, None, _MASKS.replace(radius=35)),
+    ("vip", 8): EvalPreset("vip", 8, (560, 560), _MASKS.replace(radius=16)),
+    ("vip", 4): EvalPreset("vip", 4, (560, 560), _MASKS.replace(radius=35)),
+    ("jhmdb", 8): EvalPreset("jhmdb", 8, (320, 320), _KEYPOINTS.replace(radius=5)),
+    ("jhmdb", 4): EvalPreset("jhmdb", 4, (320, 320), _KEYPOINTS.replace(radius=12)),
 }
 
 

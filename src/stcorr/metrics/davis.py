@@ -1,6 +1,6 @@
 """DAVIS-2017 semi-supervised J&F, computed like the official ``davis2017-evaluation`` tool.
 
-Definitions (see ``propagation-and-metrics.md`` §2):
+Definitions:
 
 * **J** (region similarity) is the IoU of the predicted and ground-truth masks of one object in one
   frame; 1 when both are empty.

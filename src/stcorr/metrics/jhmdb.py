@@ -1,6 +1,6 @@
 """JHMDB keypoint propagation: PCK under the two reference protocols, and joint heatmaps.
 
-PCK (``propagation-and-metrics.md`` §3). For every frame, the reference size is
+PCK. For every frame, the reference size is
 ``0.6 * ||(max_x - min_x, max_y - min_y)||`` over the GT positions of the frame's *counted* joints,
 and a joint is counted when its **predicted** position is "visible". Distances divided by that size
 are pooled per joint over all videos and frames; PCK@a(joint) = 100 * #(d <= a) / #counted, and the
@@ -39,7 +39,7 @@ from typing import Literal
 import numpy as np
 
 from stcorr._atomic import atomic_path
-from stcorr.errors import InputError, VideoReadError
+from stcorr.errors import DataReadError, InputError
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 
 __all__ = [
@@ -198,7 +198,7 @@ def load_keypoints(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a keypoint file written by :func:`save_keypoints` (or any tool following its format)."""
     path = Path(path)
     if not path.is_file():
-        raise VideoReadError(f"keypoint file {path} not found")
+        raise DataReadError(f"keypoint file {path} not found")
     try:
         if path.suffix == ".npy":
             data = np.load(path, allow_pickle=False)
@@ -212,7 +212,7 @@ def load_keypoints(path: str | os.PathLike[str]) -> np.ndarray:
     except (OSError, ValueError) as exc:
         if isinstance(exc, InputError):
             raise
-        raise VideoReadError(f"cannot read keypoint file {path}: {exc}") from exc
+        raise DataReadError(f"cannot read keypoint file {path}: {exc}") from exc
     try:
         return _as_keypoints(data, str(path))
     except ValueError as exc:  # ragged JSON lists

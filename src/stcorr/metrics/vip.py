@@ -1,6 +1,6 @@
 """VIP human-parsing mIoU: one confusion matrix pooled over every frame of every video.
 
-Protocol (CRW/UVC ``eval_vip.py``, VFS/Spa-then-Temp ``vip_dataset.py``; ``propagation-and-metrics.md`` §4):
+Protocol (CRW/UVC ``eval_vip.py``, VFS/Spa-then-Temp ``vip_dataset.py``):
 
 * 20 classes including background (:data:`VIP_CLASSES`);
 * only GT pixels with a label in ``[0, 20)`` count, so void 255 is ignored;
@@ -19,9 +19,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from PIL import Image
 
 from stcorr.errors import InputError
+from stcorr.propagation.labels import resize_ids_nearest
 
 __all__ = ["VIP_CLASSES", "NUM_CLASSES", "confusion_matrix", "class_iou", "mean_iou", "resize_labels_nearest"]
 
@@ -77,11 +77,4 @@ def mean_iou(confusion: np.ndarray) -> float:
 
 def resize_labels_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a label map to ``size = (H, W)`` with PIL nearest (the reference's resampling)."""
-    array = _as_labels(labels, "labels")
-    height, width = size
-    if array.shape == (height, width):
-        return array
-    if array.min(initial=0) < 0 or array.max(initial=0) > np.iinfo(np.int32).max:
-        raise InputError("labels must be non-negative 32-bit integers to be resized")
-    image = Image.fromarray(array.astype(np.int32))  # mode "I"
-    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST), dtype=np.int64)
+    return resize_ids_nearest(_as_labels(labels, "labels"), size)

@@ -51,18 +51,36 @@ the video length.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
-import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from stcorr.errors import InputError
+from stcorr.propagation._ranking import (
+    CPU_BF16_ENV,
+    _ieee_matmuls,
+    _matmul,
+    _Picks,
+    _topk,
+    _union,
+    cosine_error_bound,
+    cpu_has_native_bf16,
+    default_compute_dtype,
+    rounding_error,
+)
+from stcorr.propagation._store import _ContextStore, _Workspace
+from stcorr.propagation._tiling import (
+    _from_blocks,
+    _key_rects,
+    _make_tiling,
+    _to_bands,
+    _to_blocks,
+    default_block_size,
+)
+from stcorr.propagation.options import PropagationOptions, resolve_options
 
 __all__ = [
     "propagate",
@@ -70,32 +88,24 @@ __all__ = [
     "LabelPropagator",
     "default_block_size",
     "default_compute_dtype",
+    "cpu_has_native_bf16",
+    "CPU_BF16_ENV",
     "cosine_error_bound",
 ]
 
 _log = logging.getLogger(__name__)
 
-_REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 # Upper bound on the similarity buffer of one chunk of row blocks (bytes); bounds the peak memory
 # independently of grid size and radius.
 _SIMS_BUDGET = 96 * 2**20
-# Context frames per chunk: one matmul per (band, chunk) covers all frames of a chunk. Adding a
-# frame to a partly filled chunk copies that chunk (only while the context fills up).
-_SLOTS_PER_CHUNK = 8
 
 
 def _preselect_count(topk: int) -> int:
     """Candidates per query kept from the compute-dtype similarities before exact ranking.
 
     More makes the certificate fail less often (the block is then selected again, wider) but costs
-    more top-k work and, in a reduced dtype, more float32 recomputation. Measured at top-10, context
-    20, 2 threads: with bfloat16, keeping 30 / 40 / 50 took 0.218 / 0.268 / 0.285 s per frame on
-    random features (60x107x256, 22 frames) and 0.333 / 0.341 / 0.386 on a static-camera video
-    (vtest.avi, embedded model, 72x96x256, 22 frames; 21 / 12 / 7 % of its query blocks selected
-    again: its background repeats in every context frame, so top candidates come in groups of
-    near-equal or equal cosines). With float32, keeping 14 instead of 30 was 12 % faster on the
-    random features but 16 % slower on that video once its context was full (59 of 144 blocks per
-    frame selected again).
+    more top-k work and, in a reduced dtype, more float32 recomputation (measurements:
+    ``benchmarks/tuning.md``).
     """
     return 3 * topk
 
@@ -103,9 +113,7 @@ def _preselect_count(topk: int) -> int:
 # With an automatic compute dtype (None), switch from bfloat16 to float32 for the rest of the video once at
 # least _SWITCH_AFTER frames are predicted and, on average over them, more than _SWITCH_TO_FLOAT32 of the query
 # blocks had to be selected again: features so alike that most cosines lie within bfloat16 rounding of each
-# other. Measured shares: raw Lab pixels (C=3) 0.82-1.0 per video in the quick offline benchmark (bfloat16 was
-# 3x slower than float32 there); a static-camera video with a trained model 0.12-0.53 over its first 9 frames,
-# then 0.06-0.12 (bfloat16 still faster); a reselected block costs about 2 ms on the benchmark machine.
+# other (measured shares: benchmarks/tuning.md).
 _SWITCH_TO_FLOAT32 = 0.5
 _SWITCH_AFTER = 3
 # Candidates kept per query (x topk) when a query block is selected again because its first preselection
@@ -113,286 +121,11 @@ _SWITCH_AFTER = 3
 _WIDE_PRESELECT = 16
 
 
-def cosine_error_bound(
-    computed: torch.Tensor, query_error: torch.Tensor | float, key_error: float, dtype: torch.dtype, channels: int
-) -> torch.Tensor:
-    """Largest possible |exact cosine q.k - cosine computed by a ``dtype`` matmul|, as a function of the computed value.
-
-    q and k are unit float32 vectors, q' and k' their roundings to ``dtype`` (themselves for
-    float32); ``query_error`` is |q - q'| (per query, broadcast with ``computed``) and ``key_error``
-    at least |k - k'| for every key. q.k = q'.k' + (q - q').k + q'.(k - k'), and by Cauchy-Schwarz
-    the last two terms are at most query_error and |q'| key_error. A float32 dot product of C terms
-    is within gamma = C 2^-24 / (1 - C 2^-24) of |q'| |k'| whatever the order of the sums (on CUDA
-    :func:`_ieee_matmuls` guarantees it); rounding that sum x to ``dtype`` gives
-    r with |x - r| <= u |x| + n (u = unit roundoff, n = smallest normal number), so
-    |x - r| <= (u |r| + n) / (1 - u). Hardware that flushes tiny inputs to zero loses at most
-    2 sqrt(C) n more. A 1 % margin covers float32 rounding of the bound itself. r + bound(r) grows
-    with r, so it bounds the exact cosine of every candidate computed below r too.
-    """
-    info = torch.finfo(dtype)
-    u, n = info.eps / 2, info.smallest_normal
-    query_norm = 1 + query_error  # |q'| <= |q| + |q - q'|
-    gamma = channels * 2.0**-24 / (1 - channels * 2.0**-24)  # float32 dot products, any summation order
-    summed = query_error + query_norm * key_error + gamma * query_norm * (1 + key_error)
-    flushed = 2 * math.sqrt(channels) * n
-    r = computed.float().clamp(-2.0, 2.0)  # -inf (no candidate) stays far below any cosine
-    return 1.01 * ((u * r.abs() + n) / (1 - u) + summed + flushed)
-
-
-def rounding_error(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """|v - v'| of float32 vectors v (last dimension) and their roundings v' to ``dtype``."""
-    return torch.linalg.vector_norm(features - features.to(dtype).float(), dim=-1)
-
-
-def default_compute_dtype(device: torch.device) -> torch.dtype:
-    """Similarity dtype used when ``compute_dtype`` is None: only the speed depends on it, never the result.
-
-    bfloat16 on CPUs with native bfloat16 matmuls (AVX-512 BF16 or AMX; on the README's benchmark
-    machine the kernel is then 11x instead of 6x faster than the dense reference), float32 elsewhere,
-    CUDA included (no GPU was available to measure a reduced dtype there). A propagator that chose
-    bfloat16 this way switches to float32 if bfloat16 turns out unable to certify most of the
-    top-k (``_SWITCH_TO_FLOAT32``).
-    """
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-CPU_BF16_ENV = "STCORR_CPU_BF16"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), as PyTorch reports it.
-
-    ``STCORR_CPU_BF16=0`` answers no whatever the CPU (``1``: yes): with ``ATEN_CPU_CAPABILITY=avx2``
-    (plus ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``MKL_ENABLE_INSTRUCTIONS=AVX2`` for the matmul libraries) it makes
-    a bf16-capable machine behave like a common AVX2-only CPU, which is how ``benchmarks/avx2.py`` emulates one.
-    """
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    if forced:
-        raise InputError(f"{CPU_BF16_ENV} must be 0 (no native bfloat16), 1 (native) or unset, got {forced!r}")
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def default_block_size(radius: int) -> tuple[int, int]:
-    """Query block (rows, columns) used when ``block_size`` is not given.
-
-    Chosen by measurement at DAVIS scale (60x107 cells, C=256, radius 12, context 20, 22 frames) on
-    a 2-core AVX-512 CPU, fp32, single-thread CPU seconds per frame: (4, 8) 0.51, (3, 12) 0.53,
-    (4, 12) 0.53, (2, 12) 0.53, (2, 8) 0.53, (4, 16) 0.59 (one matmul per frame and band; grouping
-    frames in chunks later cost ~10 % single-thread but needs ~8x fewer matmul calls, which holds up
-    much better with 2 threads on a busy machine). Smaller blocks waste fewer
-    similarities on window corners but make smaller matmuls; narrower blocks duplicate more key
-    columns in the stored bands ((bw + 2r) / bw: 4x for (4, 8), 3x for (4, 12)). (4, 12) is within
-    4 % of the fastest with 25 % less context memory. For radii above 12 the block widens with the
-    radius to keep the duplication at most 3x. Not measured on a GPU.
-    """
-    return (4, max(12, radius))
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class _Tiling:
-    """How an h x w grid is cut into query blocks and key rectangles, plus the masks that go with it."""
-
-    h: int
-    w: int
-    bh: int  # query block rows
-    bw: int  # query block columns
-    ry: int  # window half-height actually needed (radius clipped to the grid)
-    rx: int  # window half-width
-    nby: int  # row blocks
-    nbx: int  # column blocks = key bands
-    window_bias: torch.Tensor  # (Q, rect_rows, 1, band_width): 0 where the key is in the query's window, else -inf
-    grid_bias: torch.Tensor  # (nbx, nby, 1, rect_rows, 1, band_width): 0 where the key is on the grid, else -inf
-    key_cell: torch.Tensor  # (nbx, nby, R) int64: flat grid index y * w + x of each key (clamped)
-
-    @property
-    def rect_rows(self) -> int:
-        return self.bh + 2 * self.ry
-
-    @property
-    def band_width(self) -> int:
-        return self.bw + 2 * self.rx
-
-    @property
-    def padded_rows(self) -> int:
-        return self.nby * self.bh + 2 * self.ry
-
-    @property
-    def queries(self) -> int:
-        return self.bh * self.bw
-
-    @property
-    def keys(self) -> int:
-        return self.rect_rows * self.band_width
-
-    def decode(self, flat_idx: torch.Tensor, slots: int, key_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate indices into similarities laid out (rect_row, slot, column) -> (slot, grid cell).
-
-        ``key_cell`` holds the grid cell of each key of the rectangle, (..., 1, R), broadcastable to
-        ``flat_idx``'s leading dimensions.
-        """
-        row_len = slots * self.band_width
-        row, slot, col = flat_idx // row_len, flat_idx % row_len // self.band_width, flat_idx % self.band_width
-        cell = key_cell.expand(*flat_idx.shape[:-1], -1).gather(-1, row * self.band_width + col)
-        return slot, cell
-
-
-def _make_tiling(
-    h: int, w: int, radius: int, block: tuple[int, int], device: torch.device, dtype: torch.dtype
-) -> _Tiling:
-    bh, bw = min(block[0], h), min(block[1], w)
-    ry, rx = min(radius, h - 1), min(radius, w - 1)
-    nby, nbx = math.ceil(h / bh), math.ceil(w / bw)
-    rows, cols = bh + 2 * ry, bw + 2 * rx
-    # Offsets of query cells inside a block and of key cells inside a rectangle, relative to the
-    # block's top-left cell.
-    qy, qx = torch.meshgrid(torch.arange(bh), torch.arange(bw), indexing="ij")
-    ky, kx = torch.meshgrid(torch.arange(rows) - ry, torch.arange(cols) - rx, indexing="ij")
-    qy, qx, ky, kx = qy.flatten(), qx.flatten(), ky.flatten(), kx.flatten()
-    in_window = ((ky[None] - qy[:, None]).abs() <= radius) & ((kx[None] - qx[:, None]).abs() <= radius)
-    # Absolute key coordinates per block: (nbx, nby, R).
-    abs_y = (torch.arange(nby) * bh)[None, :, None] + ky[None, None, :]
-    abs_x = (torch.arange(nbx) * bw)[:, None, None] + kx[None, None, :]
-    on_grid = (abs_y >= 0) & (abs_y < h) & (abs_x >= 0) & (abs_x < w)
-    key_cell = abs_y.clamp(0, h - 1) * w + abs_x.clamp(0, w - 1)
-    return _Tiling(
-        h=h,
-        w=w,
-        bh=bh,
-        bw=bw,
-        ry=ry,
-        rx=rx,
-        nby=nby,
-        nbx=nbx,
-        window_bias=_bias(in_window, dtype, device).view(bh * bw, rows, 1, cols),
-        grid_bias=_bias(on_grid, dtype, device).view(nbx, nby, 1, rows, 1, cols),
-        key_cell=key_cell.to(device),
-    )
-
-
-def _bias(keep: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """0 where ``keep``, -inf elsewhere."""
-    return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, float("-inf")).to(device)
-
-
-def _to_blocks(grid: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """(h, w, D) -> (nbx, nby, Q, D), zero-padding the grid up to whole blocks."""
-    d = grid.shape[-1]
-    padded = F.pad(grid, (0, 0, 0, t.nbx * t.bw - t.w, 0, t.nby * t.bh - t.h))
-    blocks = padded.reshape(t.nby, t.bh, t.nbx, t.bw, d).permute(2, 0, 1, 3, 4)
-    return blocks.reshape(t.nbx, t.nby, t.queries, d)
-
-
-def _from_blocks(blocks: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """(nbx, nby, Q, D) -> (D, h, w), dropping the padding cells."""
-    d = blocks.shape[-1]
-    grid = blocks.reshape(t.nbx, t.nby, t.bh, t.bw, d).permute(4, 1, 2, 0, 3)
-    return grid.reshape(d, t.nby * t.bh, t.nbx * t.bw)[:, : t.h, : t.w]
-
-
-def _to_bands(grid: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """(C, h, w) -> (nbx, C, padded_rows, band_width): overlapping, zero-padded column bands."""
-    padded = F.pad(grid, (t.rx, t.nbx * t.bw + t.rx - t.w, t.ry, t.padded_rows - t.ry - t.h))
-    # unfold -> (C, padded_rows, nbx, band_width)
-    return padded.unfold(2, t.band_width, t.bw).permute(2, 0, 1, 3).contiguous()
-
-
-def _key_rects(band: torch.Tensor, t: _Tiling) -> torch.Tensor:
-    """One band of a chunk, (C, padded_rows, slots, band_width) -> (nby, C, rect_rows * slots * band_width).
-
-    The key rectangle of a row block is a run of whole band rows (each holding every slot), so it
-    is a plain strided matrix: no copy.
-    """
-    c, _, slots, width = band.shape
-    row = slots * width
-    return band.as_strided((t.nby, c, t.rect_rows * row), (t.bh * row, t.padded_rows * row, 1))
-
-
-def _grouped_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the last two dims of x (..., groups, G), as values and flat indices g * G + i.
-
-    Exact and cheaper than one top-k over groups * G values: the k largest values lie in the k
-    groups with the largest maxima (a group holding one of them has a maximum at least as large as
-    the k-th value, and at most k groups can), so only those k * G values are searched.
-    """
-    groups, size = x.shape[-2:]
-    kg = min(k, groups)
-    _, top_groups = x.amax(-1).topk(kg, dim=-1)  # (..., kg)
-    idx = top_groups.unsqueeze(-1).expand(*top_groups.shape, size)
-    candidates = x.gather(-2, idx).flatten(-2)  # (..., kg * G)
-    values, local = candidates.topk(k, dim=-1)
-    return values, top_groups.gather(-1, local // size) * size + local % size
-
-
-def _matmul(queries: torch.Tensor, rects: torch.Tensor, out: torch.Tensor) -> None:
-    """out[b] = queries[b] @ rects[b] for every row block b.
-
-    One batched matmul, except for reduced precision on CPU: there oneDNN's batched path copies
-    the overlapping key rectangles first (measured 4x slower than a loop of 2-D matmuls).
-    """
-    if out.dtype == torch.float32 or out.device.type != "cpu":
-        torch.bmm(queries, rects, out=out)
-    else:
-        for b in range(out.shape[0]):
-            torch.mm(queries[b], rects[b], out=out[b])
-
-
-@contextmanager
-def _ieee_matmuls(device: torch.device) -> Iterator[None]:
-    """On CUDA, matmuls as :func:`cosine_error_bound` assumes: no TF32, float32 sums of 16-bit products.
-
-    PyTorch lets cuBLAS sum bfloat16/float16 products in reduced precision by default, and users
-    may enable TF32; both are turned off here and restored afterwards. TF32 goes through the API the
-    running PyTorch has (``fp32_precision`` from 2.9 on; reading the legacy setting raises once the
-    new one has been used). Nothing to do on CPU.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    matmul = torch.backends.cuda.matmul
-    names = ["allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction"]
-    names.append("fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32")
-    saved = {name: getattr(matmul, name) for name in names}
-    try:
-        for name in names:
-            setattr(matmul, name, "ieee" if name == "fp32_precision" else False)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(matmul, name, value)
-
-
-def _topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the last two dims of x (..., groups, G) as (values, flat indices)."""
-    if x.dtype == torch.float32:
-        return _grouped_topk(x, k)
-    return x.flatten(-2).topk(k, dim=-1)  # grouping does not pay off with 16-bit values (slow amax)
-
-
 # --------------------------------------------------------------------------- validation
 
 
 def _shape(x: object) -> object:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def _check_options(context: int, radius: int, topk: int, temperature: float, compute_dtype: torch.dtype | None) -> None:
-    for name, value, low in (("context", context, 0), ("radius", radius, 0), ("topk", topk, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
-        raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if compute_dtype not in (None, torch.float32, *_REDUCED_DTYPES):
-        raise InputError(
-            f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {compute_dtype}"
-        )
 
 
 def _check_block(block_size: tuple[int, int]) -> tuple[int, int]:
@@ -439,141 +172,6 @@ def _check_labels(labels: object, what: str, hw: tuple[int, int], k: int | None,
     return labels
 
 
-# --------------------------------------------------------------------------- context storage
-
-
-class _ContextStore:
-    """All context frames ("slots"): key bands in chunks, labels and float32 features in one tensor each.
-
-    A chunk (nbx, C, padded_rows, slots, band_width) holds up to ``_SLOTS_PER_CHUNK`` frames
-    interleaved along the band width: one band row holds that row of every slot of the chunk, so
-    the key rectangles of all its slots form one strided matrix and one matmul per (band, chunk)
-    covers them all. Slot i of the store is slot i - (slots of earlier chunks) of its chunk.
-    Labels and features are kept in buffers with room for ``capacity`` slots (doubled if exceeded),
-    so adding a frame copies only that frame there.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self.slots = 0
-        self.chunks: list[torch.Tensor] = []
-        self._labels: torch.Tensor | None = None  # (capacity, h*w, K) float32
-        self._features: torch.Tensor | None = None  # (capacity, h*w, C) float32, for exact re-ranking
-        self.key_rounding = 0.0  # >= |k - k'| for every key k stored, k' its copy in the bands' dtype
-
-    @property
-    def labels(self) -> torch.Tensor:
-        """(slots, h*w, K) labels of the stored frames."""
-        assert self._labels is not None
-        return self._labels[: self.slots]
-
-    @property
-    def features(self) -> torch.Tensor:
-        """(slots, h*w, C) float32 features of the stored frames (reduced-precision stores only)."""
-        assert self._features is not None
-        return self._features[: self.slots]
-
-    def add(self, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> int:
-        """Store one frame ((nbx, C, rows, 1, width) bands, (1, h*w, K) labels, (1, h*w, C) features)
-        in a new slot; return its index. Growing a chunk copies it (only while the context fills up:
-        measured faster overall than giving each new frame a chunk of its own until 8 are merged,
-        which makes more, smaller top-k calls).
-        """
-        index = self.slots
-        if self.chunks and self.chunks[-1].shape[3] < _SLOTS_PER_CHUNK:
-            self.chunks[-1] = torch.cat([self.chunks[-1], bands], dim=3)
-        else:
-            self.chunks.append(bands)
-        if index == self.capacity:
-            self.capacity *= 2
-        self._labels = _with_room(self._labels, labels, self.capacity)
-        self._features = _with_room(self._features, features, self.capacity)
-        self.slots += 1
-        self._write(index, labels, features)
-        return index
-
-    def replace(self, index: int, bands: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> None:
-        """Overwrite slot ``index`` in place with one frame (same layout as :meth:`add`)."""
-        self._write(index, labels, features)
-        for chunk in self.chunks:
-            if index < chunk.shape[3]:
-                chunk[:, :, :, index].copy_(bands[:, :, :, 0])
-                return
-            index -= chunk.shape[3]
-        raise IndexError(index)
-
-    def rebuild_bands(self, bands_of: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Recompute every chunk from the stored (h*w, C) features (e.g. in another dtype), slots unchanged."""
-        first, chunks = 0, []
-        for chunk in self.chunks:
-            g = chunk.shape[3]
-            chunks.append(torch.cat([bands_of(self.features[s]) for s in range(first, first + g)], dim=3))
-            first += g
-        self.chunks = chunks
-        self.key_rounding = 0.0 if chunks[0].dtype == torch.float32 else self.key_rounding
-
-    def _write(self, index: int, labels: torch.Tensor, features: torch.Tensor) -> None:
-        """Labels and features of slot ``index``; widen ``key_rounding`` to cover the new keys."""
-        assert self._labels is not None and self._features is not None
-        self._labels[index].copy_(labels[0])
-        self._features[index].copy_(features[0])
-        if self.chunks[0].dtype != torch.float32:
-            error = float(rounding_error(features[0], self.chunks[0].dtype).max())
-            self.key_rounding = max(self.key_rounding, error)
-
-
-class _Workspace:
-    """Scratch buffers reused from frame to frame.
-
-    Allocating large tensors anew for every frame costs more than filling them: the allocator
-    returns big blocks to the OS, so each frame pays page faults again (measured on CPU: gathering
-    160 MB into a fresh tensor 50 ms, into a reused one 10 ms).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self._device = device
-        self._buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised tensor of this shape and dtype, sharing memory with earlier calls of this name."""
-        size = math.prod(shape)
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
-            buffer = self._buffers[name] = torch.empty(size, dtype=dtype, device=self._device)
-        return buffer[:size].view(shape)
-
-
-def _with_room(buffer: torch.Tensor | None, row: torch.Tensor, capacity: int) -> torch.Tensor:
-    """``buffer`` (or a new one shaped like ``row`` (1, ...)) with ``capacity`` rows, old rows kept."""
-    if buffer is not None and buffer.shape[0] >= capacity:
-        return buffer
-    grown = row.new_empty((capacity, *row.shape[1:]))
-    if buffer is not None:
-        grown[: buffer.shape[0]] = buffer
-    return grown
-
-
-@dataclass
-class _Picks:
-    """Selected candidates per query, (nbx, nby, Q, k) each."""
-
-    cos: torch.Tensor  # similarity; -inf for a padding or out-of-window pick
-    slot: torch.Tensor  # int64 context slot
-    cell: torch.Tensor  # int64 flat grid cell y * w + x
-
-    def take(self, index: torch.Tensor) -> _Picks:
-        return _Picks(self.cos.gather(-1, index), self.slot.gather(-1, index), self.cell.gather(-1, index))
-
-    def first(self, n: int) -> _Picks:
-        return _Picks(self.cos[..., :n], self.slot[..., :n], self.cell[..., :n])
-
-    def best(self, k: int) -> _Picks:
-        """The k picks with the largest cosines, best first."""
-        if self.cos.shape[-1] <= k:
-            return self
-        return self.take(self.cos.topk(k, dim=-1).indices)
-
-
 # --------------------------------------------------------------------------- the streaming propagator
 
 
@@ -586,6 +184,9 @@ class LabelPropagator:
     Args:
         first_features: (C, h, w) features of frame 0, any floating dtype, on any device.
         first_labels: (K, h, w) soft labels of frame 0 (moved to the features' device).
+        options: a :class:`~stcorr.propagation.options.PropagationOptions` (default values if None); the
+            keywords below override its fields (only context, radius, topk, temperature and compute_dtype
+            matter here).
         context: number of previous frames kept besides frame 0 and the anchors.
         radius: half-size of the square search window, in feature cells.
         topk: number of candidates kept per query, jointly over all context frames.
@@ -602,15 +203,21 @@ class LabelPropagator:
         self,
         first_features: torch.Tensor,
         first_labels: torch.Tensor,
+        options: PropagationOptions | None = None,
         *,
-        context: int = 20,
-        radius: int = 12,
-        topk: int = 10,
-        temperature: float = 0.07,
+        context: int | None = None,
+        radius: int | None = None,
+        topk: int | None = None,
+        temperature: float | None = None,
         compute_dtype: torch.dtype | None = None,
         block_size: tuple[int, int] | None = None,
     ) -> None:
-        _check_options(context, radius, topk, temperature, compute_dtype)
+        opts = resolve_options(
+            options, context=context, radius=radius, topk=topk, temperature=temperature, compute_dtype=compute_dtype
+        )
+        context, radius, topk, temperature, compute_dtype = (
+            opts.context, opts.radius, opts.topk, opts.temperature, opts.compute_dtype
+        )
         first = _check_frame(first_features, "frame 0")
         self._chw = tuple(first.shape)
         self._device = first.device
@@ -683,6 +290,23 @@ class LabelPropagator:
         self._remember(self._frame(normalised, labels))
         self._frames_seen += 1
         return labels, confidence
+
+    @torch.no_grad()
+    def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Put a frame whose soft labels are already known into the window of previous frames, as
+        :meth:`step` does after predicting it, without predicting it: resumes a pass from cached
+        predictions (giving each skipped frame's features and the labels ``step`` returned for it, in order).
+
+        Args:
+            features: (C, h, w) features of the frame.
+            labels: (K, h, w) its soft labels.
+        """
+        what = f"frame {self._frames_seen}"
+        feats = _check_frame(features, what, self._chw)
+        self._check_device(feats, what)
+        labels = _check_labels(labels, what, self._chw[1:], self._num_labels, self._device)
+        self._remember(self._frame(self._normalise(feats), labels))
+        self._frames_seen += 1
 
     def first_frame_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame 0's (labels, confidence): its labels as float32 (K, h, w) and a confidence of 1."""
@@ -958,25 +582,18 @@ class LabelPropagator:
         return self._rank(queries, kept, left_out)[0]
 
 
-def _union(parts: list[_Picks], k: int) -> _Picks:
-    """The k best (best first) of several candidate lists of the same queries."""
-    if len(parts) == 1:
-        return parts[0]
-    union = _Picks(*(torch.cat([getattr(p, f) for p in parts], dim=-1) for f in ("cos", "slot", "cell")))
-    return union.best(min(k, union.cos.shape[-1]))
-
-
 # --------------------------------------------------------------------------- whole-video helpers
 
 
 def propagate_stream(
     features: Iterable[torch.Tensor],
     labels: torch.Tensor,
+    options: PropagationOptions | None = None,
     *,
-    context: int = 20,
-    radius: int = 12,
-    topk: int = 10,
-    temperature: float = 0.07,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -993,6 +610,7 @@ def propagate_stream(
     propagator = LabelPropagator(
         first,
         labels,
+        options,
         context=context,
         radius=radius,
         topk=topk,
@@ -1008,11 +626,12 @@ def propagate_stream(
 def propagate(
     features: torch.Tensor,
     labels: torch.Tensor,
+    options: PropagationOptions | None = None,
     *,
-    context: int = 20,
-    radius: int = 12,
-    topk: int = 10,
-    temperature: float = 0.07,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
     return_confidence: bool = False,
@@ -1022,7 +641,7 @@ def propagate(
     Args:
         features: (T, C, h, w) features of all frames.
         labels: (K, h, w) soft labels of frame 0.
-        context, radius, topk, temperature, compute_dtype, block_size: see :class:`LabelPropagator`.
+        options, context, radius, topk, temperature, compute_dtype, block_size: see :class:`LabelPropagator`.
         return_confidence: also return the (T, h, w) confidence maps.
 
     Returns:
@@ -1043,6 +662,7 @@ def propagate(
     stream = propagate_stream(
         features.unbind(0),
         labels,
+        options,
         context=context,
         radius=radius,
         topk=topk,

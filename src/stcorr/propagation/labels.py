@@ -23,14 +23,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from stcorr.errors import InputError
+from stcorr.propagation.options import DOWNSAMPLING
 
-__all__ = ["VOID", "MAX_IDS", "LabelSet", "mask_to_onehot", "to_grid", "upsample", "decode_ids", "confidence_map"]
+__all__ = [
+    "VOID",
+    "MAX_IDS",
+    "LabelSet",
+    "mask_to_onehot",
+    "to_grid",
+    "upsample",
+    "decode_ids",
+    "confidence_map",
+    "resize_ids_nearest",
+    "resize_soft",
+]
 
 VOID = 255
 MAX_IDS = 255  # ids 0..254; 255 marks void
-DOWNSAMPLING = ("bilinear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -133,3 +145,21 @@ def confidence_map(probs: torch.Tensor) -> np.ndarray:
     """Per-pixel confidence in [0, 1]: the largest label probability after normalising the label vector."""
     total = probs.sum(dim=0).clamp_min(1e-12)
     return (probs.amax(dim=0) / total).clamp(0, 1).cpu().numpy().astype(np.float32)
+
+
+def resize_ids_nearest(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An integer id map (h, w) resized to ``size = (H, W)`` with PIL nearest (the reference's resampling)."""
+    array = np.asarray(ids)
+    if array.shape == tuple(size):
+        return array.astype(np.int64, copy=False)
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
+        raise InputError("labels must be non-negative 32-bit integers to be resized")
+    image = Image.fromarray(array.astype(np.int32))  # mode "I"
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.NEAREST), dtype=np.int64)
+
+
+def resize_soft(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Soft labels (K, h, w) -> (K, H, W), bilinear (align_corners False); unchanged at the same size."""
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs
+    return F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)[0]

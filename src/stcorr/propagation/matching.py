@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from stcorr.errors import InputError
 from stcorr.features import Encoder, encode_batch, feature_stride
-from stcorr.frames import FrameSource, open_frames
+from stcorr.io.frames import FrameSource, open_frames
 
 __all__ = ["PointMatches", "match_points"]
 

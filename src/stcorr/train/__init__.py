@@ -1,12 +1,13 @@
 """Training of stcorr encoders: the losses of stage 1 (spatial, MoCo v2) and stage 2 (temporal).
 
 The loss functions are pure tensor code in :mod:`stcorr.train.losses`, re-exported here, as are the
-training entry points: ``python -m stcorr.train`` (:mod:`stcorr.train.__main__`), or from Python
+training entry points: ``python -m stcorr.train`` (:mod:`stcorr.train.cli`), or from Python
 ``run(stage, build, config, RunOptions(out=...))`` with ``build`` one of :func:`build_spatial`,
 :func:`build_temporal`, :func:`build_joint` (bound to their data/weights arguments with ``functools.partial``)
 and ``config`` from :func:`resolve_config`.
 """
 
+from stcorr.train.loop import RunOptions, export_run, read_log, run
 from stcorr.train.losses import (
     MomentumQueue,
     TemporalLossConfig,
@@ -24,7 +25,6 @@ from stcorr.train.losses import (
     uncertainty_mask,
     uncertainty_scores,
 )
-from stcorr.train.loop import RunOptions, export_run, read_log, run
 from stcorr.train.presets import PRESETS, TrainConfig, resolve_config
 from stcorr.train.spatial import build_spatial
 from stcorr.train.temporal import build_joint, build_temporal

@@ -7,7 +7,7 @@ Sources (found recursively under ``--data``, hidden entries skipped, in sorted o
   below such folders are used (so annotation PNGs are never read as frames);
 * a **video file** is any file with a video suffix (``VIDEO_SUFFIXES``); ``--data`` may also be one file.
 
-Frames are read with :func:`stcorr.frames.open_frames` and downscaled (never upscaled) to the short side
+Frames are read with :func:`stcorr.io.frames.open_frames` and downscaled (never upscaled) to the short side
 ``cache_short_side`` (like the dev repo's ``JPEGImages_s256``). Frame folders and image files are read
 from disk on access (symbolic links are followed). **Video files are decoded once and kept in memory** as
 uint8 at that size (random access into a compressed video costs O(index)); e.g. ``vtest.avi`` (795 frames
@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stcorr.errors import VideoReadError
-from stcorr.frames import IMAGE_SUFFIXES, FrameSource, open_frames
+from stcorr.io.frames import IMAGE_SUFFIXES, FrameSource, open_frames
 from stcorr.train.augment import crop_pair, moco_v2_transform, two_views
 from stcorr.train.presets import TrainConfig
 

@@ -28,10 +28,8 @@ import inspect
 import json
 import logging
 import math
-import os
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,20 +37,34 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageDraw, ImageFont
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from stcorr._atomic import atomic_path
-from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_pth, read_safetensors, torchvision_keys
-from stcorr.errors import CheckpointError, InputError, StcorrError, WeightsUnavailableError
-from stcorr.loading import PICKLE_SUFFIXES, load_model
-from stcorr.model import CONFIG_NAME, WEIGHTS_NAME, CorrespondenceModel
+from stcorr.distributed import all_gather_cat, barrier, gather_objects, mean_over_ranks
+from stcorr.errors import InputError, StcorrError
+from stcorr.loading import BACKBONE_NAME, BackboneWeights, read_backbone_weights
+from stcorr.train.checkpoints import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FORMAT,
+    check_resumable,
+    checkpoint_to_resume,
+    cpu_state,
+    export_run,
+    list_checkpoints,
+    load_init_weights,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
 from stcorr.train.data import InfiniteSampler, derive_seed, make_loader
-from stcorr.train.presets import TrainConfig, config_from_dict
+from stcorr.train.distributed import Distributed, setup_distributed
+from stcorr.train.logs import LOG_NAME, PLOT_NAME, PLOT_SKIP, append_log, keep_log_until, plot_losses, read_log
+from stcorr.train.presets import TrainConfig
+from stcorr.train.schedule import WarmupCosine, build_optimizer, build_scheduler
 
 __all__ = [
     "RunOptions",
@@ -80,13 +92,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_NAME = "backbone.safetensors"
-LOG_NAME = "log.jsonl"
-PLOT_NAME = "losses.png"
 TRAIN_CONFIG_NAME = "train_config.json"
-CHECKPOINT_DIR = "checkpoints"
-_CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
-_CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -129,237 +135,11 @@ class Stage(NamedTuple):
     dataset: Dataset
 
 
-# ---------------------------------------------------------------------------------------- processes
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _pick_device(device: str | None, local_rank: int) -> torch.device:
-    if device is None:
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and chosen.index is None:
-        chosen = torch.device(f"cuda:{local_rank}")
-    return chosen
-
-
-def setup_distributed(device: str | None = None) -> Distributed:
-    """Join the torchrun process group if there is one (NCCL on CUDA, gloo on CPU) and pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    chosen = _pick_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    if chosen.type == "cuda":
-        torch.cuda.set_device(chosen)
-    owns = False
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
-        owns = True
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return Distributed(rank=rank, world_size=dist.get_world_size() if dist.is_initialized() else 1, device=chosen,
-                       owns_group=owns)
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (same shape on every process) from all processes in rank order; ``x`` alone otherwise."""
-    if not _distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
-def _mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    if _distributed():
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return values
-
-
-def _gather_objects(value: Any) -> list[Any]:
-    if not _distributed():
-        return [value]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
-
 
 def sum_parts(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The total loss: the sum of the (already weighted) parts, in float32 at least."""
     widened = [part if part.dtype in (torch.float32, torch.float64) else part.float() for part in parts.values()]
     return torch.stack(widened).sum()
-
-
-# ------------------------------------------------------------------------------------- optimisation
-
-
-@dataclass
-class WarmupCosine:
-    """Learning-rate factor at step ``it``: cosine from 1 to ``min_ratio`` times a linear warm-up."""
-
-    total: int
-    warmup: int
-    warmup_ratio: float
-    min_ratio: float
-
-    def __call__(self, it: int) -> float:
-        progress = min(it, self.total) / max(self.total, 1)
-        factor = self.min_ratio + 0.5 * (1.0 - self.min_ratio) * (1.0 + math.cos(math.pi * progress))
-        if it < self.warmup:
-            factor *= 1.0 - (1.0 - it / self.warmup) * (1.0 - self.warmup_ratio)
-        return factor
-
-
-def build_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (betas 0.9/0.999) or SGD with momentum, as ``config.optimizer``."""
-    params = [p for p in parameters if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.sgd_momentum, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    factor = WarmupCosine(config.iters, config.warmup_iters, config.warmup_ratio, config.min_lr_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ------------------------------------------------------------------------------------------ weights
-
-
-@dataclass(frozen=True)
-class BackboneWeights:
-    """A torchvision-keyed ResNet state dict with what is known about it."""
-
-    state_dict: dict[str, torch.Tensor]
-    arch: str
-    input_space: str
-    stride: int
-    source: str
-
-    @property
-    def has_layer4(self) -> bool:
-        return any(key.startswith("layer4.") for key in self.state_dict)
-
-
-def _folder_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
-
-
-def _weights(state: dict[str, torch.Tensor], config: dict[str, Any], source: Path, space: str = "lab"
-             ) -> BackboneWeights:
-    space, stride = config.get("input_space", space), int(config.get("stride", 8))
-    return BackboneWeights(state, detect_arch(state), space, stride, str(source))
-
-
-def read_backbone_weights(spec: str | os.PathLike[str]) -> BackboneWeights:
-    """Weights for ``--init`` / ``--teacher``: a run or model folder (``backbone.safetensors`` preferred, else
-    ``model.safetensors``), a ``.safetensors`` file, a ``.pth`` (torchvision or official keys), or any
-    other name :func:`stcorr.load_model` accepts (manifest names, ``hf-hub:``)."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        files = [path / BACKBONE_NAME, path / WEIGHTS_NAME]
-        found = next((file for file in files if file.is_file()), None)
-        if found is None:
-            raise WeightsUnavailableError(
-                f"{path} holds neither {BACKBONE_NAME} nor {WEIGHTS_NAME}; expected a run or model folder"
-            )
-        return _weights(read_safetensors(found), _folder_config(path), found)
-    if path.is_file() and path.suffix == ".safetensors":
-        return _weights(read_safetensors(path), _folder_config(path.parent), path)
-    if path.is_file() and path.suffix in PICKLE_SUFFIXES:
-        raw = read_pth(path)
-        official = any(key.startswith("backbone.") for key in raw)
-        return _weights(torchvision_keys(raw), {}, path, space="lab" if official else "rgb")
-    if path.is_file():
-        expected = ", ".join((".safetensors", *PICKLE_SUFFIXES))
-        raise InputError(f"cannot read weights from {path}: expected a folder or one of {expected}")
-    model = load_model(os.fspath(spec), device="cpu")
-    return BackboneWeights(model.state_dict(), model.arch, model.input_space, model.stride, os.fspath(spec))
-
-
-def load_init_weights(encoder: CorrespondenceModel, spec: str | os.PathLike[str] | None) -> BackboneWeights | None:
-    """Initialise ``encoder`` from ``spec`` (None or ``"none"``: keep the random initialisation).
-
-    Every built stage must be in the weights, except layer4: inference weights stop at layer3, so a
-    missing layer4 keeps its random initialisation (the only non-strict part). Extra stages are ignored.
-    """
-    if spec is None or os.fspath(spec) == "none":
-        return None
-    weights = read_backbone_weights(spec)
-    if weights.arch != encoder.arch:
-        raise CheckpointError(
-            f"{weights.source} holds {weights.arch} weights but the model is {encoder.arch}; pass --arch {weights.arch}"
-        )
-    state = dict(weights.state_dict)
-    own = encoder.state_dict()
-    missing_layer4 = [key for key in own if key.startswith("layer4.") and key not in state]
-    if missing_layer4:
-        logger.info("%s has no layer4: it keeps its random initialisation", weights.source)
-        state.update({key: own[key] for key in missing_layer4})
-    load_state_dict_strict(encoder, state)
-    return weights
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().contiguous().cpu() for key, value in module.state_dict().items()}
-
-
-def export_run(out: Path, encoder: nn.Module, config: TrainConfig) -> CorrespondenceModel:
-    """Write the inference model (``config.json`` + ``model.safetensors``) and ``backbone.safetensors``."""
-    state = _cpu_state(encoder)
-    model = CorrespondenceModel(config.arch, stride=config.stride, input_space="lab")
-    load_state_dict_strict(model, state)
-    model.save_pretrained(out)
-    with atomic_path(out / BACKBONE_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "library": "stcorr", "arch": config.arch})
-    return model
-
-
-# -------------------------------------------------------------------------------------- checkpoints
-
-
-def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the run's checkpoints, oldest first."""
-    folder = Path(out) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_PATTERN.match(p.name))]
-    return sorted(found)
-
-
-def _rng_state() -> dict[str, torch.Tensor | None]:
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: Mapping[str, torch.Tensor | None]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 @dataclass
@@ -376,25 +156,21 @@ class _Trainer:
 
     def save(self, step: int) -> None:
         """Checkpoint after ``step`` steps (every process takes part; rank 0 writes), then prune."""
-        rng = _gather_objects(_rng_state())
+        rng = gather_objects(rng_state())
         if not self.env.is_main:
             return
         payload = {
-            "format": _CHECKPOINT_FORMAT,
+            "format": CHECKPOINT_FORMAT,
             "stage": self.stage,
             "step": step,
             "world_size": self.env.world_size,
             "config": self.config.to_dict(),
-            "task": _cpu_state(self.task),
+            "task": cpu_state(self.task),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
         }
-        with atomic_path(self.options.out / CHECKPOINT_DIR / f"step_{step:08d}.pt") as tmp:
-            torch.save(payload, tmp)
-        if self.options.keep_last > 0:
-            for _, old in list_checkpoints(self.options.out)[: -self.options.keep_last]:
-                old.unlink(missing_ok=True)
+        write_checkpoint(self.options.out, step, payload, self.options.keep_last)
 
     def restore(self, checkpoint: Mapping[str, Any]) -> int:
         """Load a checkpoint's state; returns its step."""
@@ -403,100 +179,11 @@ class _Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         states = checkpoint["rng"]
         if len(states) == self.env.world_size:
-            _set_rng_state(states[self.env.rank])
+            set_rng_state(states[self.env.rank])
         else:
             logger.warning("checkpoint written by %d processes, resumed by %d: the run is not an exact continuation",
                            len(states), self.env.world_size)
         return int(checkpoint["step"])
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"cannot read training checkpoint {path}: {exc}") from exc
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an stcorr training checkpoint")
-    return checkpoint
-
-
-def _checkpoint_to_resume(options: RunOptions) -> Path | None:
-    existing = list_checkpoints(options.out)
-    if options.resume is None:
-        if existing or (options.out / LOG_NAME).exists() or (options.out / WEIGHTS_NAME).exists():
-            raise InputError(f"{options.out} already holds a run; pass --resume to continue it or choose another --out")
-        return None
-    if options.resume == "latest":
-        return existing[-1][1] if existing else None
-    path = Path(options.resume)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    return path
-
-
-def _check_resumable(checkpoint: Mapping[str, Any], stage: str, config: TrainConfig) -> None:
-    if checkpoint["stage"] != stage:
-        raise InputError(f"the checkpoint is from the {checkpoint['stage']} stage, not {stage}")
-    changed = config_from_dict(checkpoint["config"]).differences(config)
-    if changed:
-        raise InputError("resuming needs the checkpoint's configuration; these differ: " + "; ".join(changed))
-
-
-# --------------------------------------------------------------------------------------------- logs
-
-
-def read_log(out: Path) -> list[dict[str, float]]:
-    """The records of ``RUN/log.jsonl``."""
-    path = Path(out) / LOG_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _keep_log_until(out: Path, step: int) -> None:
-    kept = [record for record in read_log(out) if record["step"] <= step]
-    with atomic_path(out / LOG_NAME) as tmp:
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
-
-
-def _append_log(out: Path, record: Mapping[str, float]) -> None:
-    with open(out / LOG_NAME, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-_PLOT_SKIP = ("step", "it_per_s", "samples_per_s", "time")
-_PANEL_SIZE = (760, 120)
-_MARGIN = 8
-
-
-def plot_losses(records: list[Mapping[str, float]], path: Path) -> None:
-    """One panel per logged series (total loss, each part, then lr) against the step, drawn with PIL; atomic."""
-    names = [name for name in records[0] if name not in _PLOT_SKIP] if records else []
-    series = [name for name in names if name != "lr"] + [name for name in names if name == "lr"]
-    width, height = _PANEL_SIZE
-    image = Image.new("RGB", (width, max(1, len(series)) * height), "white")
-    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
-    steps = [record["step"] for record in records]
-    for row, name in enumerate(series):
-        top = row * height
-        values = [float(record.get(name, math.nan)) for record in records]
-        finite = [v for v in values if math.isfinite(v)]
-        draw.rectangle((0, top, width - 1, top + height - 1), outline="#bbbbbb")
-        if not finite:
-            continue
-        low, high = min(finite), max(finite)
-        span_v, span_s = (high - low) or 1.0, (steps[-1] - steps[0]) or 1
-        points = [
-            (_MARGIN + (width - 2 * _MARGIN) * (s - steps[0]) / span_s,
-             top + height - _MARGIN - (height - 3 * _MARGIN) * (v - low) / span_v)
-            for s, v in zip(steps, values)
-            if math.isfinite(v)
-        ]
-        draw.line(points, fill="#1f77b4", width=2) if len(points) > 1 else draw.point(points, fill="#1f77b4")
-        label = f"{name}: last {finite[-1]:.4g}  min {low:.4g}  max {high:.4g}  (steps {steps[0]}-{steps[-1]})"
-        draw.text((_MARGIN, top + 2), label, fill="black", font=font)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -552,22 +239,22 @@ def run(stage: str, build: Builder, config: TrainConfig, options: RunOptions) ->
 def _run(stage: str, build: Builder, config: TrainConfig, options: RunOptions, env: Distributed) -> Path:
     out = Path(options.out)
     options = dataclasses.replace(options, out=out)
-    resume_path = _checkpoint_to_resume(options)
-    checkpoint = _read_checkpoint(resume_path) if resume_path else None
+    resume_path = checkpoint_to_resume(out, options.resume)
+    checkpoint = read_checkpoint(resume_path) if resume_path else None
     if checkpoint is not None:
-        _check_resumable(checkpoint, stage, config)
+        check_resumable(checkpoint, stage, config)
     torch.manual_seed(config.seed)
     task, dataset = build(config, env)
     task = _prepare(task, config, env)
     optimizer = build_optimizer(task.parameters(), config)
-    trainer = _Trainer(stage, task, optimizer, _scheduler(optimizer, config), config, options, env)
+    trainer = _Trainer(stage, task, optimizer, build_scheduler(optimizer, config), config, options, env)
     start = trainer.restore(checkpoint) if checkpoint is not None else 0
     if checkpoint is None:
         torch.manual_seed(derive_seed(config.seed, "rank", env.rank))
-    _barrier()  # every process has read the run folder before rank 0 changes it
+    barrier()  # every process has read the run folder before rank 0 changes it
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _keep_log_until(out, start)
+        keep_log_until(out, start)
         with atomic_path(out / TRAIN_CONFIG_NAME) as tmp:
             tmp.write_text(json.dumps({"stage": stage, **config.to_dict()}, indent=2) + "\n", encoding="utf-8")
     per_step = config.batch_size * config.accumulate
@@ -578,7 +265,7 @@ def _run(stage: str, build: Builder, config: TrainConfig, options: RunOptions, e
         plot_losses(read_log(out), out / PLOT_NAME)
         if not stopped:
             export_run(out, task.encoder, config)
-    _barrier()
+    barrier()
     return out
 
 
@@ -602,8 +289,8 @@ def _train_steps(trainer: _Trainer, model: nn.Module, batches: Any, start: int) 
                 record = _log_record(sums, config, env, done, lr, speed, now - began)
                 clock, last_step = now, done
                 if env.is_main:
-                    _append_log(options.out, record)
-                    bar.set_postfix(_format({k: v for k, v in record.items() if k not in _PLOT_SKIP}), refresh=False)
+                    append_log(options.out, record)
+                    bar.set_postfix(_format({k: v for k, v in record.items() if k not in PLOT_SKIP}), refresh=False)
             if done == config.iters or stop or (options.save_every > 0 and done % options.save_every == 0):
                 trainer.save(done)
                 if env.is_main:
@@ -635,7 +322,7 @@ def _one_step(trainer: _Trainer, model: nn.Module, batches: Any, step: int) -> d
 
 def _log_record(sums: Mapping[str, torch.Tensor], config: TrainConfig, env: Distributed, step: int, lr: float,
                 it_per_s: float, elapsed: float) -> dict[str, float]:
-    values = _mean_over_ranks(torch.stack(list(sums.values())) / config.accumulate).tolist()
+    values = mean_over_ranks(torch.stack(list(sums.values())) / config.accumulate).tolist()
     if not all(math.isfinite(v) for v in values):
         raise StcorrError(f"the loss became non-finite at step {step} ({dict(zip(sums, values))}); lower --lr")
     samples = it_per_s * config.batch_size * config.accumulate * env.world_size

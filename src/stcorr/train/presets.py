@@ -29,8 +29,8 @@ no official code), "inferred" = not found anywhere, chosen here. ``batch_size`` 
 ``r18-s4``    inferred: r50-s4 with R18 (no R18 stride-4 training config exists). spatial: as r18-s8,
               exported at stride 4.
 ``cpu``       inferred, finishes in minutes on 2 CPU cores: temporal R18 stride 8 (both local levels),
-              128 px, batch 8, 400 it, Adam 3e-4, warm-up 30 it (ratio 0.1), frame gap 1-8, no SyncBN;
-              about 5 minutes at the ~1.3 it/s measured (no teacher, 2 free cores). spatial R18, 96 px,
+              128 px, batch 8, 400 it, Adam 3e-4, warm-up 30 it (ratio 0.1), frame gap 1-8, no SyncBN
+              (its speed: benchmarks/tuning.md). spatial R18, 96 px,
               batch 16, 300 it, SGD 0.03, K 4,096, m 0.99.
 ============  ===========================================================================================
 

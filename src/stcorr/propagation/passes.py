@@ -1,0 +1,284 @@
+"""One propagation pass, shared by the streaming API and the session: prompts, geometry, decoding.
+
+Labels are given and results returned at the frames' original size; the encoder works at the working size
+(:class:`Geometry`). Accepted labels (resolved against the original size (H, W)):
+
+- an integer mask (H, W): ids 0..254, 255 = void (unknown pixels, which carry no label); outputs use the
+  same ids;
+- soft labels (K, H, W), e.g. one-hot or probabilities: outputs are channel indices 0..K-1;
+- keypoints (N, 2) as (x, y) pixels: propagated as Gaussian heatmaps (``sigma`` px, the JHMDB protocol)
+  and decoded per frame by the top-5 weighted mean; outputs are (N, 2) points and (N,) scores (the
+  decoded heatmap's peak value; 0 and (-1, -1) when the heatmap vanished).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stcorr.errors import InputError
+from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride
+from stcorr.io.frames import FrameSource, open_frames
+from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
+from stcorr.propagation.kernel import LabelPropagator
+from stcorr.propagation.labels import (
+    LabelSet,
+    confidence_map,
+    decode_ids,
+    mask_to_onehot,
+    resize_ids_nearest,
+    resize_soft,
+    to_grid,
+    upsample,
+)
+from stcorr.propagation.options import PropagationOptions
+
+__all__ = [
+    "FramePrediction",
+    "FrameResult",
+    "PropagationResult",
+    "Geometry",
+    "make_prompt",
+    "prompt_kind",
+    "decode",
+    "advance",
+    "frame_order",
+    "frames_in_order",
+    "features_in_order",
+    "working_source",
+    "collect",
+]
+
+LabelsInput = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
+DIRECTIONS = ("forward", "backward")
+KEYPOINT_TOPK = 5  # pixels averaged when decoding a keypoint heatmap (the JHMDB protocol)
+
+
+@dataclass
+class FramePrediction:
+    """The prediction for frame ``t``. Unpacks as ``(t, labels, confidence)`` for masks and soft labels,
+    ``(t, points, point_scores)`` for keypoints."""
+
+    t: int
+    ids: tuple[int, ...] = ()  # the id of each label channel (point index for keypoints)
+    labels: np.ndarray | None = None  # (H, W) uint8 ids
+    confidence: np.ndarray | None = None  # (H, W) float32 in [0, 1]
+    probabilities: np.ndarray | None = None  # (K, H, W) float32, on request
+    points: np.ndarray | None = None  # (N, 2) float32 (x, y) pixels
+    point_scores: np.ndarray | None = None  # (N,) float32
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.points is not None:
+            return iter((self.t, self.points, self.point_scores))
+        return iter((self.t, self.labels, self.confidence))
+
+
+FrameResult = FramePrediction
+"""What a :class:`~stcorr.propagation.session.PropagationSession` yields per frame (the same type)."""
+
+
+@dataclass
+class PropagationResult:
+    """Labels of every frame at input resolution (see :func:`propagate_labels`)."""
+
+    labels: np.ndarray | None  # (T, H, W) uint8 ids; None for keypoints
+    confidence: np.ndarray | None  # (T, H, W) float32; None for keypoints
+    ids: tuple[int, ...]  # the id of each label channel
+    probabilities: np.ndarray | None = None  # (T, K, H, W) float32 when requested
+    points: np.ndarray | None = None  # (T, N, 2) for keypoints
+    point_scores: np.ndarray | None = None  # (T, N) for keypoints
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """First (or anchor) labels, prepared for the feature grid."""
+
+    kind: str  # "mask", "soft" or "points"
+    grid: torch.Tensor  # (K, h, w)
+    labels: LabelSet
+    image: FramePrediction  # what the annotated frame itself outputs
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a propagation works and answers: frames are encoded at ``working`` size, results come at ``original``."""
+
+    working: tuple[int, int]  # (H, W) the encoder sees
+    original: tuple[int, int]  # (H, W) of the frames as given; labels in and out are at this size
+    stride: int
+
+    @classmethod
+    def of(cls, source: FrameSource, model: Encoder) -> Geometry:
+        return cls(tuple(source.size), tuple(source.original_size), feature_stride(model))
+
+
+def _as_array(labels: LabelsInput) -> np.ndarray:
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().cpu().numpy()
+    return np.asarray(labels)
+
+
+def _prompt_kind(array: np.ndarray, size: tuple[int, int]) -> str:
+    if array.shape == size:
+        return "mask"
+    if array.ndim == 3 and array.shape[1:] == size:
+        return "soft"
+    if array.ndim == 2 and array.shape[1] == 2:
+        return "points"
+    raise InputError(
+        f"first labels of shape {array.shape} do not fit frames of size {size}: expected an integer mask "
+        f"{size}, soft labels (K, {size[0]}, {size[1]}), or keypoints (N, 2); resize the mask to the frames "
+        "(nearest neighbour) or open the frames at the mask's size"
+    )
+
+
+def _soft_labels(array: np.ndarray) -> torch.Tensor:
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)) or array.min() < 0:
+        raise InputError("soft labels must be finite, non-negative numbers (one channel per label)")
+    if array.shape[0] < 1 or array.shape[0] > 255:
+        raise InputError(f"soft labels need 1 to 255 channels, got {array.shape[0]}")
+    if not array.any():
+        raise InputError("soft labels are all zero: at least one pixel must carry a label")
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def _check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = size
+    points = points.astype(np.float32)
+    if len(points) == 0:
+        raise InputError("no keypoints given: expected (N, 2) (x, y) pixels with N >= 1")
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width - 1) & (points[:, 1] >= 0) & (points[:, 1] <= height - 1)
+    if not np.all(np.isfinite(points)) or not inside.all():
+        bad = np.flatnonzero(~inside | ~np.isfinite(points).all(1)).tolist()
+        raise InputError(
+            f"keypoints {bad} lie outside the {width}x{height} image; (x, y) must be within "
+            f"[0, {width - 1}] x [0, {height - 1}] pixels"
+        )
+    return points
+
+
+def prompt_kind(labels: LabelsInput, size: tuple[int, int]) -> str:
+    """``"mask"``, ``"soft"`` or ``"points"``: what ``labels`` are for frames of (original) ``size``."""
+    return _prompt_kind(_as_array(labels), size)
+
+
+def make_prompt(
+    labels: LabelsInput, t: int, geometry: Geometry, grid: tuple[int, int], options: PropagationOptions,
+    return_probabilities: bool = False, ids: Sequence[int] | None = None,
+) -> _Prompt:
+    """Labels given at the original size, as the (K, h, w) grid labels of the working size and the frame's output.
+
+    A mask becomes one channel per id of ``ids`` (default: the ids it holds); it is resized to the working size
+    with PIL nearest, soft labels and keypoint heatmaps bilinearly.
+    """
+    array = _as_array(labels)
+    kind = _prompt_kind(array, geometry.original)
+    original, working = geometry.original, geometry.working
+    if kind == "points":
+        points = _check_points(array, original)
+        heatmaps = resize_soft(draw_gaussian_heatmaps(points, original, options.sigma), working)
+        label_set = LabelSet(tuple(range(len(points))))
+        if ids is not None and tuple(ids) != label_set.ids:
+            raise InputError(f"anchor keypoints are {len(points)} points, the other anchors {len(ids)}")
+        image = FramePrediction(t, label_set.ids, points=points, point_scores=np.ones(len(points), np.float32))
+        return _Prompt("points", to_grid(heatmaps, grid, geometry.stride, "bilinear"), label_set, image)
+    if kind == "soft":
+        probs = _soft_labels(array)
+        if ids is not None and len(ids) != len(probs):
+            raise InputError(f"anchor soft labels have {len(probs)} channels, the other anchors {len(ids)}")
+        label_set = LabelSet(tuple(range(len(probs))))
+        frame_ids = decode_ids(probs, label_set)
+        small = resize_soft(probs, working)
+    else:
+        probs, label_set = mask_to_onehot(array, ids)
+        frame_ids = array.astype(np.uint8)
+        small = probs if working == original else mask_to_onehot(resize_ids_nearest(array, working), label_set.ids)[0]
+    image = FramePrediction(t, label_set.ids, labels=frame_ids, confidence=np.ones(original, np.float32),
+                            probabilities=probs.numpy() if return_probabilities else None)
+    return _Prompt(kind, to_grid(small, grid, geometry.stride, options.label_downsampling), label_set, image)
+
+
+def decode(
+    t: int, grid_probs: torch.Tensor, kind: str, labels: LabelSet, geometry: Geometry, options: PropagationOptions,
+    return_probabilities: bool = False,
+) -> FramePrediction:
+    """Grid soft labels (K, h, w) -> the frame's prediction at the original size: probabilities are upsampled
+    to the working size (the encoder's padded geometry), then bilinearly to the original size, before the
+    arg-max (or, for keypoints, the top-5 decoding)."""
+    full = resize_soft(upsample(grid_probs, geometry.working, geometry.stride), geometry.original)
+    if kind == "points":
+        coords, scores = decode_heatmaps_topk(full, k=KEYPOINT_TOPK)
+        return FramePrediction(t, labels.ids, points=coords.cpu().numpy().astype(np.float32),
+                               point_scores=scores.cpu().numpy().astype(np.float32))
+    return FramePrediction(
+        t,
+        labels.ids,
+        labels=decode_ids(full, labels, minmax=options.minmax_normalize),
+        confidence=confidence_map(full),
+        probabilities=full.cpu().numpy() if return_probabilities else None,
+    )
+
+
+def advance(propagator: LabelPropagator, features: torch.Tensor, anchor: _Prompt | None) -> torch.Tensor:
+    """One frame of a pass: an anchor joins the fixed context (its grid labels are returned); any other
+    frame is predicted and joins the window of previous frames. Returns (K, h, w) grid labels."""
+    if anchor is not None:
+        grid = anchor.grid.to(features.device)
+        propagator.add_anchor(features, grid)
+        return grid
+    return propagator.step(features)[0]
+
+
+def frame_order(count: int, start: int, direction: str) -> range:
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if not 0 <= start < count:
+        raise InputError(f"start frame {start} is outside the video's {count} frames")
+    return range(start, count) if direction == "forward" else range(start, -1, -1)
+
+
+def frames_in_order(source: FrameSource, order: range) -> Iterator[torch.Tensor]:
+    """Frames in ``order``: forward passes stream; backward passes use :meth:`FrameSource.iter_backward`."""
+    if order.step < 0:
+        yield from source.iter_backward(order.start)
+        return
+    for index, frame in enumerate(source):
+        if index >= order.start:
+            yield frame
+
+
+def features_in_order(model: Encoder, source: FrameSource, order: range, batch_size: int,
+                      dtype: torch.dtype | None, fusion_weights: Sequence[float] | None) -> Iterator[torch.Tensor]:
+    """Features of the frames of ``order`` (a forward or backward range), encoded ``batch_size`` at a time."""
+    for batch in batch_frames(frames_in_order(source, order), batch_size):
+        yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)
+
+
+def working_source(frames: Any, *, max_side: int | None = None, size: tuple[int, int] | None = None,
+                   resample: str | None = None) -> FrameSource:
+    """``frames`` as a :class:`FrameSource` yielding the working size: ``max_side`` / ``size`` resize it
+    (from the original frames); without them a given source keeps its own size."""
+    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
+    if max_side is None and size is None and resample is None:
+        return source
+    return source.resized(max_side=max_side, size=size, resample=resample)
+
+
+def _stack(values: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if values[0] is None else np.stack(values)  # type: ignore[arg-type]
+
+
+def collect(predictions: list[FramePrediction | None]) -> PropagationResult:
+    frames = [p for p in predictions if p is not None]
+    return PropagationResult(
+        labels=_stack([p.labels for p in frames]),
+        confidence=_stack([p.confidence for p in frames]),
+        ids=frames[0].ids,
+        probabilities=_stack([p.probabilities for p in frames]),
+        points=_stack([p.points for p in frames]),
+        point_scores=_stack([p.point_scores for p in frames]),
+    )
