@@ -145,7 +145,9 @@ class CorrespondenceModel(
             tmp.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> CorrespondenceModel:
+    def from_state(
+        cls, config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str
+    ) -> CorrespondenceModel:
         """Build a model from a config dictionary and load ``state_dict`` strictly (CPU, train mode)."""
         try:
             model = cls.from_config(config)

@@ -1,8 +1,8 @@
 """Propagation presets of the benchmarks: the Spa-then-Temp test configurations, per task and stride.
 
 Source: ``qianduoduolr/Spa-then-Temp`` at commit ``4c943628`` (2023-07-06), ``configs/test/base_data.py``
-(input sizes) and ``configs/test/res18_d8.py`` / ``res18_d4.py`` (``test_cfg``). Common to every task: ``precede_frames=20``
-(context), ``topk=10``, ``temperature=0.07``, ``mode='square'``, ``with_first_neighbor=True`` (the
+(input sizes) and ``configs/test/res18_d8.py`` / ``res18_d4.py`` (``test_cfg``). Common to every task:
+``precede_frames=20`` (context), ``topk=10``, ``temperature=0.07``, ``mode='square'``, ``with_first_neighbor=True`` (the
 window also applies to the first frame), first-frame labels resized with PIL NEAREST, per-channel
 min-max normalisation before the arg-max. The window half-width is ``neighbor_range // 2`` cells:
 

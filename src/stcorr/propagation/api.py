@@ -155,8 +155,8 @@ def propagate_labels(
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype)
     session = PropagationSession(
-        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size, dtype=dtype,
-        fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
+        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size,
+        dtype=dtype, fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
     )
     if session.num_frames < 2:
         raise InputError(f"propagation needs at least 2 frames, got {session.num_frames}")
