@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,7 +124,8 @@ def kernel_rows(name: str, data: dict[str, Any]) -> list[str]:
         speed = "-" if factor is None else f"{factor:.1f}x"
         if variant == "fp32":
             speed = f"**{speed}**"
-        diff = "-" if "max_abs_diff" not in res else f"{res['max_abs_diff']:.1e} ({res['cells_over_1e-4']} cells > 1e-4)"
+        diff = ("-" if "max_abs_diff" not in res
+                else f"{res['max_abs_diff']:.1e} ({res['cells_over_1e-4']} cells > 1e-4)")
         rows.append(f"| {name} | {label} | {res['s_per_frame']:.3f} | {speed} | {diff} |")
     return rows
 
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"Machine: {flags_text(cpu)}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_kernel:
-            kernel = {"random": kernel_benchmark(args, False, Path(tmp)), "real": kernel_benchmark(args, True, Path(tmp))}
+            kernel = {"random": kernel_benchmark(args, False, Path(tmp)),
+                      "real": kernel_benchmark(args, True, Path(tmp))}
             report["kernel"] = kernel
             dense_on = "all" if args.dense_frames is None else f"the first {args.dense_frames}"
             lines += [f"Kernel vs dense ({args.kernel_frames} frames, context 20, radius 12, top-10; dense references "
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
             size = demo["after"]["size"]
             lines += [f"Demo job (vtest.avi, first {args.demo_frames} frames processed at {size[1]}x{size[0]}, "
                       "masks and overlay written at 768x576, default model; each in a fresh process):", "",
-                      "| job | frames | frames/s (end to end) | CPU s/frame (all threads) | longest wait between frames "
-                      "(s) | after the last mask (s) | page faults/frame (median) | (mean) | system CPU |",
+                      "| job | frames | frames/s (end to end) | CPU s/frame (all threads) | longest wait between "
+                      "frames (s) | after the last mask (s) | page faults/frame (median) | (mean) | system CPU |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
             lines += demo_rows(demo)
     text = "\n".join(lines)

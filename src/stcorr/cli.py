@@ -44,7 +44,8 @@ def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazil
     if entry.kind == "hub":
         cached = try_to_load_from_cache(entry.hub.repo_id, entry.hub.filename, revision=entry.hub.revision)
         return "cached" if isinstance(cached, str) else "not cached"
-    on_disk = (release_dir(entry.name) / "model.safetensors").is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
+    converted = release_dir(entry.name) / "model.safetensors"
+    on_disk = converted.is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
     return "on disk" if on_disk else "not on disk (Google Drive)"
 
 
@@ -261,10 +262,10 @@ def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    epilog = ("example:\n  stcorr propagate --video clip.mp4 --mask first.png --out out/\n"
+              "  stcorr propagate --help      # every option with its default")
     parser = argparse.ArgumentParser(prog="stcorr", description="Dense video correspondence with stcorr.",
-                                     formatter_class=_HelpFormatter,
-                                     epilog="example:\n  stcorr propagate --video clip.mp4 --mask first.png --out out/\n"
-                                            "  stcorr propagate --help      # every option with its default")
+                                     formatter_class=_HelpFormatter, epilog=epilog)
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     points = add_command("points", "track points given on one frame through a video", _POINTS_EXAMPLE)
     _add_video_job_arguments(points)
-    points.add_argument("--points", required=True, type=Path, help='JSON [[x, y], ...] or {"points": [[x, y], ...], "point_names": [...]}')
+    points.add_argument("--points", required=True, type=Path,
+                        help='JSON [[x, y], ...] or {"points": [[x, y], ...], "point_names": [...]}')
     points.set_defaults(func=_cmd_points)
 
     sheet = add_command("sheet", "save chosen frames of a video side by side as one image",
@@ -318,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for a typed stcorr error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except StcorrError as exc:

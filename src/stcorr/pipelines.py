@@ -95,7 +95,8 @@ def propagate_video_mask(
 
     Palette PNGs are named like the input frames; ``write_confidence`` adds ``out_dir/confidence/``;
     ``overlay_path`` renders an mp4 of the frames with coloured masks (frame by frame as they are predicted
-    when ``start`` is 0, else once all masks are written), ``overlay_dir`` the same as one PNG per frame. The propagation runs at the working size ``max_side`` through
+    when ``start`` is 0, else once all masks are written), ``overlay_dir`` the same as one PNG per frame. The
+    propagation runs at the working size ``max_side`` through
     :class:`~stcorr.propagation.session.PropagationSession` (both directions from ``start``); masks come at
     the original size, probabilities upsampled before the arg-max. ``options`` (or their keywords, e.g.
     ``context=5``) are the :class:`~stcorr.propagation.options.PropagationOptions`.
