@@ -61,12 +61,14 @@ import torch.nn.functional as F
 from stcorr.errors import InputError
 from stcorr.propagation._backend import resolve_backend
 from stcorr.propagation._ranking import (
+    CPU_BF16_ENV,
     _ieee_matmuls,
     _matmul,
     _Picks,
     _topk,
     _union,
     cosine_error_bound,
+    cpu_has_native_bf16,
     default_compute_dtype,
     rounding_error,
 )
@@ -87,6 +89,8 @@ __all__ = [
     "LabelPropagator",
     "default_block_size",
     "default_compute_dtype",
+    "cpu_has_native_bf16",
+    "CPU_BF16_ENV",
     "cosine_error_bound",
 ]
 
