@@ -69,8 +69,8 @@ def dense_propagate(
     hw = h * w
     keys = [_unit(f, dtype) for f in features[:t_len]]
     soft = [labels.float().flatten(1).t()]  # per frame (h*w, K)
-    conf = [torch.ones(hw)]
-    window = _window(h, w, radius)
+    conf = [torch.ones(hw, device=features.device)]
+    window = _window(h, w, radius).to(features.device)
     chunk = query_chunk or hw
     for t in range(1, t_len):
         ctx_keys = [keys[0]] + [_unit(a.features, dtype) for a in anchors if a.from_frame <= t]

@@ -11,9 +11,10 @@ from PIL import Image
 
 from stcorr.baselines import load_baseline
 from stcorr.cli import main
+from stcorr.errors import InputError
 from stcorr.frames import open_frames, read_mask
 from stcorr.outputs import VideoWriter, write_mask_png
-from stcorr.pipelines import propagate_video_mask
+from stcorr.pipelines import propagate_video_mask, render_overlay_video
 
 av = pytest.importorskip("av")
 
@@ -93,6 +94,10 @@ def test_propagate_writes_masks_and_overlay(tmp_path, clip):
     overlay = open_frames(out / "overlay.mp4")
     assert len(overlay) == 12 and overlay.size == SIZE
     assert not list(out.rglob(".*tmp*"))
+    # The overlay is written while masks are predicted; it shows the same as rendering it from the masks after.
+    rendered = open_frames(render_overlay_video(video, out / "masks", tmp_path / "after.mp4"))
+    for streamed_frame, rendered_frame in zip(overlay, rendered):
+        assert (streamed_frame - rendered_frame).abs().max() < 1e-6
 
 
 def test_propagate_from_a_middle_frame_of_a_folder(tmp_path):
@@ -112,13 +117,14 @@ def test_propagate_from_a_middle_frame_of_a_folder(tmp_path):
 
 def test_points_command(tmp_path, clip):
     video, _ = clip
-    (tmp_path / "pts.json").write_text(json.dumps({"points": [[36.0, 48.0], [100.0, 80.0]], "names": ["sq", "bg"]}))
+    (tmp_path / "pts.json").write_text(json.dumps({"points": [[36.0, 48.0], [100.0, 80.0]],
+                                                   "point_names": ["sq", "bg"]}))
     out = tmp_path / "out"
     assert main(["points", "--video", str(video), "--points", str(tmp_path / "pts.json"), "--model",
                  "efficientnet-lite0", "--out", str(out), "--overlay", str(out / "points.mp4"), "--radius", "4"]) == 0
     data = json.loads((out / "points.json").read_text())
     tracks = np.array(data["points"], dtype=float)
-    assert tracks.shape == (12, 2, 2) and data["names"] == [f"{t:05d}" for t in range(12)]
+    assert tracks.shape == (12, 2, 2) and data["frame_names"] == [f"{t:05d}" for t in range(12)]
     assert data["point_names"] == ["sq", "bg"]
     assert abs(tracks[-1, 0, 0] - (36.0 + STEP * 11)) < 8 and abs(tracks[-1, 0, 1] - 48.0) < 8
     assert abs(tracks[-1, 1, 0] - 100.0) < 8
@@ -197,3 +203,84 @@ def test_sheet_command(tmp_path, clip):
     image = Image.open(tmp_path / "s.png")
     assert image.size == (384, 96)
     assert main(["sheet", str(video), "--frames", "99", "--out", str(tmp_path / "t.png")]) == 2
+
+
+def test_models_table_lines_up_and_lists_the_baselines(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0]
+    rows = [line for line in lines[1:] if line.strip() and not line.startswith("Give")]
+    for column in ("kind", "arch", "stride", "status", "description"):
+        start = header.index(column)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), column
+    names = [row.split()[0] for row in rows]
+    assert {"lab-pixels", "random-r18", "efficientnet-lite0", "efficientnet-lite2", "embedded-lite2-s8", "embedded-r18-s8",
+            "stt-r18-s8"} <= set(names)
+    assert len(names) == len(set(names))  # a name listed once
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["lab-pixels"]["kind"] == "baseline" and listing["embedded-lite2-s8"]["default"] is True
+
+
+@pytest.mark.parametrize("command", ["propagate", "points"])
+def test_help_shows_defaults_and_an_example(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 20)" in text and "(default: 0.07)" in text and "(default: 0)" in text
+    assert "640 on CPU" in text
+    assert "example:" in text and f"stcorr {command} --video" in text.split("example:")[1]
+
+
+def test_features_stream_frame_by_frame_on_cpu():
+    from stcorr.cli import working_batch_size
+
+    assert working_batch_size(None, "cpu") == 1 and working_batch_size(None, "cuda") == 8
+    assert working_batch_size(4, "cpu") == 4
+    with pytest.raises(InputError, match="--batch-size"):
+        working_batch_size(0, "cpu")
+
+
+def test_working_size_defaults_to_640_on_cpu():
+    from stcorr.cli import CPU_MAX_SIDE, working_max_side
+
+    assert CPU_MAX_SIDE == 640
+    assert working_max_side(None, "cpu") == 640 and working_max_side(None, "cuda") is None
+    assert working_max_side(0, "cpu") is None and working_max_side(320, "cuda") == 320
+    with pytest.raises(InputError, match="--max-side"):
+        working_max_side(-1, "cpu")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["propagate", "--help"], ["models"]])
+def test_help_and_models_do_not_import_torch(argv):
+    """`stcorr --help` / `stcorr models` answer without importing PyTorch (about 2 s of the 4-5 s they took)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom stcorr.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision', 'av') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+def test_points_file_reads_old_and_new_point_name_keys(tmp_path):
+    from stcorr.pipelines import read_points_file
+
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"points": [[1, 2], [3, 4]], "point_names": ["nose", "hand"]}))
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"points": [[1, 2], [3, 4]], "names": ["nose", "hand"]}))
+    for path in (new, old):
+        points, names = read_points_file(path)
+        assert names == ["nose", "hand"] and points.tolist() == [[1, 2], [3, 4]]
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"points": [[1, 2]], "names": ["a"], "point_names": ["a"]}))
+    with pytest.raises(InputError, match="point_names"):
+        read_points_file(both)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"points": [[1, 2], [3, 4]], "point_names": ["a"]}))
+    with pytest.raises(InputError, match="one name per point"):
+        read_points_file(wrong)

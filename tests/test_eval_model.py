@@ -251,6 +251,11 @@ def test_jhmdb_model_keypoints_in_original_pixels(tmp_path: Path, videos) -> Non
         inside = (truth[0, :, 0] >= 0) & (truth[0, :, 0] <= 95) & (truth[0, :, 1] >= 0) & (truth[0, :, 1] <= 71)
         assert np.abs(points[0] - truth[0])[inside].max() <= 1.0  # frame 0: its own heatmap, reference anchoring
         assert np.all((points[1:] >= -1) & (points[1:, :, 0:1] <= 96) & (points[1:, :, 1:] <= 72))
+    batched = tmp_path / "batched"  # --batch-videos: both videos in one batch, the same keypoints
+    assert main(["jhmdb", "--root", str(tmp_path), "--model", MODEL, "--out", str(batched), "--batch-videos", "2"]) == 0
+    for name in truths:
+        alone, together = (jhmdb.load_keypoints(folder / f"{name}.npy") for folder in (out, batched))
+        np.testing.assert_array_equal(together, alone)
 
 
 def test_model_errors_exit_with_code_2(tmp_path: Path, davis_root: Path, capsys) -> None:
@@ -272,3 +277,42 @@ def test_model_errors_exit_with_code_2(tmp_path: Path, davis_root: Path, capsys)
             main(argv)
         assert exit_info.value.code == 2
     assert "--model needs --out" in capsys.readouterr().err
+
+
+def test_batched_videos_write_the_masks_of_one_at_a_time(tmp_path: Path, videos) -> None:
+    """--batch-videos: sequences of one size propagate together (the shorter one padded, one batch of two and
+    a batch of one), and every PNG equals the one-at-a-time result; VIP (square working size) too."""
+    from stcorr.eval.predict import predict_vip
+
+    root = tmp_path / "davis"
+    lengths = {"seq0": 7, "seq1": 4, "seq2": 6}
+    for (name, length), video in zip(lengths.items(), videos):
+        save_frames(root / "JPEGImages" / "480p" / name, video.frames[:length])
+        for t, mask in enumerate(video.masks[:length]):
+            write_mask_png(root / "Annotations" / "480p" / name / f"{t:05d}.png", mask)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(lengths) + "\n")
+    model = LabPixelEncoder().eval()
+    preset = preset_for("davis", 8).with_overrides(radius=3, topk=5, context=2)
+    one, two = tmp_path / "one", tmp_path / "two"
+    predict_davis(model, root, one, preset=preset)
+    assert sorted(predict_davis(model, root, two, preset=preset, batch_videos=2)) == sorted(lengths)
+    pngs = sorted(p.relative_to(one) for p in one.rglob("*.png"))
+    assert pngs == sorted(p.relative_to(two) for p in two.rglob("*.png")) and len(pngs) == sum(lengths.values())
+    for png in pngs:
+        np.testing.assert_array_equal(read_label_png(one / png), read_label_png(two / png))
+    assert main(["davis", "--root", str(root), "--model", MODEL, "--out", str(tmp_path / "cli"), "--radius", "3",
+                 "--batch-videos", "3"]) == 0
+
+    fine = tmp_path / "VIP_Fine"
+    for name, video in zip(lengths, videos):
+        save_frames(fine / "Images" / name, video.frames[: lengths[name]])
+        for t, mask in enumerate(video.masks[: lengths[name]]):
+            write_mask_png(fine / "Annotations" / "Category_ids" / name / f"{t:05d}.png", mask)
+    (fine / "lists").mkdir()
+    (fine / "lists" / "val_videos.txt").write_text("\n".join(lengths) + "\n")
+    vip = preset_for("vip", 8).with_overrides(radius=3, topk=5, context=2, input_size=(96, 128))
+    predict_vip(model, tmp_path, one / "vip", preset=vip)
+    predict_vip(model, tmp_path, two / "vip", preset=vip, batch_videos=3)
+    for png in (one / "vip").rglob("*.png"):
+        np.testing.assert_array_equal(read_label_png(png), read_label_png(two / "vip" / png.relative_to(one / "vip")))

@@ -160,7 +160,10 @@ def test_offline_quick_ranks_imagenet_and_embedded_above_the_baselines(tmp_path:
     assert all(m["seconds"] >= 0 for m in methods.values())
     for baseline in ("held-still", "lab-pixels", "random-r18"):  # the embedded ImageNet features: clearly better
         assert synthetic[embedded] > synthetic[baseline] + 0.03, baseline
-        assert motorcycle[embedded]["PCK"]["8px"] > motorcycle[baseline]["PCK"]["8px"] + 20, baseline
+        # Since match_points refines only around the best cell (not over the top-k of the whole frame), weak
+        # features match far better too (random-r18: PCK@8 82 in this quick run; 16 in the full run before
+        # the fix), so the margin is smaller.
+        assert motorcycle[embedded]["PCK"]["8px"] > motorcycle[baseline]["PCK"]["8px"] + 5, baseline
 
 
 def test_offline_unknown_model_exits_with_code_2(capsys) -> None:

@@ -276,6 +276,7 @@ def test_near_tie_in_float32_is_ranked_exactly(dtype):
 
 
 def test_default_compute_dtype_follows_the_hardware(monkeypatch):
+    monkeypatch.delenv(kernel.CPU_BF16_ENV, raising=False)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     native = any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     features, labels = random_video(3, 8, 5, 6, 2)
@@ -286,6 +287,22 @@ def test_default_compute_dtype_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert kernel.default_compute_dtype(torch.device("cpu")) == torch.bfloat16
     assert kernel.default_compute_dtype(torch.device("cuda")) == torch.float32
+
+
+def test_cpu_bf16_environment_variable_forces_the_avx2_behaviour(monkeypatch):
+    """STCORR_CPU_BF16=0 makes a bf16-capable CPU take the float32 path of an AVX2-only one (and 1 the reverse)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setenv(kernel.CPU_BF16_ENV, "0")
+    assert kernel.default_compute_dtype(torch.device("cpu")) == torch.float32
+    features, labels = random_video(3, 8, 5, 6, 2)
+    assert LabelPropagator(features[0], labels).compute_dtype == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setenv(kernel.CPU_BF16_ENV, "1")
+    assert kernel.default_compute_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setenv(kernel.CPU_BF16_ENV, "yes")
+    with pytest.raises(InputError, match="STCORR_CPU_BF16"):
+        kernel.default_compute_dtype(torch.device("cpu"))
 
 
 def test_automatic_dtype_falls_back_to_float32_on_alike_features(monkeypatch):

@@ -240,3 +240,21 @@ def test_default_model_without_embedded_weights_is_a_typed_error(monkeypatch):
     monkeypatch.setattr(stcorr.loading, "default_model_name", lambda: None)
     with pytest.raises(WeightsUnavailableError, match="no embedded default model"):
         load_model()
+
+
+def test_public_docstrings_describe_every_argument():
+    """help(load_model) explains each form of name_or_path itself (not "see the module docstring")."""
+    import inspect
+
+    import stcorr
+
+    doc = inspect.getdoc(stcorr.load_model)
+    assert "module docstring" not in doc
+    for form in ("None", "hf-hub:org/repo", ".safetensors", ".pth", "manifest name", "folder"):
+        assert form in doc, form
+    for function in (stcorr.load_model, stcorr.load_encoder, stcorr.match_points, stcorr.propagate_labels,
+                     stcorr.extract_features):
+        parameters = [name for name in inspect.signature(function).parameters if name not in ("kwargs",)]
+        text = inspect.getdoc(function)
+        missing = [name for name in parameters if name not in text]
+        assert not missing, f"{function.__name__} does not document {missing}"

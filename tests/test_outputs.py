@@ -206,7 +206,7 @@ def test_points_json(tmp_path: Path, tracks: tuple[np.ndarray, np.ndarray, list[
     points, scores, names = tracks
     path = write_points_json(tmp_path / "p.json", torch.from_numpy(points), scores, names)
     data = json.loads(path.read_text())
-    assert data["names"] == names
+    assert data["frame_names"] == names and data["point_names"] == ["p0", "p1"] and "names" not in data
     assert data["points"][1][1] == [None, None] and data["scores"][2][0] is None
     loaded = np.array(data["points"], dtype=float)
     assert np.allclose(loaded, points, equal_nan=True)
@@ -218,8 +218,8 @@ def test_points_csv(tmp_path: Path, tracks: tuple[np.ndarray, np.ndarray, list[s
     path = write_points_csv(tmp_path / "p.csv", points, scores, names)
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 6 and list(rows[0]) == ["frame", "name", "point_id", "x", "y", "score", "point_name"]
-    assert rows[1] == {"frame": "0", "name": "a", "point_id": "1", "x": "2.25", "y": "3.25", "score": "0.2",
+    assert len(rows) == 6 and list(rows[0]) == ["frame", "frame_name", "point_id", "x", "y", "score", "point_name"]
+    assert rows[1] == {"frame": "0", "frame_name": "a", "point_id": "1", "x": "2.25", "y": "3.25", "score": "0.2",
                        "point_name": "p1"}
     assert rows[3]["x"] == "" and rows[3]["y"] == "" and rows[4]["score"] == ""
 

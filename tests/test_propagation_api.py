@@ -125,6 +125,24 @@ def test_match_points_translation_and_mutual_flag(model, photo):
     np.testing.assert_allclose(windowed.points, matches.points, atol=1.0)
 
 
+@pytest.mark.parametrize("radius", [None, 6])
+def test_match_points_between_frames_of_different_sizes(model, radius):
+    """Two crops of one photo, of different sizes, offset by a known shift that is not a multiple of the
+    stride: a point at (x, y) in A is at (x - 13, y - 21) in B. Before the fix the window was centred at the
+    same *relative* position (off by tens of pixels here) and the soft-argmax averaged distant cells."""
+    scene = data.astronaut()
+    frame_a = scene[40:296, 80:368]  # 256 x 288
+    frame_b = scene[61:381, 93:493]  # 320 x 400, origin moved by (dy, dx) = (21, 13)
+    points = np.array([[140.0, 100.0], [60.0, 200.0], [220.0, 60.0], [100.0, 150.0], [250.0, 230.0]], np.float32)
+    matches = match_points(model, frame_a, frame_b, points, radius=radius, topk=4)
+    expected = points - np.array([13.0, 21.0], np.float32)
+    errors = np.linalg.norm(matches.points - expected, axis=1)
+    assert errors.max() < 6.0, errors
+    assert matches.mutual.all()
+    back = match_points(model, frame_b, frame_a, expected, radius=radius, topk=4)
+    assert np.linalg.norm(back.points - points, axis=1).max() < 6.0
+
+
 def test_bad_inputs(model, clip, mask):
     with pytest.raises(InputError, match="do not fit"):
         propagate_labels(model, clip, mask[:100])

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stcorr.baseline_catalog import BASELINE_DESCRIPTIONS
 from stcorr.color import normalize_imagenet, normalize_lab
 from stcorr.device import resolve_device
 from stcorr.efficientnet import EfficientNetLite, block_strides, lite_block_table, packaged_lite_weights
@@ -186,7 +187,9 @@ _BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "random-r18": random_resnet18,
     "efficientnet-lite0": EfficientNetLite0Encoder,
 }
-BASELINES = tuple(_BUILDERS)
+BASELINES = tuple(BASELINE_DESCRIPTIONS)
+if set(BASELINES) != set(_BUILDERS):  # pragma: no cover - a catalogue/builder mismatch is a packaging bug
+    raise ImportError(f"baseline catalogue {BASELINES} and builders {tuple(_BUILDERS)} disagree")
 
 
 def load_baseline(name: str, *, device: str | torch.device | None = None) -> nn.Module:

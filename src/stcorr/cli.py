@@ -37,31 +37,56 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazily
     from huggingface_hub import try_to_load_from_cache
 
-    from stcorr.loading import release_dir, stcorr_home
+    from stcorr.paths import release_dir, stcorr_home
 
     if entry.kind == "embedded":
         return "embedded"
     if entry.kind == "hub":
         cached = try_to_load_from_cache(entry.hub.repo_id, entry.hub.filename, revision=entry.hub.revision)
         return "cached" if isinstance(cached, str) else "not cached"
-    on_disk = (release_dir(entry.name) / "model.safetensors").is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
-    return "on disk" if on_disk else "not on disk (download from Google Drive)"
+    if entry.kind == "package":
+        from importlib import util
+
+        module, pip_name = entry.package.get("module", ""), entry.package.get("pip", "")
+        return "installed" if module and util.find_spec(module) is not None else f"needs pip install {pip_name}"
+    converted = release_dir(entry.name) / "model.safetensors"
+    on_disk = converted.is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
+    return "on disk" if on_disk else "not on disk (Google Drive)"
+
+
+def _model_rows() -> list[dict]:
+    """One row per name ``--model`` accepts: the manifest's models, then the baselines."""
+    from stcorr.baseline_catalog import BASELINE_ARCHS, BASELINE_DESCRIPTIONS, BASELINE_STRIDE, baseline_status
+    from stcorr.manifest import default_model_name, load_manifest
+
+    default = default_model_name()
+    manifest = load_manifest()
+    rows = [{"name": name, "kind": entry.kind, "arch": entry.arch, "stride": entry.stride,
+             "status": _model_status(entry), "description": entry.description, "default": name == default,
+             "reported": entry.reported} for name, entry in sorted(manifest.items())]
+    rows += [{"name": name, "kind": "baseline", "arch": BASELINE_ARCHS[name], "stride": BASELINE_STRIDE,
+              "status": baseline_status(name), "description": description, "default": False, "reported": {}}
+             for name, description in BASELINE_DESCRIPTIONS.items()
+             if name not in manifest]  # efficientnet-lite0 is also a manifest model, with the same features
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, str]], columns: Sequence[str]) -> str:
+    """Plain-text table whose columns line up (each as wide as its longest cell); the last column is not padded."""
+    widths = [max(len(column), *(len(row[column]) for row in rows)) for column in columns]
+    lines = [[column for column in columns]] + [[row[column] for column in columns] for row in rows]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from stcorr.manifest import default_model_name, load_manifest
-
-    entries = load_manifest()
-    default = default_model_name()
+    rows = _model_rows()
     if args.json:
-        print(json.dumps({name: {"kind": e.kind, "arch": e.arch, "stride": e.stride, "status": _model_status(e),
-                                 "reported": e.reported, "default": name == default} for name, e in entries.items()},
-                         indent=2))
+        print(json.dumps({row.pop("name"): row for row in rows}, indent=2))
         return 0
-    print(f"{'name':<22} {'arch':<9} {'stride':>6}  {'status':<12} description")
-    for name, entry in sorted(entries.items()):
-        marker = " (default)" if name == default else ""
-        print(f"{name:<22} {entry.arch:<9} {entry.stride:>6}  {_model_status(entry):<12} {entry.description}{marker}")
+    cells = [{**{key: str(value) for key, value in row.items()},
+              "description": row["description"] + (" (default)" if row["default"] else "")} for row in rows]
+    print(format_table(cells, ("name", "kind", "arch", "stride", "status", "description")))
+    print("\nGive a name to --model (Python: stcorr.load_model(name); baselines: stcorr.load_encoder(name)).")
     return 0
 
 
@@ -97,12 +122,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def working_batch_size(batch_size: int | None, device_type: str) -> int:
+    """Frames per encoder batch: ``--batch-size`` as given, else 1 on CPU (features stream frame by frame, so
+    progress never waits for a batch; batching does not make a CPU faster per frame) and 8 on accelerators."""
+    if batch_size is None:
+        return 1 if device_type == "cpu" else 8
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    return batch_size
+
+
 def _propagation_options(args: argparse.Namespace) -> dict:
+    from stcorr.device import resolve_device
     from stcorr.propagation.options import PropagationOptions
 
     options = PropagationOptions(context=args.context, radius=args.radius, topk=args.topk,
                                  temperature=args.temperature)
-    return dict(options=options, batch_size=args.batch_size)
+    return dict(options=options, batch_size=working_batch_size(args.batch_size, resolve_device(args.device).type))
 
 
 def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm instance
@@ -117,6 +153,22 @@ def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel
     return load_encoder(args.model, device=args.device)
 
 
+def working_max_side(max_side: int | None, device_type: str) -> int | None:
+    """The longest side frames are processed at: ``--max-side`` as given (0 = full resolution), else
+    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators."""
+    if max_side is None:
+        return CPU_MAX_SIDE if device_type == "cpu" else None
+    if max_side < 0:
+        raise InputError(f"--max-side must be a positive number of pixels or 0 (full resolution), got {max_side}")
+    return max_side or None
+
+
+def _max_side(args: argparse.Namespace) -> int | None:
+    from stcorr.device import resolve_device
+
+    return working_max_side(args.max_side, resolve_device(args.device).type)
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
     if args.session is not None:
         return _replay_session(args)
@@ -129,7 +181,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
     model = _open_model(args)
     with _progress_bar(len(source)) as bar:
-        job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=args.max_side,
+        job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=_max_side(args),
                                    max_frames=args.max_frames,
                                    overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
                                    write_confidence=args.confidence, overwrite=args.overwrite,
@@ -181,7 +233,7 @@ def _cmd_points(args: argparse.Namespace) -> int:
     model = _open_model(args)
     with _progress_bar(len(source)) as bar:
         path = track_video_points(model, args.video, points, names, args.out, start=args.frame,
-                                  max_side=args.max_side, max_frames=args.max_frames, overlay_path=args.overlay,
+                                  max_side=_max_side(args), max_frames=args.max_frames, overlay_path=args.overlay,
                                   progress=bar.update,
                                   **_propagation_options(args))
     print(f"wrote {path} and {path.with_suffix('.csv')}")
@@ -197,31 +249,71 @@ def _cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+CPU_MAX_SIDE = 640  # default working size on CPU: longest side in pixels (outputs keep the input's size)
+
+_PROPAGATE_EXAMPLE = """example:
+  stcorr propagate --video clip.mp4 --mask first.png --out out/ --overlay out/overlay.mp4
+  stcorr propagate --video frames/ --mask 00030.png --frame 30 --max-side 0 --device cuda   # full size on a GPU
+
+Writes out/masks/<frame>.png (palette PNGs at the input's size) and, with --overlay, an mp4.
+"""
+
+_POINTS_EXAMPLE = """example:
+  echo '{"points": [[120, 80], [300, 210]], "point_names": ["nose", "hand"]}' > pts.json
+  stcorr points --video clip.mp4 --points pts.json --out out/ --overlay out/points.mp4
+
+Writes out/points.json ({"frame_names", "point_names", "points": T x N x [x, y], "scores": T x N}) and
+out/points.csv. The older input key "names" for point names is still read.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps epilog line breaks and appends "(default: X)" to options that have a non-empty default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default is None or default is False or default is argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="a video file or a folder of JPEG/PNG frames")
-    parser.add_argument("--frame", type=int, default=0, help="index of the annotated frame (default 0)")
+    parser.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
     parser.add_argument("--model", default=None,
                         help="model name, hf-hub:org/repo, folder, checkpoint, or a baseline (lab-pixels, random-r18, "
-                             "efficientnet-lite0); default: the embedded model")
+                             "efficientnet-lite0); `stcorr models` lists the names (default: the embedded model)")
     parser.add_argument("--out", type=Path, default=Path("stcorr_out"), help="output folder")
     parser.add_argument("--overlay", type=Path, help="also write an overlay video here (e.g. out.mp4)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    parser.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
-    parser.add_argument("--max-frames", type=int, help="use only the first N frames")
+    parser.add_argument("--max-side", type=int,
+                        help=f"process frames downscaled to this longest side in pixels, 0 = full resolution; outputs "
+                             f"keep the input's size (default: {CPU_MAX_SIDE} on CPU, full resolution on CUDA)")
+    parser.add_argument("--max-frames", type=int, help="use only the first N frames (default: all)")
     parser.add_argument("--context", type=int, default=20, help="preceding frames in the context")
     parser.add_argument("--radius", type=int, default=12, help="search window half-width in feature cells")
     parser.add_argument("--topk", type=int, default=10, help="candidates per position")
     parser.add_argument("--temperature", type=float, default=0.07, help="softmax temperature")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per encoder batch")
+    parser.add_argument("--batch-size", type=int,
+                        help="frames per encoder batch (default: 1 on CPU, so progress moves every frame; 8 on CUDA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="stcorr", description="Dense video correspondence with stcorr.")
+    epilog = ("example:\n  stcorr propagate --video clip.mp4 --mask first.png --out out/\n"
+              "  stcorr propagate --help      # every option with its default")
+    parser = argparse.ArgumentParser(prog="stcorr", description="Dense video correspondence with stcorr.",
+                                     formatter_class=_HelpFormatter, epilog=epilog)
     parser.add_argument("-v", "--verbose", action="store_true", help="log library messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    propagate = sub.add_parser("propagate", help="carry a first-frame mask through a video")
+    def add_command(name: str, help_text: str, example: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=example,
+                              formatter_class=_HelpFormatter)
+
+    propagate = add_command("propagate", "carry a first-frame mask through a video", _PROPAGATE_EXAMPLE)
     _add_video_job_arguments(propagate)
     propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB)")
     propagate.add_argument("--session", type=Path,
@@ -234,12 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
 
-    points = sub.add_parser("points", help="track points given on one frame through a video")
+    points = add_command("points", "track points given on one frame through a video", _POINTS_EXAMPLE)
     _add_video_job_arguments(points)
-    points.add_argument("--points", required=True, type=Path, help='JSON [[x, y], ...] or {"points": ..., "names": ...}')
+    points.add_argument("--points", required=True, type=Path,
+                        help='JSON [[x, y], ...] or {"points": [[x, y], ...], "point_names": [...]}')
     points.set_defaults(func=_cmd_points)
 
-    sheet = sub.add_parser("sheet", help="save chosen frames of a video side by side as one image")
+    sheet = add_command("sheet", "save chosen frames of a video side by side as one image",
+                        "example:\n  stcorr sheet out/overlay.mp4 --frames 0 100 199 --out sheet.jpg --width 1500")
     sheet.add_argument("video", help="a video file or a folder of frames (e.g. an overlay video)")
     sheet.add_argument("--frames", type=int, nargs="+", required=True, help="frame indices, e.g. 0 100 199")
     sheet.add_argument("--out", type=Path, required=True, help="output image (.png or .jpg)")
@@ -257,9 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
-    convert = sub.add_parser(
-        "convert", help="write config.json + model.safetensors from an official .pth checkpoint or any loadable model"
-    )
+
+    convert = add_command("convert", "write config.json + model.safetensors from an official .pth checkpoint or "
+                          "any loadable model",
+                          "example:\n  stcorr convert res18_d8.pth ~/.cache/stcorr/stt-r18-s8 --stride 8")
     convert.add_argument("source", help="the authors' released .pth (or a torchvision-keyed one), a training run "
                          "folder, a model folder or a manifest name")
     convert.add_argument("out_dir", type=Path, help="output folder")
@@ -269,11 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stored weight precision (float16 halves the file; loading casts back to float32)")
     convert.set_defaults(func=_cmd_convert)
 
-    models = sub.add_parser("models", help="list the manifest's models and whether they are on disk")
+    models = add_command("models", "list the names --model accepts (manifest models and baselines) and whether "
+                         "each is on disk")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(func=_cmd_models)
 
-    info = sub.add_parser("info", help="versions and the default device")
+    info = add_command("info", "versions and the default device")
     info.set_defaults(func=_cmd_info)
     return parser
 
@@ -281,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for a typed stcorr error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except StcorrError as exc:

@@ -44,6 +44,7 @@ from stcorr.model import (
     read_config,
     with_stride,
 )
+from stcorr.paths import release_dir, stcorr_home
 
 __all__ = [
     "load_model",
@@ -65,16 +66,6 @@ BACKBONE_NAME = "backbone.safetensors"
 """Training runs' full backbone (every trained stage, layer4 included) beside the inference export."""
 
 
-def stcorr_home() -> Path:
-    """Folder for converted release checkpoints: ``$STCORR_HOME``, default ``~/.cache/stcorr``."""
-    return Path(os.environ.get("STCORR_HOME", Path.home() / ".cache" / "stcorr")).expanduser()
-
-
-def release_dir(name: str) -> Path:
-    """Where ``load_model(name)`` looks for a converted release checkpoint."""
-    return stcorr_home() / name
-
-
 def load_model(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
@@ -87,7 +78,21 @@ def load_model(
     """Load a correspondence model in eval mode on ``device`` (default: CUDA if available, else CPU).
 
     Args:
-        name_or_path: see the module docstring; ``None`` gives the embedded default model.
+        name_or_path: which weights to load:
+
+            - ``None``: the embedded default model shipped inside the package (offline);
+            - a manifest name such as ``"stt-r18-s8"`` (``stcorr models`` lists them): its pinned Hub file, or
+              the authors' release checkpoint once downloaded to ``$STCORR_HOME`` (default ``~/.cache/stcorr``);
+            - ``"hf-hub:org/repo"`` or ``"hf-hub:org/repo@revision"``: a Hub repo holding ``config.json`` and
+              ``model.safetensors`` (what :meth:`CorrespondenceModel.push_to_hub` publishes);
+            - a folder with ``config.json`` + ``model.safetensors`` (``save_pretrained`` output, a training run);
+            - a ``.safetensors`` file (config from a sibling ``config.json``, else inferred from the keys and
+              ``stride``);
+            - a ``.pth`` / ``.pt`` checkpoint: the authors' release (MMCV keys) or torchvision keys, read with
+              ``torch.load(weights_only=True)``; needs ``stride``.
+
+            Baselines (``"lab-pixels"``, ``"random-r18"``, ``"efficientnet-lite0"``) load with
+            :func:`load_encoder`, not here.
         device: target device.
         revision: Hub revision overriding a manifest pin or an ``@revision`` suffix.
         local_files_only: never use the network; ``None`` follows ``HF_HUB_OFFLINE``.
@@ -95,9 +100,20 @@ def load_model(
         stride: 8 or 4. Required for checkpoints without a config (``.pth``, bare ``.safetensors``);
             overrides the stride of any other source (the weights are stride-agnostic).
 
+    Returns:
+        a :class:`~stcorr.model.CorrespondenceModel` in eval mode.
+
     Raises:
-        UnknownModelError, WeightsUnavailableError, ChecksumError, CheckpointError; DeviceError (checked
-        before any weights are read) for a device this machine does not have.
+        UnknownModelError: a name that is neither in the manifest nor an existing path.
+        WeightsUnavailableError: the weights are not on disk and may not (or cannot) be downloaded; the
+            message gives the download command.
+        ChecksumError: a downloaded file's sha256 or size differs from the manifest's pin.
+        CheckpointError: the file cannot be read, or its keys do not match the architecture (listed).
+        DeviceError: ``device`` names a device this machine does not have (checked before any weights are read).
+
+    Example:
+        >>> model = load_model()                      # doctest: +SKIP
+        >>> model = load_model("runs/my-run", device="cpu")  # doctest: +SKIP
     """
     target = resolve_device(device)
     model = _load_cpu(
@@ -107,11 +123,17 @@ def load_model(
 
 
 def load_encoder(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> torch.nn.Module:
-    """:func:`load_model`, or a baseline encoder for the names of :data:`stcorr.baselines.BASELINES`
-    (``lab-pixels``, ``random-r18``, ``efficientnet-lite0``): what the CLI and the evaluation accept.
+    """Any encoder the command line's ``--model`` accepts: a baseline by name, else :func:`load_model`.
 
-    A baseline takes ``device`` only (and ``stride`` equal to its own): any other option of
-    :func:`load_model` raises :class:`InputError` rather than being ignored.
+    Args:
+        name_or_path: a baseline name (``"lab-pixels"``, ``"random-r18"``, ``"efficientnet-lite0"``; see
+            :mod:`stcorr.baseline_catalog`), or anything :func:`load_model` accepts (``None``: the default model).
+        **kwargs: passed to :func:`load_model`. A baseline takes ``device`` only (and ``stride`` equal to its
+            own): any other option raises :class:`InputError` rather than being ignored.
+
+    Returns:
+        an ``nn.Module`` in eval mode with ``stride`` and ``feature_dim`` (the encoder protocol of
+        :class:`~stcorr.model.CorrespondenceModel`).
     """
     if not (isinstance(name_or_path, str) and name_or_path in BASELINES):
         return load_model(name_or_path, **kwargs)

@@ -112,6 +112,18 @@ class ModelBase(PyTorchModelHubMixin):
         """Device of the model's parameters."""
         return next(self.parameters()).device  # type: ignore[attr-defined]
 
+    def _config_with(self, **architecture: Any) -> dict[str, Any]:
+        """``config.json``: what every model states, plus its family's ``architecture`` options."""
+        return {
+            "arch": self.arch,  # type: ignore[attr-defined]
+            "stride": self.stride,  # type: ignore[attr-defined]
+            "input_space": self.input_space,  # type: ignore[attr-defined]
+            **architecture,
+            "feature_dim": self.feature_dim,  # type: ignore[attr-defined]
+            "library": "stcorr",
+            "stcorr_version": __version__,
+        }
+
     def propagate(self, frames: Any, first_labels: Any, **kwargs: Any) -> PropagationResult:
         """Propagate ``first_labels`` through ``frames``: ``propagate_labels(self, frames, first_labels, **kwargs)``."""
         return propagate_labels(self, frames, first_labels, **kwargs)
@@ -263,16 +275,7 @@ class CorrespondenceModel(ResNetEncoder, ModelBase, **_HUB_CARD):
     @property
     def config(self) -> dict[str, Any]:
         """The configuration written to ``config.json``."""
-        return {
-            "arch": self.arch,
-            "stride": self.stride,
-            "input_space": self.input_space,
-            "layers": list(self.layers),
-            "layer4_stride": self.layer4_stride,
-            "feature_dim": self.feature_dim,
-            "library": "stcorr",
-            "stcorr_version": __version__,
-        }
+        return self._config_with(layers=list(self.layers), layer4_stride=self.layer4_stride)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CorrespondenceModel:
@@ -364,17 +367,8 @@ class LiteCorrespondenceModel(EfficientNetLite, ModelBase, **_HUB_CARD):
     @property
     def config(self) -> dict[str, Any]:
         """The configuration written to ``config.json`` (the block table included)."""
-        return {
-            "arch": self.arch,
-            "stride": self.stride,
-            "input_space": self.input_space,
-            "stages": list(self.stages),
-            "projection": self.projection_dim,
-            "blocks": [[b.in_channels, b.out_channels, b.kernel, b.stride, b.expand] for b in self.table],
-            "feature_dim": self.feature_dim,
-            "library": "stcorr",
-            "stcorr_version": __version__,
-        }
+        blocks = [[b.in_channels, b.out_channels, b.kernel, b.stride, b.expand] for b in self.table]
+        return self._config_with(stages=list(self.stages), projection=self.projection_dim, blocks=blocks)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LiteCorrespondenceModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,9 @@ def propagate_video_mask(
     """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
 
     Palette PNGs are named like the input frames; ``write_confidence`` adds ``out_dir/confidence/``;
-    ``overlay_path`` renders an mp4 of the frames with coloured masks, ``overlay_dir`` the same as one PNG per
-    frame. The propagation runs at the working size ``max_side`` through
+    ``overlay_path`` renders an mp4 of the frames with coloured masks (frame by frame as they are predicted
+    when ``start`` is 0, else once all masks are written), ``overlay_dir`` the same as one PNG per frame. The
+    propagation runs at the working size ``max_side`` through
     :class:`~stcorr.propagation.session.PropagationSession` (both directions from ``start``); masks come at
     the original size, probabilities upsampled before the arg-max. ``options`` (or their keywords, e.g.
     ``context=5``) are the :class:`~stcorr.propagation.options.PropagationOptions`.
@@ -125,17 +127,35 @@ def propagate_video_mask(
         if folder is not None:
             claim_png_folder(Path(folder), overwrite)
     session.add_mask(start, mask)
-    for prediction in session.propagate():
-        name = session.frame_names[prediction.t]
-        write_mask_png(masks_dir / f"{name}.png", prediction.labels)
-        if confidence_dir is not None:
-            write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
-        if progress:
-            progress(1)
-    written = render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames) if overlay_path else None
+    streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
+    with _streamed_overlay(video, streamed, max_frames) as draw:
+        for prediction in session.propagate():
+            name = session.frame_names[prediction.t]
+            write_mask_png(masks_dir / f"{name}.png", prediction.labels)
+            draw(prediction.labels)
+            if confidence_dir is not None:
+                write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
+            if progress:
+                progress(1)
+    if overlay_path is not None and streamed is None:
+        render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames)
+    written = Path(overlay_path) if overlay_path is not None else None
     if overlay_dir is not None:
         write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
     return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
+
+
+@contextmanager
+def _streamed_overlay(video: Any, path: str | os.PathLike[str] | None, max_frames: int | None
+                      ) -> Iterator[Callable[[np.ndarray], None]]:
+    """A function that blends the next frame of ``video`` with its mask ids and appends it to the mp4 ``path``
+    (nothing when ``path`` is None). The file appears only if the block completes (see :class:`VideoWriter`)."""
+    if path is None:
+        yield lambda ids: None
+        return
+    frames = iter(open_frames(video, max_frames=max_frames))
+    with VideoWriter(path, fps=open_frames(video).fps or 10.0) as writer:
+        yield lambda ids: writer.write(overlay(next(frames), ids))
 
 
 def _overlay_frames(video: Any, masks_dir: str | os.PathLike[str] | None, points: np.ndarray | None,

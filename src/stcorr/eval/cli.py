@@ -82,7 +82,7 @@ def _propagated(args: argparse.Namespace, benchmark: str, subset: Any) -> tuple[
                 print(f"propagating {args.model}{ranks}: {preset.describe()}", flush=True)
             write = writers[benchmark]
             write(model, args.root, args.out, subset, preset=preset, shard=shard, batch_size=args.batch_size or 8,
-                  progress=True)
+                  progress=True, batch_videos=args.batch_videos)
             succeeded = True
         finally:
             everyone = all_succeeded(shard, succeeded)
@@ -170,6 +170,11 @@ def _add_common(parser: argparse.ArgumentParser, results_help: str) -> None:
     model.add_argument("--out", type=Path, help="folder for the propagated results (then scored)")
     model.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available; one GPU per rank)")
     model.add_argument("--batch-size", type=int, help="frames per encoder batch (default 8)")
+    model.add_argument(
+        "--batch-videos", type=int, default=1, metavar="N",
+        help="propagate N videos of one working size together: one encoder pass and one batched propagation "
+        "step per frame, results as one at a time (default 1)",
+    )
     model.add_argument("--context", type=int, help="preceding frames in the context (preset: 20)")
     model.add_argument("--radius", type=int, help="search window half-width in feature cells (preset per task)")
     model.add_argument("--topk", type=int, help="candidates kept per position (preset: 10)")

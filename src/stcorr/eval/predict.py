@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from stcorr.features import Encoder, feature_stride
 from stcorr.io.frames import FrameSource, open_frames
 from stcorr.io.masks import write_mask_png
 from stcorr.metrics.jhmdb import save_keypoints
-from stcorr.propagation.api import iter_propagate
+from stcorr.propagation.api import FramePrediction, iter_propagate, iter_propagate_batch
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 from stcorr.propagation.labels import VOID, resize_soft
 from stcorr.propagation.passes import KEYPOINT_TOPK
@@ -43,6 +44,8 @@ __all__ = [
     "model_preset",
     "propagate_mask",
     "propagate_keypoints",
+    "propagate_masks",
+    "propagate_keypoints_batch",
     "predict_davis",
     "predict_vip",
     "predict_jhmdb",
@@ -79,14 +82,45 @@ def propagate_mask(
     uint8 arrays; ``first_mask`` must have the frames' original size. The propagation API works at the
     preset's input size and returns masks at the original size (probabilities upsampled before the arg-max).
     """
+    source, mask = _mask_video(frames, first_mask)
+    predictions = iter_propagate(model, source, mask, batch_size=batch_size, **_working(preset))
+    for prediction in predictions:
+        yield _mask_of(prediction, mask)
+
+
+def propagate_masks(
+    model: Encoder,
+    videos: Sequence[tuple[Any, np.ndarray]],
+    preset: EvalPreset,
+) -> Iterator[list[np.ndarray | None]]:
+    """:func:`propagate_mask` for several (frames, first mask) videos at once (one batched propagation,
+    frames encoded across videos; see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their working
+    sizes must match (one frame size, or a preset input size). Yields, per frame index t, each video's (H, W)
+    id map, or None once that video has ended."""
+    prepared = [_mask_video(frames, mask) for frames, mask in videos]
+    steps = iter_propagate_batch(model, [s for s, _ in prepared], [m for _, m in prepared], **_working(preset))
+    for step in steps:
+        yield [None if p is None else _mask_of(p, mask) for p, (_, mask) in zip(step, prepared)]
+
+
+def _working(preset: EvalPreset) -> dict[str, Any]:
+    """The propagation API's options and working size of ``preset``."""
+    return dict(options=preset.options, size=preset.input_size,
+                resample=preset.resample if preset.input_size else None)
+
+
+def _mask_video(frames: Any, first_mask: np.ndarray) -> tuple[FrameSource, np.ndarray]:
+    """(source, first mask with void as background), the mask checked against the frames' original size."""
     mask = _first_mask(first_mask)
     source = _source(frames)
     if mask.shape != tuple(source.original_size):
         raise InputError(f"the first mask has shape {mask.shape} but the frames are {source.original_size}")
-    predictions = iter_propagate(model, source, mask, options=preset.options, size=preset.input_size,
-                                 resample=preset.resample if preset.input_size else None, batch_size=batch_size)
-    for prediction in predictions:
-        yield mask if prediction.t == 0 else np.where(prediction.labels == VOID, 0, prediction.labels)
+    return source, mask
+
+
+def _mask_of(prediction: FramePrediction, first_mask: np.ndarray) -> np.ndarray:
+    """The (H, W) id map of a prediction (void as background); frame 0 is the first mask."""
+    return first_mask if prediction.t == 0 else np.where(prediction.labels == VOID, 0, prediction.labels)
 
 
 def _source(frames: Any) -> FrameSource:
@@ -112,47 +146,127 @@ def propagate_keypoints(
     cut or empty, as in the reference). Heatmaps are drawn at the original size with the reference's
     integer anchoring (``subpixel=False``), and frame 0 is decoded from its own heatmaps like the others.
     """
-    source = _source(frames)
-    size = tuple(source.original_size)
-    heatmaps = draw_gaussian_heatmaps(np.asarray(first_points, np.float64), size, preset.sigma, subpixel=False)
-    if not bool(resize_soft(heatmaps, preset.input_size or size).any()):
-        raise InputError("every first-frame keypoint lies outside the frame: nothing to propagate")
-    points = np.full((len(source), len(heatmaps), 2), -1.0)
-    points[0] = decode_heatmaps_topk(heatmaps, KEYPOINT_TOPK)[0].numpy()
-    predictions = iter_propagate(
-        model, source, heatmaps.numpy(), options=preset.options, size=preset.input_size,
-        resample=preset.resample if preset.input_size else None, batch_size=batch_size, return_probabilities=True,
-    )
+    video = _KeypointVideo.prepare(frames, first_points, preset)
+    predictions = iter_propagate(model, video.source, video.heatmaps, batch_size=batch_size,
+                                 return_probabilities=True, **_working(preset))
     for prediction in predictions:
+        video.decode(prediction)
+    return video.points
+
+
+def propagate_keypoints_batch(
+    model: Encoder, videos: Sequence[tuple[Any, np.ndarray]], preset: EvalPreset
+) -> list[np.ndarray]:
+    """:func:`propagate_keypoints` for several (frames, first points) videos at once (one batched propagation;
+    see :func:`~stcorr.propagation.api.iter_propagate_batch`). Their working sizes must match."""
+    prepared = [_KeypointVideo.prepare(frames, points, preset) for frames, points in videos]
+    steps = iter_propagate_batch(model, [v.source for v in prepared], [v.heatmaps for v in prepared],
+                                 return_probabilities=True, **_working(preset))
+    for step in steps:
+        for prediction, video in zip(step, prepared):
+            if prediction is not None:
+                video.decode(prediction)
+    return [v.points for v in prepared]
+
+
+@dataclass(frozen=True)
+class _KeypointVideo:
+    """A video ready for keypoint propagation: its source, frame 0's heatmaps at the original size, and the
+    (T, J, 2) points decoded so far (frame 0 from its own heatmaps)."""
+
+    source: FrameSource
+    heatmaps: np.ndarray
+    points: np.ndarray
+
+    @staticmethod
+    def prepare(frames: Any, first_points: np.ndarray, preset: EvalPreset) -> _KeypointVideo:
+        source = _source(frames)
+        size = tuple(source.original_size)
+        heatmaps = draw_gaussian_heatmaps(np.asarray(first_points, np.float64), size, preset.sigma, subpixel=False)
+        if not bool(resize_soft(heatmaps, preset.input_size or size).any()):
+            raise InputError("every first-frame keypoint lies outside the frame: nothing to propagate")
+        points = np.full((len(source), len(heatmaps), 2), -1.0)
+        points[0] = decode_heatmaps_topk(heatmaps, KEYPOINT_TOPK)[0].numpy()
+        return _KeypointVideo(source, heatmaps.numpy(), points)
+
+    def decode(self, prediction: FramePrediction) -> None:
+        """Store the points of a predicted frame (frame 0 keeps its own)."""
         if prediction.t > 0:
             maps = torch.from_numpy(prediction.probabilities)
-            points[prediction.t] = decode_heatmaps_topk(maps, KEYPOINT_TOPK)[0].numpy()
-    return points
+            self.points[prediction.t] = decode_heatmaps_topk(maps, KEYPOINT_TOPK)[0].numpy()
 
 
 # ------------------------------------------------------------------------------------------------
 # Datasets
 
 
-def _videos(items: Sequence[Any], shard: Shard, what: str, progress: bool) -> Iterator[Any]:
+def _mine(items: Sequence[Any], shard: Shard, what: str) -> list[Any]:
     mine = shard.select(items)
     logger.info("%s: rank %d of %d takes %d of %d videos", what, shard.rank, shard.world_size, len(mine), len(items))
-    position = shard.rank if shard.distributed else None
-    yield from tqdm(
-        mine,
+    return list(mine)
+
+
+def _progress(total: int, shard: Shard, what: str, progress: bool) -> tqdm:
+    return tqdm(
+        total=total,
         desc=f"{what} [{shard.rank}]" if shard.distributed else what,
         unit="video",
-        position=position,
+        position=shard.rank if shard.distributed else None,
         disable=None if progress else True,
     )
 
 
-def _write_masks(folder: Path, names: Sequence[str], masks: Iterator[np.ndarray]) -> int:
-    count = 0
-    for name, ids in zip(names, masks):
-        write_mask_png(folder / f"{name}.png", ids)
-        count += 1
-    return count
+@dataclass(frozen=True)
+class _Job:
+    """One video to propagate and write: ``load`` gives its inputs (masks: (frames, first mask)); ``names``
+    are its frames' output file stems (their count is its length); ``size`` the frame size propagated (videos
+    of one size can share a batch)."""
+
+    name: str
+    load: Callable[[], Any]
+    names: Sequence[str]
+    size: tuple[int, int]
+
+
+def _write_mask_jobs(
+    model: Encoder, jobs: list[_Job], out: PathLike, preset: EvalPreset, what: str, *, batch_size: int,
+    batch_videos: int, shard: Shard, progress: bool,
+) -> list[str]:
+    """Propagate and write every job, ``batch_videos`` videos of one size at a time; the names written."""
+    if batch_videos < 1:
+        raise InputError(f"batch_videos must be >= 1, got {batch_videos}")
+    with _progress(len(jobs), shard, what, progress) as bar:
+        for batch in _size_batches(jobs, batch_videos):
+            start = time.perf_counter()
+            loaded = [job.load() for job in batch]
+            if len(batch) == 1:
+                steps: Iterator[list[np.ndarray | None]] = (
+                    [ids] for ids in propagate_mask(model, *loaded[0], preset, batch_size=batch_size)
+                )
+            else:
+                steps = propagate_masks(model, loaded, preset)
+            for t, masks in enumerate(steps):
+                for job, ids in zip(batch, masks):
+                    if ids is not None:
+                        write_mask_png(Path(out) / job.name / f"{job.names[t]}.png", ids)
+            names = ", ".join(job.name for job in batch)
+            logger.info("%s %s: %d frames in %.1f s", what, names, sum(len(j.names) for j in batch),
+                        time.perf_counter() - start)
+            bar.update(len(batch))
+    return [job.name for job in jobs]
+
+
+def _size_batches(jobs: list[_Job], batch_videos: int) -> Iterator[list[_Job]]:
+    """Jobs in batches of at most ``batch_videos`` of one frame size, longest videos first (least padding)."""
+    if batch_videos == 1:
+        yield from ([job] for job in jobs)
+        return
+    by_size: dict[tuple[int, int], list[_Job]] = {}
+    for job in sorted(jobs, key=lambda j: -len(j.names)):
+        by_size.setdefault(job.size, []).append(job)
+    for group in by_size.values():
+        for i in range(0, len(group), batch_videos):
+            yield group[i : i + batch_videos]
 
 
 def predict_davis(
@@ -165,24 +279,23 @@ def predict_davis(
     shard: Shard = Shard(),
     batch_size: int = 8,
     progress: bool = False,
+    batch_videos: int = 1,
 ) -> list[str]:
     """Propagate frame 0's annotation of the shard's DAVIS sequences; write ``out/<seq>/<frame>.png``.
 
+    ``batch_videos`` > 1 propagates that many sequences of one frame size together (:func:`propagate_masks`).
     Returns the names of the sequences written by this process.
     """
     dataset = DavisDataset(root, subset)
     preset = preset or model_preset(model, "davis")
-    done = []
-    for sequence in _videos(dataset.sequences, shard, "DAVIS", progress):
-        start = time.perf_counter()
+    jobs = []
+    for sequence in _mine(dataset.sequences, shard, "DAVIS"):
         source = open_frames(sequence.image_dir)
-        first = read_label_png(sequence.annotation_paths()[0])
-        count = _write_masks(
-            Path(out) / sequence.name, source.names, propagate_mask(model, source, first, preset, batch_size=batch_size)
-        )
-        logger.info("DAVIS %s: %d frames in %.1f s", sequence.name, count, time.perf_counter() - start)
-        done.append(sequence.name)
-    return done
+        first_path = sequence.annotation_paths()[0]
+        jobs.append(_Job(sequence.name, lambda s=source, p=first_path: (s, read_label_png(p)), source.names,
+                             preset.input_size or source.size))
+    return _write_mask_jobs(model, jobs, out, preset, "DAVIS", batch_size=batch_size, batch_videos=batch_videos,
+                            shard=shard, progress=progress)
 
 
 def predict_vip(
@@ -195,29 +308,29 @@ def predict_vip(
     shard: Shard = Shard(),
     batch_size: int = 8,
     progress: bool = False,
+    batch_videos: int = 1,
 ) -> list[str]:
     """Propagate frame 0's class ids through the shard's VIP videos; write ``out/<video>/<annotation>.png``.
 
     Frames and annotations are paired in sorted order (the frame folders hold the annotated frames only).
+    ``batch_videos`` > 1 propagates that many videos of one working size together (:func:`propagate_masks`).
     """
     dataset = VipDataset(root, split)
     preset = preset or model_preset(model, "vip")
-    done = []
-    for video in _videos(dataset.videos, shard, "VIP", progress):
-        start = time.perf_counter()
+    jobs = []
+    for video in _mine(dataset.videos, shard, "VIP"):
         frames, annotations = video.frame_paths(), video.annotation_paths()
         if len(frames) != len(annotations):
             raise InputError(
                 f"VIP video {video.name!r} has {len(frames)} frames but {len(annotations)} annotations; "
                 "the frame folder must hold exactly the annotated frames"
             )
-        masks = propagate_mask(
-            model, [read_rgb(p) for p in frames], read_label_png(annotations[0]), preset, batch_size=batch_size
-        )
-        _write_masks(Path(out) / video.name, [p.stem for p in annotations], masks)
-        logger.info("VIP %s: %d frames in %.1f s", video.name, len(frames), time.perf_counter() - start)
-        done.append(video.name)
-    return done
+        size = preset.input_size or read_rgb(frames[0]).shape[:2]
+        jobs.append(_Job(video.name, lambda f=frames, a=annotations[0]: ([read_rgb(p) for p in f],
+                                                                              read_label_png(a)),
+                             [p.stem for p in annotations], tuple(size)))
+    return _write_mask_jobs(model, jobs, out, preset, "VIP", batch_size=batch_size, batch_videos=batch_videos,
+                            shard=shard, progress=progress)
 
 
 def predict_jhmdb(
@@ -230,16 +343,33 @@ def predict_jhmdb(
     shard: Shard = Shard(),
     batch_size: int = 8,
     progress: bool = False,
+    batch_videos: int = 1,
 ) -> list[str]:
-    """Propagate frame 0's GT joints through the shard's JHMDB videos; write ``out/<class>/<video>.npy``."""
+    """Propagate frame 0's GT joints through the shard's JHMDB videos; write ``out/<class>/<video>.npy``.
+
+    ``batch_videos`` > 1 propagates that many videos of one working size together
+    (:func:`propagate_keypoints_batch`).
+    """
+    if batch_videos < 1:
+        raise InputError(f"batch_videos must be >= 1, got {batch_videos}")
     dataset = JhmdbDataset(root, list_file)
     preset = preset or model_preset(model, "jhmdb")
-    done = []
-    for video in _videos(dataset.videos, shard, "JHMDB", progress):
-        start = time.perf_counter()
-        frames = [read_rgb(p) for p in video.frame_paths()]
-        points = propagate_keypoints(model, frames, video.keypoints()[0], preset, batch_size=batch_size)
-        save_keypoints(Path(out) / f"{video.name}.npy", points)
-        logger.info("JHMDB %s: %d frames in %.1f s", video.name, len(frames), time.perf_counter() - start)
-        done.append(video.name)
-    return done
+    mine = _mine(dataset.videos, shard, "JHMDB")
+    sizes = [preset.input_size or read_rgb(v.frame_paths()[0]).shape[:2] for v in mine]
+    jobs = [_Job(v.name, lambda v=v: v, [p.stem for p in v.frame_paths()], tuple(size))
+            for v, size in zip(mine, sizes)]
+    with _progress(len(jobs), shard, "JHMDB", progress) as bar:
+        for batch in _size_batches(jobs, batch_videos):
+            start = time.perf_counter()
+            videos = [job.load() for job in batch]
+            inputs = [([read_rgb(p) for p in v.frame_paths()], v.keypoints()[0]) for v in videos]
+            if len(batch) == 1:
+                results = [propagate_keypoints(model, *inputs[0], preset, batch_size=batch_size)]
+            else:
+                results = propagate_keypoints_batch(model, inputs, preset)
+            for video, points in zip(videos, results):
+                save_keypoints(Path(out) / f"{video.name}.npy", points)
+            logger.info("JHMDB %s: %d frames in %.1f s", ", ".join(v.name for v in videos),
+                        sum(len(i[0]) for i in inputs), time.perf_counter() - start)
+            bar.update(len(batch))
+    return [job.name for job in jobs]

@@ -57,14 +57,15 @@ def write_points_json(
 ) -> Path:
     """Write (T, N, 2) point tracks and (T, N) scores as JSON; return the path.
 
-    Layout: ``{"names": [T frame names], "point_names": [N names], "points": T x N x [x, y],
-    "scores": T x N}`` (point names default to ``p0, p1, ...``), values
+    Layout: ``{"frame_names": [T frame names], "point_names": [N names], "points": T x N x [x, y],
+    "scores": T x N}`` (point names default to ``p0, p1, ...``; stcorr 0.1.0 called the frame names
+    ``"names"``), values
     rounded to 4 decimals, non-finite values written as ``null``. ``np.array(data["points"],
     dtype=float)`` loads the tracks back (``null`` becomes NaN).
     """
     xy, conf, frame_names = _as_tracks(points, scores, names)
     data = {
-        "names": frame_names,
+        "frame_names": frame_names,
         "point_names": _point_names(xy.shape[1], point_names),
         "points": [[[_number(x), _number(y)] for x, y in frame] for frame in xy],
         "scores": [[_number(s) for s in frame] for frame in conf],
@@ -82,8 +83,8 @@ def write_points_csv(
     path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str], *,
     point_names: Sequence[str] | None = None,
 ) -> Path:
-    """Write point tracks as CSV with columns ``frame,name,point_id,x,y,score,point_name``, one row per
-    point and frame (``name`` is the frame's name).
+    """Write point tracks as CSV with columns ``frame,frame_name,point_id,x,y,score,point_name``, one row per
+    point and frame (stcorr 0.1.0 called ``frame_name`` ``name``).
 
     Values are rounded to 4 decimals; non-finite values are left empty.
     """
@@ -97,7 +98,7 @@ def write_points_csv(
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["frame", "name", "point_id", "x", "y", "score", "point_name"])
+            writer.writerow(["frame", "frame_name", "point_id", "x", "y", "score", "point_name"])
             for t, name in enumerate(frame_names):
                 for n in range(xy.shape[1]):
                     writer.writerow([t, name, n, cell(xy[t, n, 0]), cell(xy[t, n, 1]), cell(conf[t, n]), labels[n]])
@@ -109,7 +110,12 @@ def write_points_csv(
 
 
 def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
-    """Read query points: JSON ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "names": [...]}``."""
+    """Read query points and their names from JSON.
+
+    Accepted: ``[[x, y], ...]`` or ``{"points": [[x, y], ...], "point_names": ["nose", ...]}`` (x, y in pixels
+    of the annotated frame). The older key ``"names"`` for point names is still read. Names default to
+    ``p0, p1, ...``.
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -123,5 +129,17 @@ def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str
         array = np.empty((0,))  # not numbers, or ragged
     if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
         raise InputError(f"{path} must hold (x, y) points: [[x, y], ...] or {{\"points\": [[x, y], ...]}}")
-    names = list(data.get("names", [])) if isinstance(data, dict) else []
-    return array, [str(n) for n in names] or [f"p{i}" for i in range(len(array))]
+    names = _point_names_of(data, path) if isinstance(data, dict) else []
+    if names and len(names) != len(array):
+        raise InputError(f"{path} names {len(names)} points but holds {len(array)}; give one name per point")
+    return array, names or [f"p{i}" for i in range(len(array))]
+
+
+def _point_names_of(data: dict, path: str | os.PathLike[str]) -> list[str]:
+    """Point names under ``"point_names"``, or under the older key ``"names"``."""
+    if "point_names" in data and "names" in data:
+        raise InputError(f"{path} has both \"point_names\" and the older \"names\"; keep only \"point_names\"")
+    names = data.get("point_names", data.get("names", []))
+    if not isinstance(names, list):
+        raise InputError(f"\"point_names\" in {path} must be a list of strings, got {type(names).__name__}")
+    return [str(n) for n in names]

@@ -6,11 +6,14 @@ Private to :mod:`stcorr.propagation.kernel`, whose docstring states the ranking 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+from stcorr.errors import InputError
 
 _REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -55,11 +58,28 @@ def default_compute_dtype(device: torch.device) -> torch.dtype:
     bfloat16 this way switches to float32 if bfloat16 turns out unable to certify most of the
     top-k (``_SWITCH_TO_FLOAT32``).
     """
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
-            return torch.bfloat16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
     return torch.float32
+
+
+CPU_BF16_ENV = "STCORR_CPU_BF16"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), as PyTorch reports it.
+
+    ``STCORR_CPU_BF16=0`` answers no whatever the CPU (``1``: yes): with ``ATEN_CPU_CAPABILITY=avx2``
+    (plus ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``MKL_ENABLE_INSTRUCTIONS=AVX2`` for the matmul libraries) it makes
+    a bf16-capable machine behave like a common AVX2-only CPU, which is how ``benchmarks/avx2.py`` emulates one.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise InputError(f"{CPU_BF16_ENV} must be 0 (no native bfloat16), 1 (native) or unset, got {forced!r}")
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def _grouped_topk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

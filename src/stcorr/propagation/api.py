@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, check_batch_size
+from stcorr.features import Encoder, check_batch_size, encode_batch
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.options import PropagationOptions, resolve_options
 from stcorr.propagation.passes import (
@@ -39,7 +39,10 @@ from stcorr.propagation.passes import (
 )
 from stcorr.propagation.session import PropagationSession
 
-__all__ = ["FramePrediction", "FrameResult", "PropagationResult", "iter_propagate", "propagate_labels"]
+__all__ = [
+    "FramePrediction", "FrameResult", "PropagationResult", "iter_propagate", "iter_propagate_batch",
+    "propagate_labels",
+]
 
 
 def _checked_anchors(first_labels: LabelsInput, anchors: Any, start: int, count: int, geometry: Geometry,
@@ -80,6 +83,7 @@ def iter_propagate(
     dtype: torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    backend: str | None = None,
 ) -> Iterator[FramePrediction]:
     """Yield a :class:`FramePrediction` per frame, from ``start`` towards the end (or the beginning): one pass.
 
@@ -91,7 +95,7 @@ def iter_propagate(
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
-                           compute_dtype=compute_dtype)
+                           compute_dtype=compute_dtype, backend=backend)
     source = working_source(frames, max_side=max_side, size=size, resample=resample)
     order = frame_order(len(source), start, direction)
     check_batch_size(batch_size)
@@ -114,6 +118,76 @@ def iter_propagate(
             yield anchor.image
         else:
             yield decode(t, grid_probs, first.kind, first.labels, geometry, opts, return_probabilities)
+
+
+def iter_propagate_batch(
+    model: Encoder,
+    videos: Sequence[Any],
+    first_labels: Sequence[LabelsInput],
+    *,
+    options: PropagationOptions | None = None,
+    max_side: int | None = None,
+    size: tuple[int, int] | None = None,
+    resample: str | None = None,
+    context: int | None = None,
+    radius: int | None = None,
+    topk: int | None = None,
+    temperature: float | None = None,
+    label_downsampling: str | None = None,
+    minmax_normalize: bool | None = None,
+    sigma: float | None = None,
+    return_probabilities: bool = False,
+    dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None,
+    fusion_weights: Sequence[float] | None = None,
+    backend: str | None = None,
+) -> Iterator[list[FramePrediction | None]]:
+    """Propagate frame 0's labels through several videos of one working size at once, forwards.
+
+    Frame t of every video is encoded in one forward pass and propagated in one batched
+    :class:`~stcorr.propagation.LabelPropagator` step (videos may have different label counts, lengths and
+    original sizes: a video that has ended repeats its last frame, whose outputs are dropped; propagation is
+    causal, so this changes nothing). Yields, for t = 0, 1, ..., each video's :class:`FramePrediction` for
+    frame t (at that video's original size), or None once that video has ended. Each video's predictions are
+    those of :func:`iter_propagate` on it alone, up to the encoder's floating-point differences between
+    batch sizes. Arguments as :func:`propagate_labels` (one first labels per video); all are checked before
+    the first frame is encoded.
+    """
+    opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
+                           label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
+                           compute_dtype=compute_dtype, backend=backend)
+    sources = [working_source(v, max_side=max_side, size=size, resample=resample) for v in videos]
+    if not sources or len(first_labels) != len(sources):
+        raise InputError(f"expected first labels for each of {len(sources)} videos (at least one), "
+                         f"got {len(first_labels)}")
+    working = sorted({tuple(source.size) for source in sources})
+    if len(working) != 1:
+        raise InputError(f"videos of one batch must have one working size, got {working}; group them by size "
+                         "or give size=(H, W)")
+    geometries = [Geometry.of(source, model) for source in sources]
+    for b, (labels, geometry) in enumerate(zip(first_labels, geometries)):
+        make_prompt(labels, 0, geometry, (1, 1), opts, what=f"the first labels of video {b}")
+    lengths = [len(source) for source in sources]
+    if min(lengths) < 1:
+        raise InputError(f"every video of a batch needs at least one frame, got lengths {lengths}")
+    frames = [iter(source) for source in sources]
+    last: list[torch.Tensor] = []
+    prompts: list[_Prompt] = []
+    propagator: LabelPropagator | None = None
+    for t in range(max(lengths)):
+        batch = [next(it) if t < n else last[b] for b, (it, n) in enumerate(zip(frames, lengths))]
+        last = batch
+        features = encode_batch(model, torch.stack(batch), dtype=dtype, fusion_weights=fusion_weights)
+        if propagator is None:
+            grid = tuple(features.shape[-2:])
+            prompts = [make_prompt(labels, 0, geometry, grid, opts, return_probabilities)
+                       for labels, geometry in zip(first_labels, geometries)]
+            propagator = LabelPropagator(features, [p.grid.to(features.device) for p in prompts], opts)
+            yield [p.image for p in prompts]
+            continue
+        grid_probs, _ = propagator.step(features)
+        yield [decode(t, probs, prompt.kind, prompt.labels, geometry, opts, return_probabilities) if t < n else None
+               for probs, prompt, geometry, n in zip(grid_probs, prompts, geometries, lengths)]
 
 
 def propagate_labels(
@@ -139,6 +213,7 @@ def propagate_labels(
     dtype: torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    backend: str | None = None,
 ) -> PropagationResult:
     """Propagate labels of frame ``start`` through the whole video (forwards, and backwards when start > 0).
 
@@ -155,7 +230,8 @@ def propagate_labels(
             and joins frame ``start`` as a fixed context frame from then on.
         options: a :class:`~stcorr.propagation.options.PropagationOptions`; the keywords below override its
             fields (context, radius, topk, temperature, label_downsampling, minmax_normalize, sigma,
-            compute_dtype: see there).
+            compute_dtype, backend: see there; ``backend="auto"`` uses the fused Triton kernel on CUDA when
+            Triton is installed, else the torch kernel).
         max_side, size: propagate at a reduced working size (longest side, or an explicit (H, W)); frames are
             decoded and results returned at the original size (probabilities upsampled before the arg-max).
         resample: how frames are resized to the working size (:data:`stcorr.io.frames.RESAMPLING`).
@@ -170,7 +246,7 @@ def propagate_labels(
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
-                           compute_dtype=compute_dtype)
+                           compute_dtype=compute_dtype, backend=backend)
     session = PropagationSession(
         model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size,
         dtype=dtype, fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,

@@ -59,13 +59,16 @@ import torch
 import torch.nn.functional as F
 
 from stcorr.errors import InputError
+from stcorr.propagation._backend import resolve_backend
 from stcorr.propagation._ranking import (
+    CPU_BF16_ENV,
     _ieee_matmuls,
     _matmul,
     _Picks,
     _topk,
     _union,
     cosine_error_bound,
+    cpu_has_native_bf16,
     default_compute_dtype,
     rounding_error,
 )
@@ -86,6 +89,8 @@ __all__ = [
     "LabelPropagator",
     "default_block_size",
     "default_compute_dtype",
+    "cpu_has_native_bf16",
+    "CPU_BF16_ENV",
     "cosine_error_bound",
 ]
 
@@ -149,6 +154,11 @@ def _check_frame(features: object, what: str, expected_chw: tuple[int, int, int]
     return features.float()
 
 
+def _check_device(features: torch.Tensor, device: torch.device, what: str) -> None:
+    if features.device != device:
+        raise InputError(f"{what}: features are on {features.device}, expected {device} like frame 0")
+
+
 def _check_labels(labels: object, what: str, hw: tuple[int, int], k: int | None, device: torch.device) -> torch.Tensor:
     """Validate a (K, h, w) soft label map; return it as float32 on ``device``."""
     if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
@@ -177,12 +187,19 @@ class LabelPropagator:
     Holds only the context (frame 0, anchors and the last ``context`` frames), so memory does not
     grow with the video. See the module docstring for the exact semantics.
 
+    A batch of B videos of one grid size is propagated at once when ``first_features`` is (B, C, h, w):
+    ``first_labels`` is then a (B, K, h, w) tensor or a sequence of B (K_b, h, w) tensors (label counts may
+    differ), every later frame (B, C, h, w), and outputs are per video: a (B, K, h, w) tensor if the labels
+    were one tensor, else a list of (K_b, h, w) tensors; confidence (B, h, w). Each video's result equals
+    its result alone.
+
     Args:
-        first_features: (C, h, w) features of frame 0, any floating dtype, on any device.
-        first_labels: (K, h, w) soft labels of frame 0 (moved to the features' device).
+        first_features: (C, h, w) features of frame 0, any floating dtype, on any device; (B, C, h, w) for
+            a batch.
+        first_labels: (K, h, w) soft labels of frame 0 (moved to the features' device); per video for a batch.
         options: a :class:`~stcorr.propagation.options.PropagationOptions` (default values if None); the
-            keywords below override its fields (only context, radius, topk, temperature and compute_dtype
-            matter here).
+            keywords below override its fields (only context, radius, topk, temperature, compute_dtype and
+            backend matter here).
         context: number of previous frames kept besides frame 0 and the anchors.
         radius: half-size of the square search window, in feature cells.
         topk: number of candidates kept per query, jointly over all context frames.
@@ -192,6 +209,10 @@ class LabelPropagator:
             very slow on most CPUs.
         block_size: (rows, columns) of a query block; None = :func:`default_block_size`; any value
             gives the same result, only speed and memory change.
+        backend: None = the options' backend (default ``"auto"``); ``"auto"`` (the fused Triton kernel
+            on CUDA when Triton is installed, else this module's torch kernel), ``"triton"`` or ``"torch"``; see :mod:`stcorr.propagation._backend`. The
+            Triton kernel computes float32 similarities (TF32 off) whatever ``compute_dtype`` and
+            ``block_size``, with the same exactness (see :mod:`stcorr.propagation._triton_kernel`).
     """
 
     @torch.no_grad()
@@ -207,13 +228,24 @@ class LabelPropagator:
         temperature: float | None = None,
         compute_dtype: torch.dtype | None = None,
         block_size: tuple[int, int] | None = None,
+        backend: str | None = None,
     ) -> None:
         opts = resolve_options(
-            options, context=context, radius=radius, topk=topk, temperature=temperature, compute_dtype=compute_dtype
+            options, context=context, radius=radius, topk=topk, temperature=temperature, compute_dtype=compute_dtype,
+            backend=backend,
         )
         context, radius, topk, temperature, compute_dtype = (
             opts.context, opts.radius, opts.topk, opts.temperature, opts.compute_dtype
         )
+        device = first_features.device if isinstance(first_features, torch.Tensor) else torch.device("cpu")
+        self.backend = resolve_backend(opts.backend, device, topk)
+        self._batch: _Batch | None = None
+        if _is_batch(first_features) or self.backend == "triton":
+            knobs = dict(context=context, radius=radius, topk=topk, temperature=temperature)
+            self._batch = _Batch(first_features, first_labels, knobs, self.backend, compute_dtype, block_size)
+            self.context, self.radius, self.topk, self.temperature = context, radius, topk, float(temperature)
+            self.compute_dtype = self._batch.compute_dtype
+            return
         first = _check_frame(first_features, "frame 0")
         self._chw = tuple(first.shape)
         self._device = first.device
@@ -238,11 +270,15 @@ class LabelPropagator:
     @property
     def num_context_frames(self) -> int:
         """Number of frames the next target will be compared with."""
+        if self._batch is not None:
+            return self._batch.num_context_frames
         return len(self._fixed) + len(self._recent)
 
     @property
     def frames_seen(self) -> int:
         """Frames given so far (frame 0 included, anchors excluded)."""
+        if self._batch is not None:
+            return self._batch.frames_seen
         return self._frames_seen
 
     @torch.no_grad()
@@ -257,7 +293,12 @@ class LabelPropagator:
         Args:
             features: (C, h, w) features of the anchor frame (same C, h, w as frame 0).
             labels: (K, h, w) soft labels of that frame (same K as frame 0).
+
+        For a batch: (B, C, h, w) features and per-video labels, as for frame 0.
         """
+        if self._batch is not None:
+            self._batch.add_anchor(features, labels)
+            return
         what = f"anchor {len(self._fixed)}"
         feats = _check_frame(features, what, self._chw)
         self._check_device(feats, what)
@@ -272,8 +313,11 @@ class LabelPropagator:
             features: (C, h, w) features of the next frame, on the device of frame 0.
 
         Returns:
-            (labels, confidence): (K, h, w) soft labels and (h, w) confidence, float32.
+            (labels, confidence): (K, h, w) soft labels and (h, w) confidence, float32 (for a batch: per
+            video, see the class doc).
         """
+        if self._batch is not None:
+            return self._batch.step(features)
         what = f"frame {self._frames_seen}"
         feats = _check_frame(features, what, self._chw)
         self._check_device(feats, what)
@@ -296,7 +340,12 @@ class LabelPropagator:
         Args:
             features: (C, h, w) features of the frame.
             labels: (K, h, w) its soft labels.
+
+        For a batch (or the Triton backend): (B, C, h, w) features and per-video labels, as for frame 0.
         """
+        if self._batch is not None:
+            self._batch.remember(features, labels)
+            return
         what = f"frame {self._frames_seen}"
         feats = _check_frame(features, what, self._chw)
         self._check_device(feats, what)
@@ -322,6 +371,8 @@ class LabelPropagator:
 
     def first_frame_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame 0's (labels, confidence): its labels as float32 (K, h, w) and a confidence of 1."""
+        if self._batch is not None:
+            return self._batch.first_frame_output()
         h, w = self._chw[1:]
         first = self._store.labels[self._fixed[0]]
         return first.t().reshape(self._num_labels, h, w).clone(), torch.ones((h, w), device=self._device)
@@ -329,8 +380,7 @@ class LabelPropagator:
     # ----------------------------------------------------------------- internals
 
     def _check_device(self, features: torch.Tensor, what: str) -> None:
-        if features.device != self._device:
-            raise InputError(f"{what}: features are on {features.device}, expected {self._device} like frame 0")
+        _check_device(features, self._device, what)
 
     @staticmethod
     def _normalise(features: torch.Tensor) -> torch.Tensor:
@@ -594,6 +644,153 @@ class LabelPropagator:
         return self._rank(queries, kept, left_out)[0]
 
 
+# --------------------------------------------------------------------------- batches and the fused kernel
+
+
+def _is_batch(features: object) -> bool:
+    return isinstance(features, torch.Tensor) and features.dim() == 4
+
+
+class _Batch:
+    """The videos behind a batched or Triton-backed :class:`LabelPropagator`: one fused propagator for all
+    (:mod:`._fused`), or one torch :class:`LabelPropagator` each. A single video (3-D features, Triton) is a
+    batch of one whose outputs are unwrapped."""
+
+    def __init__(
+        self,
+        first_features: torch.Tensor,
+        first_labels: object,
+        options: dict,
+        backend: str,
+        compute_dtype: torch.dtype | None,
+        block_size: tuple[int, int] | None,
+    ) -> None:
+        self._single = not _is_batch(first_features)
+        if not self._single and first_features.shape[0] == 0:
+            raise InputError(f"first features: expected a batch (B, C, h, w) with B >= 1, got {_shape(first_features)}")
+        self._size = 1 if self._single else first_features.shape[0]
+        frames = [_check_frame(first_features, "frame 0")] if self._single else [
+            _check_frame(f, f"video {b}, frame 0") for b, f in enumerate(first_features)
+        ]
+        self._chw = tuple(frames[0].shape)
+        self._device = frames[0].device
+        self._as_tensor, labels = self._labels(first_labels, "frame 0", None)
+        self._counts = [lab.shape[0] for lab in labels]
+        self._seen, self._anchors = 1, 0
+        if backend == "triton":
+            from stcorr.propagation._fused import FusedPropagator  # imports Triton: only when it is used
+
+            self.compute_dtype = torch.float32
+            bound = cosine_error_bound(torch.tensor(1.0), 0.0, 0.0, torch.float32, self._chw[0])
+            self._fused: FusedPropagator | None = FusedPropagator(
+                self._normalise(frames), self._padded(labels), error_bound=float(bound), **options
+            )
+            self._videos: list[LabelPropagator] = []
+        else:
+            self._fused = None
+            self._videos = [
+                LabelPropagator(f, lab, compute_dtype=compute_dtype, block_size=block_size, backend="torch", **options)
+                for f, lab in zip(frames, labels)
+            ]
+            self.compute_dtype = self._videos[0].compute_dtype
+        self._first = labels
+
+    @property
+    def num_context_frames(self) -> int:
+        return self._fused.num_context_frames if self._fused is not None else self._videos[0].num_context_frames
+
+    @property
+    def frames_seen(self) -> int:
+        return self._seen
+
+    def first_frame_output(self) -> tuple[object, torch.Tensor]:
+        h, w = self._chw[1:]
+        return self._output([lab.clone() for lab in self._first], torch.ones((self._size, h, w), device=self._device))
+
+    def add_anchor(self, features: torch.Tensor, labels: object) -> None:
+        self._anchors += 1
+        what = f"anchor {self._anchors}"
+        frames = self._frames(features, what)
+        _, per_video = self._labels(labels, what, self._counts)
+        if self._fused is not None:
+            self._fused.add_anchor(self._normalise(frames), self._padded(per_video))
+        else:
+            for video, f, lab in zip(self._videos, frames, per_video):
+                video.add_anchor(f, lab)
+
+    def remember(self, features: torch.Tensor, labels: object) -> None:
+        what = f"frame {self._seen}"
+        frames = self._frames(features, what)
+        _, per_video = self._labels(labels, what, self._counts)
+        if self._fused is not None:
+            self._fused.remember(self._normalise(frames), self._padded(per_video))
+        else:
+            for video, f, lab in zip(self._videos, frames, per_video):
+                video.remember(f, lab)
+        self._seen += 1
+
+    def step(self, features: torch.Tensor) -> tuple[object, torch.Tensor]:
+        frames = self._frames(features, f"frame {self._seen}")
+        if self._fused is not None:
+            labels, confidence = self._fused.step(self._normalise(frames))
+            per_video = [labels[b, :k] for b, k in enumerate(self._counts)]
+        else:
+            outputs = [video.step(f) for video, f in zip(self._videos, frames)]
+            per_video, confidence = [o[0] for o in outputs], torch.stack([o[1] for o in outputs])
+        self._seen += 1
+        return self._output(per_video, confidence)
+
+    def _frames(self, features: object, what: str) -> list[torch.Tensor]:
+        """Validated float32 (C, h, w) frames, one per video."""
+        if self._single:
+            frames = [_check_frame(features, what, self._chw)]
+        else:
+            expected = (self._size, *self._chw)
+            if not isinstance(features, torch.Tensor) or tuple(features.shape) != expected:
+                raise InputError(
+                    f"{what}: expected features of shape (B, C, h, w) = {expected}, got {_shape(features)}"
+                )
+            frames = [_check_frame(f, f"video {b}, {what}", self._chw) for b, f in enumerate(features)]
+        for b, f in enumerate(frames):
+            _check_device(f, self._device, what if self._single else f"video {b}, {what}")
+        return frames
+
+    def _labels(self, labels: object, what: str, counts: list[int] | None) -> tuple[bool, list[torch.Tensor]]:
+        """(given as one tensor, validated float32 (K_b, h, w) labels per video)."""
+        if self._single:
+            count = None if counts is None else counts[0]
+            return False, [_check_labels(labels, what, self._chw[1:], count, self._device)]
+        as_tensor = isinstance(labels, torch.Tensor)
+        if as_tensor and labels.dim() != 4 or not isinstance(labels, (torch.Tensor, list, tuple)):
+            raise InputError(
+                f"{what}: expected labels as a (B, K, h, w) tensor or a sequence of B (K, h, w) tensors, "
+                f"got {_shape(labels)}"
+            )
+        if len(labels) != self._size:
+            raise InputError(f"{what}: expected labels for {self._size} videos, got {len(labels)}")
+        return as_tensor, [
+            _check_labels(lab, f"video {b}, {what}", self._chw[1:], None if counts is None else counts[b], self._device)
+            for b, lab in enumerate(labels)
+        ]
+
+    def _output(self, per_video: list[torch.Tensor], confidence: torch.Tensor) -> tuple[object, torch.Tensor]:
+        if self._single:
+            return per_video[0], confidence[0]
+        return (torch.stack(per_video) if self._as_tensor else per_video), confidence
+
+    @staticmethod
+    def _normalise(frames: list[torch.Tensor]) -> torch.Tensor:
+        """(B, C, h, w) unit features, each frame normalised by :meth:`LabelPropagator._normalise`."""
+        return torch.stack([LabelPropagator._normalise(f) for f in frames])
+
+    def _padded(self, labels: list[torch.Tensor]) -> torch.Tensor:
+        """(B, max K, h, w): each video's labels, zero channels after its own."""
+        padded = labels[0].new_zeros((self._size, max(self._counts), *self._chw[1:]))
+        for b, lab in enumerate(labels):
+            padded[b, : lab.shape[0]] = lab
+        return padded
+
+
 # --------------------------------------------------------------------------- whole-video helpers
 
 
@@ -608,11 +805,13 @@ def propagate_stream(
     temperature: float | None = None,
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
+    backend: str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Stream label propagation over an iterable of (C, h, w) feature maps (frame 0 first).
 
     Yields (labels, confidence) per frame, (K, h, w) and (h, w) float32, frame 0 included (its labels
     as given, confidence 1). Only the context is held, so memory does not grow with the video.
+    A batch of videos: (B, C, h, w) feature maps and per-video labels, outputs as in :class:`LabelPropagator`.
     """
     frames = iter(features)
     try:
@@ -629,6 +828,7 @@ def propagate_stream(
         temperature=temperature,
         compute_dtype=compute_dtype,
         block_size=block_size,
+        backend=backend,
     )
     yield propagator.first_frame_output()
     for feats in frames:
@@ -647,32 +847,38 @@ def propagate(
     compute_dtype: torch.dtype | None = None,
     block_size: tuple[int, int] | None = None,
     return_confidence: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Propagate frame 0's soft labels through a video.
+    backend: str | None = None,
+) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
+    """Propagate frame 0's soft labels through a video, or through B videos of one grid size at once.
 
     Args:
-        features: (T, C, h, w) features of all frames.
-        labels: (K, h, w) soft labels of frame 0.
-        options, context, radius, topk, temperature, compute_dtype, block_size: see :class:`LabelPropagator`.
-        return_confidence: also return the (T, h, w) confidence maps.
+        features: (T, C, h, w) features of all frames; (B, T, C, h, w) for a batch.
+        labels: (K, h, w) soft labels of frame 0; for a batch a (B, K, h, w) tensor or a sequence of B
+            (K_b, h, w) tensors (label counts may differ).
+        options, context, radius, topk, temperature, compute_dtype, block_size, backend: see
+            :class:`LabelPropagator`.
+        return_confidence: also return the (T, h, w) confidence maps ((B, T, h, w) for a batch).
 
     Returns:
         (T, K, h, w) float32 soft labels, frame 0 unchanged; with ``return_confidence`` a tuple
-        (labels, confidence).
+        (labels, confidence). For a batch: (B, T, K, h, w) if the labels were one tensor, else a list of
+        B (T, K_b, h, w) tensors; each video's result equals its result alone.
     """
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        raise InputError(f"features: expected a tensor of shape (T, C, h, w), got {_shape(features)}")
-    if features.shape[0] == 0:
+    if not isinstance(features, torch.Tensor) or features.dim() not in (4, 5):
+        raise InputError(
+            f"features: expected a tensor of shape (T, C, h, w), or (B, T, C, h, w) for a batch, got {_shape(features)}"
+        )
+    batched = features.dim() == 5
+    frames = features.unbind(1) if batched else features.unbind(0)
+    if len(frames) == 0:
         raise InputError(f"features: expected at least one frame, got shape {tuple(features.shape)}")
     if features.is_floating_point():
-        bad = (~torch.isfinite(features).flatten(1).all(1)).nonzero()
+        bad = (~torch.isfinite(features).flatten(2 if batched else 1).all(-1)).nonzero()
         if bad.numel():
-            raise InputError(f"frame {int(bad[0])}: features contain NaN or inf")
-    t_len, _, h, w = features.shape
-    out_labels: torch.Tensor | None = None
-    out_conf = torch.empty((t_len, h, w), device=features.device)
+            where = f"video {int(bad[0, 0])}, frame {int(bad[0, 1])}" if batched else f"frame {int(bad[0, 0])}"
+            raise InputError(f"{where}: features contain NaN or inf")
     stream = propagate_stream(
-        features.unbind(0),
+        frames,
         labels,
         options,
         context=context,
@@ -681,11 +887,22 @@ def propagate(
         temperature=temperature,
         compute_dtype=compute_dtype,
         block_size=block_size,
+        backend=backend,
     )
+    t_len = len(frames)
+    # Outputs time-major per video: out[t] = labels of frame t (one (T, ...) tensor per video of a batch).
+    out: list[torch.Tensor] = []
+    confidence: torch.Tensor | None = None
     for t, (lab, conf) in enumerate(stream):
-        if out_labels is None:
-            out_labels = torch.empty((t_len, *lab.shape), device=lab.device)
-        out_labels[t] = lab
-        out_conf[t] = conf
-    assert out_labels is not None
-    return (out_labels, out_conf) if return_confidence else out_labels
+        per_video = [lab] if not batched else list(lab)
+        if confidence is None:
+            out = [x.new_empty((t_len, *x.shape)) for x in per_video]
+            confidence = conf.new_empty((t_len, *conf.shape))
+        for buffer, x in zip(out, per_video):
+            buffer[t] = x
+        confidence[t] = conf
+    assert confidence is not None
+    if batched:
+        confidence = confidence.transpose(0, 1).contiguous()
+    result = out if isinstance(lab, list) else torch.stack(out) if batched else out[0]
+    return (result, confidence) if return_confidence else result

@@ -2,8 +2,11 @@
 
 For each query point (x, y) of frame A, its feature is sampled bilinearly from A's feature map and
 compared (cosine) with frame B's cells: every cell (``radius=None``) or the square window of
-``radius`` cells around the same position. The match is the soft-argmax of the ``topk`` most similar
-cells: cell centres weighted by softmax(similarity / temperature), which gives sub-cell precision.
+``radius`` cells around the same pixel position (x, y) in B. Frames may differ in size: coordinates are
+pixels of each frame, so a static point of two crops with a common origin keeps its (x, y). The match is
+the soft-argmax of the ``topk`` (at most 9) most similar cells among the best cell and its 8 neighbours:
+cell centres weighted by softmax(similarity / temperature), which gives sub-cell precision without
+averaging distant look-alike cells.
 The score is the best cosine similarity; ``mutual`` says whether B's best cell, matched back to A the
 same way, lands within one cell of the query (a mutual-nearest-neighbour check).
 
@@ -90,12 +93,13 @@ def _best_cells(queries: torch.Tensor, features: torch.Tensor, mask: torch.Tenso
     return similarity
 
 
-def _scaled_centres(cells: torch.Tensor, shape_a: tuple[int, int], shape_b: tuple[int, int]) -> torch.Tensor:
-    """Map cell coordinates of grid A to the same relative position on grid B."""
-    scale = torch.tensor(
-        [(shape_b[1]) / shape_a[1], (shape_b[0]) / shape_a[0]], device=cells.device, dtype=torch.float32
-    )
-    return (cells + 0.5) * scale - 0.5
+def _near_best(similarity: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Similarities with every cell farther than one cell (Chebyshev) from each row's best cell set to -inf."""
+    w = shape[1]
+    best = similarity.argmax(dim=1, keepdim=True)
+    cells = torch.arange(similarity.shape[1], device=similarity.device)[None]
+    near = ((cells // w - best // w).abs() <= 1) & ((cells % w - best % w).abs() <= 1)
+    return similarity.masked_fill(~near, float("-inf"))
 
 
 def match_points(
@@ -117,10 +121,13 @@ def match_points(
         frame_a, frame_b: images as (H, W, 3) / (3, H, W) arrays or tensors (uint8, or float in [0, 1]),
             PIL images or image paths; they may differ in size.
         points_a: (N, 2) (x, y) pixels inside ``frame_a``.
-        radius: search only the square window of this many cells around the same relative position in
-            ``frame_b``; ``None`` searches the whole frame.
-        topk: cells in the soft-argmax.
+        radius: search only the square window of this many cells around the same (x, y) pixel position in
+            ``frame_b``; ``None`` searches the whole frame. (To match a rescaled copy, resize it to
+            ``frame_a``'s size first, or search the whole frame.)
+        topk: cells in the soft-argmax, taken from the best cell's 3x3 neighbourhood (at most 9).
         temperature: softmax temperature of the soft-argmax weights.
+        dtype: autocast dtype of the encoder (``torch.bfloat16``/``torch.float16``); default float32.
+        fusion_weights: per-model weights when ``model`` is a sequence fused late (default: equal).
 
     Returns:
         :class:`PointMatches` with sub-cell (x, y) in ``frame_b``, scores and the mutual-NN flag.
@@ -148,11 +155,10 @@ def match_points(
     feats_b = encode_batch(model, image_b[None], dtype=dtype, fusion_weights=fusion_weights)[0].to(feats_a.device)
     shape_a, shape_b = tuple(feats_a.shape[-2:]), tuple(feats_b.shape[-2:])
     cells_a = _to_cells(points.to(feats_a.device), stride)
-    centres_b = _scaled_centres(cells_a, shape_a, shape_b)
 
-    similarity = _best_cells(_sample(feats_a, cells_a), feats_b, _window_mask(centres_b, shape_b, radius))
-    k = min(topk, similarity.shape[1])
-    values, index = similarity.topk(k, dim=1)
+    similarity = _best_cells(_sample(feats_a, cells_a), feats_b, _window_mask(cells_a, shape_b, radius))
+    k = min(topk, 9, similarity.shape[1])
+    values, index = _near_best(similarity, shape_b).topk(k, dim=1)
     weights = torch.softmax(values / temperature, dim=1).nan_to_num(0.0)
     xs = _cell_centres(shape_b[1], stride, feats_a.device)[index % shape_b[1]]
     ys = _cell_centres(shape_b[0], stride, feats_a.device)[index // shape_b[1]]
@@ -160,8 +166,7 @@ def match_points(
 
     best = index[:, 0]
     best_cells = torch.stack([best % shape_b[1], best // shape_b[1]], dim=1).float()
-    back_centres = _scaled_centres(best_cells, shape_b, shape_a)
-    back = _best_cells(feats_b.flatten(1).T[best], feats_a, _window_mask(back_centres, shape_a, radius)).argmax(1)
+    back = _best_cells(feats_b.flatten(1).T[best], feats_a, _window_mask(best_cells, shape_a, radius)).argmax(1)
     back_cells = torch.stack([back % shape_a[1], back // shape_a[1]], dim=1).float()
     mutual = (back_cells - cells_a.round()).abs().amax(dim=1) <= 1
     return PointMatches(

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from stcorr.errors import InputError
+from stcorr.propagation._backend import BACKENDS
 
 __all__ = ["PropagationOptions", "resolve_options", "DOWNSAMPLING"]
 
@@ -43,6 +44,9 @@ class PropagationOptions:
         compute_dtype: dtype of the affinity matmuls; None picks bfloat16 on CPUs with native bfloat16
             matmuls, float32 elsewhere. Only the speed depends on it (the kernel ranks exactly).
         sigma: Gaussian sigma in pixels of keypoint heatmaps.
+        backend: which kernel propagates: ``"auto"`` (the fused Triton kernel on CUDA when Triton is installed,
+            else the torch kernel), ``"triton"`` or ``"torch"`` (:mod:`stcorr.propagation._backend`). Like
+            ``compute_dtype`` it changes the speed, not the result.
     """
 
     context: int = 20
@@ -53,6 +57,7 @@ class PropagationOptions:
     minmax_normalize: bool = False
     compute_dtype: torch.dtype | None = None
     sigma: float = 4.0
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         _check_int("context", self.context, 0)
@@ -64,6 +69,8 @@ class PropagationOptions:
             raise InputError(f"label_downsampling must be one of {DOWNSAMPLING}, got {self.label_downsampling!r}")
         if not isinstance(self.minmax_normalize, bool):
             raise InputError(f"minmax_normalize must be True or False, got {self.minmax_normalize!r}")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.compute_dtype not in _COMPUTE_DTYPES:
             raise InputError(
                 f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {self.compute_dtype}"

@@ -89,7 +89,10 @@ class PropagationSession:
     Args:
         model: an encoder (e.g. from :func:`stcorr.load_model`), or a sequence of encoders fused late.
         frames: anything :func:`stcorr.io.frames.open_frames` accepts, or a :class:`FrameSource`.
-        options: the :class:`~stcorr.propagation.options.PropagationOptions` (keywords override its fields).
+        options: the :class:`~stcorr.propagation.options.PropagationOptions` (keywords override its fields,
+            e.g. ``backend="torch"``; with the default ``backend="auto"`` a CUDA device with Triton uses the
+            fused kernel, which supports everything a session needs: anchors and resuming from cached
+            predictions with ``remember``).
         max_side, size: work at a reduced size (longest side, or an explicit (H, W)); results come at the
             original size, probabilities upsampled before the arg-max.
         resample: frame resampling to the working size (see :data:`stcorr.io.frames.RESAMPLING`).
