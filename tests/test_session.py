@@ -214,3 +214,32 @@ def test_bad_session_inputs(model, clip, mask):
         session.remove_anchor(5)
     with pytest.raises(InputError, match="encoder"):
         PropagationSession(None, clip)
+
+
+def test_correction_keeps_the_automatic_float32_switch(monkeypatch, tmp_path):
+    """Near-duplicate features (flat shapes, pixel colours) make the automatic compute dtype switch from
+    bfloat16 to float32 a few frames in. A pass resumed after a correction must resume in float32 too (not
+    restart the switch's count in bfloat16), or its ties break differently from a fresh session's."""
+    import stcorr.propagation.kernel as kernel
+    from app_helpers import write_shapes_folder
+    from stcorr.baselines import load_baseline
+
+    monkeypatch.setattr(kernel, "default_compute_dtype", lambda device: torch.bfloat16)  # any CPU
+    switches = []
+    original = LabelPropagator._switch_to_float32
+    monkeypatch.setattr(LabelPropagator, "_switch_to_float32",
+                        lambda self: (switches.append(self.frames_seen), original(self))[1])
+    folder, truth = write_shapes_folder(tmp_path / "clip")
+    pixels = load_baseline("lab-pixels", device="cpu")
+    corrected = PropagationSession(pixels, folder)
+    assert corrected.options.compute_dtype is None
+    corrected.add_mask(0, truth[0])
+    run(corrected)
+    assert switches and switches[0] < 7  # the first pass had switched before the correction
+    corrected.add_mask(7, truth[7])
+    assert run(corrected) == list(range(7, 12))
+    fresh = PropagationSession(pixels, folder)
+    fresh.add_mask(0, truth[0])
+    fresh.add_mask(7, truth[7])
+    run(fresh)
+    np.testing.assert_array_equal(labels_of(corrected), labels_of(fresh))

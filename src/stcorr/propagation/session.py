@@ -64,6 +64,7 @@ class _Cached:
     grid: torch.Tensor  # (K, h, w) soft labels on the feature grid, channels = ``ids``
     ids: tuple[int, ...]
     depends_on: tuple[Any, ...]  # the anchors (frame, version) and pass the result was computed from
+    precision: tuple[Any, ...] | None = None  # the propagator's precision_state just after this frame
 
 
 def _mask_ids(mask: np.ndarray) -> tuple[int, ...]:
@@ -363,11 +364,12 @@ class PropagationSession:
                 first_prompt = prompts[first]
                 result = decode(t, grid, first_prompt.kind, first_prompt.labels, self._geometry, self.options,
                                 self._return_probabilities)
-            yield self._store(t, grid, result)
+            yield self._store(t, grid, result, propagator.precision_state)
 
-    def _store(self, t: int, grid: torch.Tensor, result: FrameResult) -> FrameResult:
+    def _store(self, t: int, grid: torch.Tensor, result: FrameResult,
+               precision: tuple[Any, ...] | None = None) -> FrameResult:
         if self._keep:
-            self._cache[t] = _Cached(result, grid.detach(), tuple(result.ids), self._depends_on(t))
+            self._cache[t] = _Cached(result, grid.detach(), tuple(result.ids), self._depends_on(t), precision)
         return result
 
     def _resume(self, direction: str, begin: int, prompts: dict[int, _Prompt],
@@ -387,6 +389,9 @@ class PropagationSession:
         predicted = [t for t in before if t not in fixed]
         for t in predicted[max(0, len(predicted) - self.options.context):] if self.options.context else []:
             propagator.remember(self._feature(t), self._cached_grid(t, prompts[first].labels.ids).to(device))
+        precision = self._cache[before[-1]].precision if before else None
+        if precision is not None:  # the automatic bfloat16 -> float32 switch as the pass had it there
+            propagator.resume_precision(precision)
         return propagator
 
     def _cached_grid(self, t: int, ids: tuple[int, ...]) -> torch.Tensor:
