@@ -1,4 +1,4 @@
-"""A small generated clip for the app tests: coloured shapes moving over a smooth textured background."""
+"""A small generated clip for the tests: coloured shapes moving over a smooth textured background."""
 
 from __future__ import annotations
 

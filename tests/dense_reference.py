@@ -95,3 +95,11 @@ def dense_propagate(
     out_labels = torch.stack([s.t().reshape(-1, h, w) for s in soft])
     out_conf = torch.stack([c.reshape(h, w) for c in conf])
     return out_labels, out_conf
+
+
+def random_video(t: int, c: int, h: int, w: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random features (T, C, h, w) and soft labels (K, h, w) whose channels sum to 1 per cell."""
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(t, c, h, w, generator=gen)
+    labels = torch.rand(k, h, w, generator=gen) ** 3
+    return features, labels / labels.sum(0, keepdim=True)

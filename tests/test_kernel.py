@@ -6,20 +6,13 @@ import math
 
 import pytest
 import torch
-from dense_reference import Anchor, dense_propagate
+from dense_reference import Anchor, dense_propagate, random_video
 
 from stcorr.errors import InputError
 from stcorr.propagation import LabelPropagator, _store, kernel, propagate, propagate_stream
 
 TOL = 1e-4
 
-
-def random_video(t: int, c: int, h: int, w: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random features (T, C, h, w) and soft labels (K, h, w) whose channels sum to 1 per cell."""
-    gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(t, c, h, w, generator=gen)
-    labels = torch.rand(k, h, w, generator=gen) ** 3
-    return features, labels / labels.sum(0, keepdim=True)
 
 
 # (T, C, h, w, context, radius, topk, temperature, K, block_size)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from dense_reference import Anchor, dense_propagate
+from dense_reference import Anchor, dense_propagate, random_video
 
 from stcorr.propagation import LabelPropagator, propagate
 
@@ -25,12 +25,6 @@ pytestmark = [
 
 EXACT = 1e-6
 
-
-def random_video(t: int, c: int, h: int, w: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(t, c, h, w, generator=gen)
-    labels = torch.rand(k, h, w, generator=gen) ** 3
-    return features, labels / labels.sum(0, keepdim=True)
 
 
 # (T, C, h, w, context, radius, topk, temperature, K)

@@ -18,7 +18,7 @@ pytest.importorskip("triton", reason="Triton is installed with PyTorch's Linux w
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("this process runs compiled Triton kernels (TRITON_INTERPRET is not 1)", allow_module_level=True)
 
-from dense_reference import Anchor, dense_propagate  # noqa: E402
+from dense_reference import Anchor, dense_propagate, random_video  # noqa: E402
 
 from stcorr.baselines import load_baseline  # noqa: E402
 from stcorr.errors import InputError  # noqa: E402
@@ -27,12 +27,6 @@ from stcorr.propagation.api import propagate_labels  # noqa: E402
 
 EXACT = 1e-6  # max |kernel - float64 dense reference| where the top-k is well defined
 
-
-def random_video(t: int, c: int, h: int, w: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(t, c, h, w, generator=gen)
-    labels = torch.rand(k, h, w, generator=gen) ** 3
-    return features, labels / labels.sum(0, keepdim=True)
 
 
 def random_batch(b: int, t: int, c: int, h: int, w: int, counts: list[int], seed: int = 0):

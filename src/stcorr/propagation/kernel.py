@@ -358,12 +358,16 @@ class LabelPropagator:
         """(compute dtype, summed share of re-selected query blocks, frames seen): what the automatic
         bfloat16 -> float32 switch depends on. A pass resumed with :meth:`remember` starts from a fresh
         propagator; :meth:`resume_precision` gives it the state the original pass had at that frame."""
+        if self._batch is not None:  # the batched / fused path keeps its compute dtype fixed
+            return self.compute_dtype, 0.0, self._batch.frames_seen
         return self.compute_dtype, self._reselected_sum, self._frames_seen
 
     def resume_precision(self, state: tuple[torch.dtype, float, int]) -> None:
         """Take over a :attr:`precision_state` recorded at the frame a pass is resumed after, so the
         automatic dtype switch happens (or has happened) exactly as in the uninterrupted pass. A float32
         state switches a propagator still in a reduced dtype to float32; a fixed compute dtype stays."""
+        if self._batch is not None:
+            return
         dtype, reselected_sum, frames_seen = state
         self._reselected_sum, self._frames_seen = float(reselected_sum), int(frames_seen)
         if self._automatic_dtype and self._reduced and dtype == torch.float32:
