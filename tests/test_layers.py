@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("stcorr.model",)),
     ("weights loader", ("stcorr.baselines", "stcorr.loading")),
     ("metrics", ("stcorr.metrics",)),
-    ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train")),
+    ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app")),
     ("entry points", ("stcorr.cli", "stcorr.__main__", "stcorr")),
 ]
 

@@ -170,6 +170,10 @@ def _max_side(args: argparse.Namespace) -> int | None:
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
+    if args.session is not None:
+        return _replay_session(args)
+    if args.mask is None:
+        raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
     from stcorr.io.frames import open_frames
     from stcorr.pipelines import load_first_mask, propagate_video_mask
 
@@ -187,6 +191,35 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         print(f"wrote confidence maps to {job.confidence_dir}")
     if job.overlay:
         print(f"wrote overlay video {job.overlay}")
+    return 0
+
+
+def _replay_session(args: argparse.Namespace) -> int:
+    """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
+    from stcorr.io.frames import open_frames
+    from stcorr.loading import load_encoder
+    from stcorr.pipelines import claim_png_folder
+    from stcorr.propagation.session import PropagationSession
+    from stcorr.session_files import read_session_file, write_session_masks
+
+    data = read_session_file(args.session)
+    claim_png_folder(args.out / "masks", args.overwrite)  # refuse an earlier run's PNGs before loading anything
+    model_name = args.model if args.model is not None else data.get("model_name")
+    max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
+    frames = open_frames(args.video, max_frames=max_frames)
+    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
+    with _progress_bar(len(session.stale_frames())) as bar:
+        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update, overwrite=args.overwrite)
+    print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
+          f"wrote {session.num_frames} masks to {masks_dir}")
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from stcorr.app import launch
+
+    launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side,
+           max_frames=args.max_frames, device=args.device)
     return 0
 
 
@@ -282,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     propagate = add_command("propagate", "carry a first-frame mask through a video", _PROPAGATE_EXAMPLE)
     _add_video_job_arguments(propagate)
-    propagate.add_argument("--mask", required=True, type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--session", type=Path,
+                           help="replay a session.json exported by `stcorr app` instead of --mask (its anchors, "
+                                "options and model; --model overrides the model)")
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
@@ -303,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--out", type=Path, required=True, help="output image (.png or .jpg)")
     sheet.add_argument("--width", type=int, default=1200, help="width of the output image in pixels")
     sheet.set_defaults(func=_cmd_sheet)
+
+    app = sub.add_parser("app", help="browser app: paint a mask, propagate, correct frames, export (stcorr[app])")
+    app.add_argument("video", nargs="?", help="a video file or a folder of frames to open at start")
+    app.add_argument("--model", default=None, help="model name or path (default: the embedded model)")
+    app.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    app.add_argument("--max-frames", type=int, help="use only the first N frames")
+    app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
+    app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    app.set_defaults(func=_cmd_app)
+
 
     convert = add_command("convert", "write config.json + model.safetensors from an official .pth checkpoint or "
                           "any loadable model",

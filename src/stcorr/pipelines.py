@@ -66,7 +66,7 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
     return mask
 
 
-def _claim_png_folder(folder: Path, overwrite: bool) -> None:
+def claim_png_folder(folder: Path, overwrite: bool) -> None:
     """A folder of per-frame PNGs must not mix runs: refuse one holding PNGs, or with ``overwrite`` empty it."""
     earlier = sorted(folder.glob("*.png")) if folder.is_dir() else []
     if earlier and not overwrite:
@@ -125,7 +125,7 @@ def propagate_video_mask(
     confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
     for folder in (masks_dir, confidence_dir, overlay_dir):
         if folder is not None:
-            _claim_png_folder(Path(folder), overwrite)
+            claim_png_folder(Path(folder), overwrite)
     session.add_mask(start, mask)
     streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
     with _streamed_overlay(video, streamed, max_frames) as draw:

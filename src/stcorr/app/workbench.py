@@ -1,0 +1,211 @@
+"""What the app does, without the browser: one video, one propagation session, its views and its export.
+
+:class:`Workbench` is driven by the Gradio callbacks in :mod:`stcorr.app.ui` and tested directly. It holds
+no propagation logic of its own: anchors, invalidation and propagation are the session's
+(``stcorr.PropagationSession``); the workbench turns paint layers into anchors and results into pictures.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stcorr._atomic import atomic_path
+from stcorr.app.painting import confidence_strip, confidence_view, ids_to_layer, layer_to_ids
+from stcorr.errors import InputError
+from stcorr.io.frames import open_frames
+from stcorr.io.masks import write_mask_png
+from stcorr.io.render import overlay
+from stcorr.io.video import VideoWriter
+from stcorr.pipelines import load_first_mask
+from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.session import PropagationSession
+from stcorr.session_files import complete, session_to_json, write_session_file
+
+__all__ = ["Workbench", "Progress", "MAX_PIXELS"]
+
+logger = logging.getLogger(__name__)
+
+# Frames x height x width at the working size above which a video is refused (features alone take about
+# 16 bytes per pixel for the ResNet-18 models): the message says which --max-side fits.
+MAX_PIXELS = 200_000_000
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One propagated frame: its index, how many of this run's frames are done, and the run's total."""
+
+    t: int
+    done: int
+    total: int
+
+
+def _fitting_side(frames: int, size: tuple[int, int], budget: int) -> int:
+    height, width = size
+    scale = (budget / (frames * height * width)) ** 0.5
+    return max(16, int(max(height, width) * scale) // 16 * 16)
+
+
+def check_video_size(video: Any, max_side: int | None, budget: int = MAX_PIXELS, max_frames: int | None = None) -> None:
+    """Refuse a video whose working size would not fit the app's memory budget, saying what fits."""
+    source = open_frames(video, max_side=max_side, max_frames=max_frames)
+    height, width = source.size
+    pixels = len(source) * height * width
+    if pixels > budget:
+        side = _fitting_side(len(source), source.size, budget)
+        raise InputError(
+            f"the video is too large for the app: {len(source)} frames of {width}x{height} "
+            f"({pixels / 1e6:.0f} million pixels, the limit is {budget / 1e6:.0f} million); "
+            f"open it with a smaller max side (e.g. --max-side {side}) or fewer frames (--max-frames)"
+        )
+
+
+class Workbench:
+    """One video being annotated.
+
+    Args:
+        model: an encoder (from :func:`stcorr.loading.load_encoder`).
+        model_name: the name or path it was loaded from (written into the exported session).
+        video: a video file or a folder of frames.
+        max_side: process frames downscaled to this longest side (results come back at the original size).
+        max_frames: use only the first N frames.
+        options: propagation options (context, radius, top-k, temperature).
+    """
+
+    def __init__(self, model: Any, model_name: str | None, video: str | Path, *, max_side: int | None = None,
+                 max_frames: int | None = None, options: PropagationOptions | None = None) -> None:
+        check_video_size(video, max_side, max_frames=max_frames)
+        self.video = str(video)
+        self.model_name = model_name
+        self.max_frames = max_frames
+        source = open_frames(video, max_frames=max_frames)
+        self.fps = source.fps or 10.0
+        self.session = PropagationSession(model, source, options=options or PropagationOptions(), max_side=max_side)
+
+    # -- what the browser shows ------------------------------------------------------------------
+    def mask(self, t: int) -> np.ndarray:
+        """The mask of frame t: its anchor, else its propagated result, else empty."""
+        anchors = self.session.anchors
+        if t in anchors:
+            return anchors[t]
+        result = self.session.result(t)
+        return result.labels if result is not None else np.zeros(self.session.frame_size, np.uint8)
+
+    def editor_value(self, t: int) -> dict[str, Any]:
+        """The ImageEditor value for frame t: the frame as background and its mask as the paint layer."""
+        return {"background": self.session.frame(t), "layers": [ids_to_layer(self.mask(t))], "composite": None}
+
+    def view(self, t: int, show_confidence: bool = False) -> np.ndarray:
+        """The overlay of frame t, or its confidence map (red where the propagation was unsure)."""
+        frame = self.session.frame(t)
+        if show_confidence:
+            result = self.session.result(t)
+            confidence = result.confidence if result is not None else np.ones(self.session.frame_size, np.float32)
+            return confidence_view(frame, confidence)
+        return overlay(frame, self.mask(t))
+
+    def frame_score(self, t: int) -> float | None:
+        """Mean confidence over the predicted object pixels of frame t (nan for anchors, None if not computed)."""
+        if t in self.session.anchors:
+            return float("nan")
+        result = self.session.result(t)
+        if result is None:
+            return None
+        objects = result.labels != 0
+        return float(result.confidence[objects].mean() if objects.any() else result.confidence.mean())
+
+    def strip(self, current: int) -> np.ndarray:
+        """The per-frame confidence strip shown under the slider."""
+        return confidence_strip([self.frame_score(t) for t in range(self.session.num_frames)], current)
+
+    def status(self) -> str:
+        """One line: anchors, objects and how many frames are still to propagate."""
+        anchors = sorted(self.session.anchors)
+        stale = len(self.session.stale_frames())
+        ids = self.session.object_ids
+        return (f"{self.session.num_frames} frames {self.session.frame_size[1]}x{self.session.frame_size[0]}; "
+                f"anchors at {anchors or 'none yet'}; objects {ids or 'none'}; "
+                f"{stale} frame(s) to propagate")
+
+    # -- edits -----------------------------------------------------------------------------------
+    def set_mask(self, t: int, ids: np.ndarray) -> bool:
+        """Make ``ids`` the anchor of frame t unless it equals what frame t shows already; True if changed.
+
+        An empty mask on a frame that is not an anchor yet is no correction and is ignored; an empty anchor
+        is removed (propagation then needs another one).
+        """
+        ids = np.asarray(ids, np.uint8)
+        if ids.shape != tuple(self.session.frame_size):
+            raise InputError(f"the mask is {ids.shape[1]}x{ids.shape[0]} but the frames are "
+                             f"{self.session.frame_size[1]}x{self.session.frame_size[0]}")
+        anchors = self.session.anchors
+        if t in anchors and not ids.any():
+            self.session.remove_anchor(t)
+            return True
+        if np.array_equal(ids, self.mask(t)):
+            return False
+        self.session.add_mask(t, ids)
+        return True
+
+    def set_layer(self, t: int, layer: np.ndarray | None) -> bool:
+        """:meth:`set_mask` from the editor's RGBA paint layer."""
+        if layer is None:
+            return False
+        return self.set_mask(t, layer_to_ids(layer))
+
+    def load_mask_file(self, t: int, path: str | Path) -> bool:
+        """Use an indexed (or colour) PNG mask as the anchor of frame t, resized (nearest) if needed."""
+        return self.set_mask(t, load_first_mask(path, tuple(self.session.frame_size), resize=True))
+
+    def delete_object(self, object_id: int) -> None:
+        """Remove an object from every anchor (its propagated frames are recomputed)."""
+        if object_id not in self.session.object_ids:
+            raise InputError(f"there is no object {object_id}; the objects are {self.session.object_ids}")
+        for t, ids in self.session.anchors.items():
+            if (ids == object_id).any():
+                self.set_mask(t, np.where(ids == object_id, 0, ids).astype(np.uint8))
+
+    # -- propagation and export ------------------------------------------------------------------
+    def propagate(self) -> Iterator[Progress]:
+        """Recompute the stale frames, yielding after each; stopping the iteration cancels (cache stays valid)."""
+        if not self.session.anchors:
+            raise InputError("nothing to propagate: paint a mask (or upload one) on some frame first")
+        if not self.session.object_ids:
+            raise InputError("the masks are empty: paint at least one object with the brush before propagating")
+        total = len(self.session.stale_frames())
+        for done, result in enumerate(self.session.propagate(), start=1):
+            yield Progress(result.t, done, total)
+
+    def export(self, out_dir: str | Path | None = None,
+               progress: Callable[[int], None] | None = None) -> Path:
+        """Write ``<video>_stcorr.zip``: masks/<frame>.png (indexed), overlay.mp4 and session.json."""
+        for _ in complete(self.session):
+            if progress:
+                progress(1)
+        folder = Path(out_dir or tempfile.mkdtemp(prefix="stcorr_app_"))
+        target = folder / f"{Path(self.video).stem or 'video'}_stcorr.zip"
+        # each export is built in its own fresh folder (removed afterwards) and replaces the zip atomically,
+        # so exporting again never meets an earlier export's PNGs
+        with tempfile.TemporaryDirectory(prefix="export_", dir=folder) as work_name:
+            work = Path(work_name)
+            names = self.session.frame_names
+            with VideoWriter(work / "overlay.mp4", fps=self.fps) as writer:
+                for t in range(self.session.num_frames):
+                    labels = self.session.result(t).labels
+                    write_mask_png(work / "masks" / f"{names[t]}.png", labels)
+                    writer.write(overlay(self.session.frame(t), labels))
+            write_session_file(work / "session.json", session_to_json(
+                self.session, model=self.model_name, video=self.video, max_frames=self.max_frames))
+            with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+                for file in sorted(work.rglob("*")):
+                    if file.is_file():
+                        archive.write(file, file.relative_to(work).as_posix())
+        logger.info("exported %s", target)
+        return target

@@ -1,0 +1,215 @@
+"""`stcorr app` in a real headless Chromium (Debian's chromium, driven by Playwright).
+
+On a generated 12-frame clip: open the app, paint a mask with mouse events on frame 0, propagate, export;
+go to frame 6, paint a correction, re-propagate, export again; then check the export against a headless
+replay (`stcorr propagate --session`), the corrected frame against the painted strokes, and that the
+frames before the correction did not change. Screenshots go to $STCORR_APP_SCREENSHOTS (default: tmp).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app_helpers import write_shapes_folder
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytest.importorskip("gradio", reason="the app needs the app extra: pip install 'stcorr[app]'")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs: pip install playwright")
+if not Path(CHROMIUM).is_file():
+    pytest.skip("no chromium binary (apt-get install chromium chromium-driver; .ci/run installs it)",
+                allow_module_level=True)
+
+from stcorr.cli import main as cli_main  # noqa: E402
+from stcorr.io.masks import read_mask  # noqa: E402
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 120_000
+H, W = 96, 128
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Canvas:
+    """Maps frame pixels to page coordinates of the editor: the frame is drawn centred at the shown zoom."""
+
+    def __init__(self, page) -> None:  # noqa: ANN001 - playwright Page
+        box = page.locator("#editor canvas").first.bounding_box()
+        zoom = int(re.search(r"(\d+)%", page.locator("#editor").inner_text()).group(1)) / 100
+        self.zoom = zoom
+        self.left = box["x"] + (box["width"] - W * zoom) / 2
+        self.top = box["y"] + (box["height"] - H * zoom) / 2
+
+    def at(self, x: float, y: float) -> tuple[float, float]:
+        return self.left + (x + 0.5) * self.zoom, self.top + (y + 0.5) * self.zoom
+
+
+STREAMS = ("queue/data", "heartbeat")  # long-lived event streams of the page, never "finished"
+
+
+class Network:
+    """Requests in flight (the queue's event stream aside): the editor fetches its frame and paint layer
+    after the server answers, and strokes made before the layer arrives would be painted over."""
+
+    def __init__(self, page) -> None:  # noqa: ANN001
+        self.pending: set = set()
+        page.on("request", self._start)
+        page.on("requestfinished", self._end)
+        page.on("requestfailed", self._end)
+
+    def _start(self, request) -> None:  # noqa: ANN001
+        if not any(stream in request.url for stream in STREAMS):
+            self.pending.add(request)
+
+    def _end(self, request) -> None:  # noqa: ANN001
+        self.pending.discard(request)
+
+
+def _ready_canvas(page, network: Network) -> Canvas:  # noqa: ANN001
+    """Wait until the editor shows a frame (zoom above 100%) and nothing has been loading for 1.5 s."""
+    zooms: list[float] = []
+    quiet = 0
+    for _ in range(480):
+        page.wait_for_timeout(250)
+        zooms.append(Canvas(page).zoom)
+        quiet = quiet + 1 if not network.pending else 0
+        if quiet >= 6 and zooms[-1] > 1 and zooms[-1] == zooms[-2] == zooms[-3]:
+            return Canvas(page)
+    loading = sorted(r.url for r in network.pending)[:5]
+    raise AssertionError(f"the editor never showed the frame (zoom {zooms[-5:]}, still loading {loading})")
+
+
+def _stroke(page, canvas: Canvas, points: list[tuple[int, int]]) -> None:  # noqa: ANN001
+    page.mouse.move(*canvas.at(*points[0]))
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(*canvas.at(x, y), steps=4)
+    page.mouse.up()
+
+
+def _settle(page) -> None:  # noqa: ANN001
+    """The editor uploads its paint layer after a stroke; give it time before pressing a button."""
+    page.wait_for_timeout(2000)
+
+
+def _status(page) -> str:  # noqa: ANN001
+    return page.locator("#status").inner_text()
+
+
+def _wait_status(page, text: str) -> None:  # noqa: ANN001
+    script = f"(e => e !== null && e.innerText.includes({text!r}))(document.querySelector('#status'))"
+    page.wait_for_function(script, timeout=TIMEOUT_MS)
+
+
+def _export(page, folder: Path) -> Path:  # noqa: ANN001
+    page.click("#export")
+    _wait_status(page, "exported")
+    link = page.locator("#exported a").first
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+        link.click()
+    zip_path = folder / "export.zip"
+    download.value.save_as(zip_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(folder)
+    return folder
+
+
+def _masks(folder: Path) -> np.ndarray:
+    return np.stack([read_mask(folder / "masks" / f"{t:05d}.png") for t in range(12)])
+
+
+@pytest.mark.slow
+def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
+    from stcorr.app import launch
+
+    clip, _ = write_shapes_folder(tmp_path / "clip")
+    shots = Path(os.environ.get("STCORR_APP_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    server = launch(str(clip), port=port, block=False)  # the embedded default model
+    try:
+        with playwright_api.sync_playwright() as p:
+            context = p.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True,
+                viewport={"width": 1280, "height": 1100}, accept_downloads=True)
+            page = context.new_page()
+            network = Network(page)
+            page.goto(f"http://127.0.0.1:{port}/", timeout=TIMEOUT_MS)
+            _wait_status(page, "12 frames 128x96")
+            page.wait_for_selector("#editor canvas", timeout=TIMEOUT_MS)
+            # bad input: a message in the page, and the open video stays usable
+            page.fill("#video_path textarea", str(tmp_path / "missing.mp4"))
+            page.click("#open")
+            page.get_by_text("does not exist; give a video file").first.wait_for(timeout=TIMEOUT_MS)
+            page.fill("#video_path textarea", str(clip))
+
+            # frame 0: paint the red square (x 12..35, y 20..43) with the brush, object 1
+            canvas = _ready_canvas(page, network)
+            page.click("#editor button[aria-label='Brush']")
+            for y in range(24, 42, 4):
+                _stroke(page, canvas, [(16, y), (31, y)])
+            _settle(page)
+            page.screenshot(path=str(shots / "app_paint.png"))
+            page.click("#propagate")
+            _wait_status(page, "done:")
+            assert "0 frame(s) to propagate" in _status(page)
+            first = _export(page, tmp_path / "first")
+
+            # frame 6: the square moved to x 30..53; paint it, and erase the propagated mask elsewhere
+            page.locator("#frame input[type=range]").fill("6")
+            _wait_status(page, "frame 6: ")
+            canvas = _ready_canvas(page, network)
+            before_correction = _masks(first)[6]
+            page.click("#editor button[aria-label='Erase']")
+            erase_rows = list(range(14, 52, 4))
+            for y in erase_rows:
+                _stroke(page, canvas, [(2, y), (27, y)])
+            page.click("#editor button[aria-label='Brush']")
+            paint_rows = list(range(24, 42, 4))
+            for y in paint_rows:
+                _stroke(page, canvas, [(34, y), (49, y)])
+            _settle(page)
+            page.click("#propagate")
+            _wait_status(page, "done:")
+            assert "anchors at [0, 6]" in _status(page)
+            _ready_canvas(page, network)
+            page.screenshot(path=str(shots / "app_corrected.png"))
+            page.click("#show_confidence")
+            page.locator("#frame input[type=range]").fill("9")
+            _wait_status(page, "frame 9: ")
+            _ready_canvas(page, network)
+            page.screenshot(path=str(shots / "app_confidence.png"))
+            final = _export(page, tmp_path / "final")
+            context.close()
+    finally:
+        server.close()
+
+    exported = _masks(final)
+    # the corrected frame is the painted one: stroke centres are object 1, erased centres background
+    corrected = exported[6]
+    assert not np.array_equal(corrected, before_correction)
+    for y in paint_rows:
+        assert (corrected[y, 34:50] == 1).all(), f"painted row {y} is not object 1"
+    for y in erase_rows:
+        assert (corrected[y, 2:21] == 0).all(), f"erased row {y} is not background"
+    assert set(np.unique(corrected)) == {0, 1}
+    # only frames from the correction on changed
+    assert np.array_equal(exported[:6], _masks(first)[:6])
+    # a headless replay of the exported session gives the same masks
+    replay = tmp_path / "replay"
+    assert cli_main(["propagate", "--session", str(final / "session.json"), "--video", str(clip),
+                     "--out", str(replay)]) == 0
+    assert np.array_equal(_masks(replay), exported)
+    assert (final / "overlay.mp4").stat().st_size > 0

@@ -1,0 +1,190 @@
+"""The app's logic without a browser: paint layers <-> masks, corrections as anchors, export, bad input."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app_helpers import write_shapes_folder
+from stcorr.app.painting import confidence_strip, ids_to_layer, layer_to_ids, object_color_hex
+from stcorr.app.workbench import Workbench, check_video_size
+from stcorr.baselines import load_baseline
+from stcorr.cli import main as cli_main
+from stcorr.loading import load_encoder
+from stcorr.errors import InputError, VideoReadError
+from stcorr.io.masks import read_mask
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    return write_shapes_folder(tmp_path_factory.mktemp("app") / "clip")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_baseline("lab-pixels", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """The embedded default model (what the app uses unless told otherwise)."""
+    return load_encoder(None, device="cpu")
+
+
+def test_paint_layer_round_trip_for_every_id() -> None:
+    ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    layer = ids_to_layer(ids)
+    assert (layer[..., 3][ids == 0] == 0).all() and (layer[..., 3][ids != 0] == 255).all()
+    assert np.array_equal(layer_to_ids(layer), ids)
+    assert object_color_hex(1) == "#800000" and object_color_hex(2) == "#008000"
+
+
+def test_layer_to_ids_absorbs_stroke_edges() -> None:
+    layer = np.zeros((2, 3, 4), np.uint8)
+    layer[0, 0] = (120, 6, 3, 255)  # a blended edge of object 1 (128, 0, 0)
+    layer[0, 1] = (0, 128, 0, 60)  # faint: not painted
+    layer[1, 2] = (0, 125, 4, 200)  # object 2
+    assert layer_to_ids(layer).tolist() == [[1, 0, 0], [0, 0, 2]]
+    with pytest.raises(InputError, match="RGBA"):
+        layer_to_ids(np.zeros((2, 3, 3), np.uint8))
+
+
+def test_confidence_strip_marks_states() -> None:
+    strip = confidence_strip([float("nan"), None, 1.0, 0.0], current=2, height=4, cell=3)
+    assert strip.shape == (8, 12, 3)
+    assert tuple(strip[0, 0]) == (40, 90, 220)  # anchor
+    assert tuple(strip[0, 3]) == (170, 170, 170)  # not computed
+    assert strip[0, 6, 1] > strip[0, 6, 0] and strip[0, 9, 0] > strip[0, 9, 1]  # sure green, unsure red
+    assert tuple(strip[5, 6]) == (30, 30, 30)  # current frame marker
+
+
+def test_correction_recomputes_only_later_frames_and_replays(clip, default_model, tmp_path: Path) -> None:
+    folder, truth = clip
+    wb = Workbench(default_model, None, folder)
+    with pytest.raises(InputError, match="paint a mask"):
+        list(wb.propagate())
+    assert not wb.set_mask(0, np.zeros_like(truth[0]))  # an empty mask on a fresh frame is no anchor
+    assert wb.set_layer(0, ids_to_layer(truth[0]))
+    assert [step.t for step in wb.propagate()] == list(range(12))
+    before = {t: wb.mask(t).copy() for t in range(12)}
+    assert not wb.set_mask(5, before[5])  # unchanged result: not a correction
+    assert wb.session.stale_frames() == []
+
+    corrected = truth[7].copy()
+    assert wb.set_mask(7, corrected)
+    stale = wb.session.stale_frames()
+    assert set(stale) - {7} == {8, 9, 10, 11}  # the anchor frame itself may count as stale or not
+    steps = list(wb.propagate())
+    assert [s.t for s in steps] == stale and steps[-1].done == steps[-1].total == len(stale)
+    assert all(np.array_equal(wb.mask(t), before[t]) for t in range(7))
+    assert np.array_equal(wb.mask(7), corrected)
+
+    out = wb.export(tmp_path)
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "export")
+    assert {"overlay.mp4", "session.json"} <= set(names) and len([n for n in names if n.startswith("masks/")]) == 12
+    session = json.loads((tmp_path / "export" / "session.json").read_text())
+    assert session["model_name"] is None and [a["frame"] for a in session["anchors"]] == [0, 7]
+    exported = [read_mask(tmp_path / "export" / "masks" / f"{t:05d}.png") for t in range(12)]
+    assert all(np.array_equal(exported[t], wb.mask(t)) for t in range(12))
+
+    assert cli_main(["propagate", "--session", str(tmp_path / "export" / "session.json"), "--video", str(folder),
+                     "--out", str(tmp_path / "replay")]) == 0
+    replayed = [read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png") for t in range(12)]
+    assert all(np.array_equal(a, b) for a, b in zip(replayed, exported))
+
+
+def test_export_again_and_replay_into_a_used_folder(clip, model, tmp_path: Path, capsys) -> None:
+    """Exports never meet an earlier export; a replay obeys propagate's output-folder rule (--overwrite)."""
+    folder, truth = clip
+    wb = Workbench(model, "lab-pixels", folder, max_frames=4)
+    wb.set_mask(0, truth[0])
+    first = wb.export(tmp_path)
+    wb.set_mask(2, truth[2])
+    again = wb.export(tmp_path)  # same zip name, replaced atomically; the work folders are gone
+    assert again == first and sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+    with zipfile.ZipFile(again) as archive:
+        archive.extractall(tmp_path / "export")
+        assert [a["frame"] for a in json.loads(archive.read("session.json"))["anchors"]] == [0, 2]
+    replay = ["propagate", "--session", str(tmp_path / "export" / "session.json"), "--video", str(folder),
+              "--out", str(tmp_path / "replay")]
+    assert cli_main(replay) == 0
+    stray = tmp_path / "replay" / "masks" / "99999.png"
+    stray.write_bytes(b"earlier run")
+    capsys.readouterr()
+    assert cli_main(replay) == 2 and "--overwrite" in capsys.readouterr().err
+    assert cli_main([*replay, "--overwrite"]) == 0 and not stray.exists()
+    for t in range(4):
+        assert np.array_equal(read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png"), wb.mask(t))
+
+
+def test_delete_object_and_new_object_mid_video(model, tmp_path: Path) -> None:
+    folder, truth = write_shapes_folder(tmp_path / "late_disc", disc_from=4)
+    wb = Workbench(model, None, folder)
+    wb.set_mask(0, np.where(truth[0] == 1, 1, 0).astype(np.uint8))
+    list(wb.propagate())
+    wb.set_mask(4, truth[4])  # object 2 first appears in an anchor at frame 4
+    assert wb.session.object_ids == [1, 2]
+    list(wb.propagate())
+    assert all((wb.mask(t) == 2).sum() > 0.5 * (truth[t] == 2).sum() for t in range(5, 12))
+    assert not any((wb.mask(t) == 2).any() for t in range(4))
+    wb.delete_object(2)
+    assert wb.session.object_ids == [1]
+    list(wb.propagate())
+    assert not any((wb.mask(t) == 2).any() for t in range(12))
+    with pytest.raises(InputError, match="no object 5"):
+        wb.delete_object(5)
+
+
+def test_bad_inputs_say_what_to_do(clip, model, tmp_path: Path) -> None:
+    folder, truth = clip
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("this is not a video")
+    with pytest.raises((VideoReadError, ImportError)):
+        Workbench(model, None, not_video)
+    with pytest.raises(InputError, match=r"too large.*--max-side \d+"):
+        check_video_size(folder, None, budget=12 * 96 * 128 - 1)
+    check_video_size(folder, 64, budget=12 * 48 * 64)  # fits once downscaled
+    wb = Workbench(model, None, folder)
+    with pytest.raises(InputError, match="does not match|frames are"):
+        wb.set_mask(0, np.ones((10, 10), np.uint8))
+    wb.set_mask(3, truth[3])
+    wb.set_mask(3, np.zeros_like(truth[3]))  # erasing an anchor entirely removes it
+    assert wb.session.anchors == {}
+    bad_session = tmp_path / "bad.json"
+    bad_session.write_text(json.dumps({"anchors": {}}))
+    assert cli_main(["propagate", "--session", str(bad_session), "--video", str(folder),
+                     "--out", str(tmp_path / "o")]) == 2
+
+
+def test_first_frames_at_a_working_size_replay(clip, model, tmp_path: Path) -> None:
+    folder, truth = clip
+    wb = Workbench(model, "lab-pixels", folder, max_side=64, max_frames=6)
+    assert wb.session.num_frames == 6 and wb.session.working_size == (48, 64)
+    wb.set_mask(2, truth[2])  # propagates both ways from frame 2
+    out = wb.export(tmp_path)
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(tmp_path / "export")
+    assert cli_main(["propagate", "--session", str(tmp_path / "export" / "session.json"), "--video", str(folder),
+                     "--out", str(tmp_path / "replay")]) == 0
+    for t in range(6):
+        mask = read_mask(tmp_path / "export" / "masks" / f"{t:05d}.png")
+        replayed = read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png")
+        assert mask.shape == (96, 128) and np.array_equal(mask, replayed)
+    assert not (tmp_path / "replay" / "masks" / "00006.png").exists()
+
+
+def test_uploaded_png_mask_becomes_an_anchor(clip, model, tmp_path: Path) -> None:
+    from stcorr.io.masks import write_mask_png
+
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    half = truth[3][::2, ::2]  # a mask drawn at half the frames' size is resized (nearest)
+    assert wb.load_mask_file(3, write_mask_png(tmp_path / "m.png", half))
+    anchor = wb.session.anchors[3]
+    assert anchor.shape == (96, 128) and np.array_equal(anchor[::2, ::2], half)
