@@ -5,7 +5,8 @@ Measured side by side in one run, on a generated clip (coloured shapes over a te
 - time to first frame: from starting `python -m stcorr app CLIP` until the editor in a headless Chromium shows
   frame 0 (server start + page load + first frame);
 - app propagation: a mask is painted on frame 0 with mouse events, then Propagate is clicked; the time until
-  the page says "done" gives frames/s as the user sees it (frames streamed into view included);
+  the page says "done" gives frames/s as the user sees it (frames streamed into view included), and the
+  CPU the headless browser used meanwhile (cores, from /proc: it shares the machine with the app);
 - CLI propagation: `stcorr propagate --mask` with the same mask, timed for the whole clip and for 2 frames;
   the difference gives the per-frame time without start-up (model load, imports).
 
@@ -75,15 +76,30 @@ def _zoom(page) -> float:  # noqa: ANN001
 
 
 def _wait_frame_shown(page, timeout: float = 300) -> None:  # noqa: ANN001
-    """The editor shows the frame once its zoom settles above 100%."""
+    """The editor shows the frame once its zoom (fit to the editor: above 100% for small clips, below for
+    large ones) is above 10% and has not changed for 0.5 s."""
     deadline, last = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
         if page.locator("#editor canvas").count():
             last.append(_zoom(page))
-            if len(last) >= 2 and last[-1] > 1 and last[-1] == last[-2]:
+            if len(last) >= 10 and last[-1] > 0.1 and len(set(last[-10:])) == 1:
                 return
         page.wait_for_timeout(50)
     raise TimeoutError("the editor never showed a frame")
+
+
+def _cpu_seconds(command_prefix: str) -> float:
+    """CPU seconds used so far by every process whose command name starts with ``command_prefix``."""
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if not Path(f"/proc/{pid}/comm").read_text().startswith(command_prefix):
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _paint_square(page, size: tuple[int, int], box: tuple[int, int, int, int]) -> None:  # noqa: ANN001
@@ -127,10 +143,12 @@ def measure_app(clip: Path, size: tuple[int, int], model: str | None, work: Path
             first_frame = time.perf_counter() - started
             height, width = size
             _paint_square(page, size, (width // 8, height // 4, width // 8 + width // 5, height // 4 + height // 5))
+            browser_before = _cpu_seconds("chromium")
             clicked = time.perf_counter()
             page.click("#propagate")
-            page.wait_for_function(_STATUS_STARTS.format("done:"), timeout=600_000)
+            page.wait_for_function(_STATUS_STARTS.format("done:"), timeout=600_000, polling=250)
             seen = time.perf_counter() - clicked
+            browser_cores = (_cpu_seconds("chromium") - browser_before) / seen
             done = _status(page)
             page.click("#export")
             page.wait_for_function(_STATUS_STARTS.format("exported"), timeout=600_000)
@@ -145,6 +163,7 @@ def measure_app(clip: Path, size: tuple[int, int], model: str | None, work: Path
     frames = int(internal.group(1))
     return {"server_answers_s": round(serving, 2), "first_frame_shown_s": round(first_frame, 2),
             "propagate_click_to_done_s": round(seen, 2), "frames_propagated": frames,
+            "browser_cpu_cores_while_propagating": round(browser_cores, 2),
             "app_frames_per_s_seen": round(frames / seen, 2),
             "app_frames_per_s_internal": round(frames / float(internal.group(2)), 2)}
 

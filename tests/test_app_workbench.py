@@ -188,3 +188,21 @@ def test_uploaded_png_mask_becomes_an_anchor(clip, model, tmp_path: Path) -> Non
     assert wb.load_mask_file(3, write_mask_png(tmp_path / "m.png", half))
     anchor = wb.session.anchors[3]
     assert anchor.shape == (96, 128) and np.array_equal(anchor[::2, ::2], half)
+
+
+def test_workbench_streams_features_frame_by_frame_on_cpu(clip, model) -> None:
+    """Like the CLI, the app encodes one frame per pass on CPU (progress never waits for a batch), and the
+    result is the same as with 8-frame batches."""
+    from stcorr.features import default_batch_size
+
+    assert default_batch_size("cpu") == 1 and default_batch_size("cuda") == 8
+    folder, masks = clip
+    streamed = Workbench(model, "lab-pixels", folder)
+    assert streamed.session._batch_size == 1
+    batched = Workbench(model, "lab-pixels", folder)
+    batched.session._batch_size = 8
+    for wb in (streamed, batched):
+        wb.set_mask(0, masks[0])
+        list(wb.propagate())
+    for t in range(streamed.session.num_frames):
+        assert np.array_equal(streamed.mask(t), batched.mask(t))

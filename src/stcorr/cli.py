@@ -126,7 +126,9 @@ def working_batch_size(batch_size: int | None, device_type: str) -> int:
     """Frames per encoder batch: ``--batch-size`` as given, else 1 on CPU (features stream frame by frame, so
     progress never waits for a batch; batching does not make a CPU faster per frame) and 8 on accelerators."""
     if batch_size is None:
-        return 1 if device_type == "cpu" else 8
+        from stcorr.features import default_batch_size
+
+        return default_batch_size(device_type)
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     return batch_size

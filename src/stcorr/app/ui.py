@@ -253,7 +253,10 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             page.load(open_video, [path, no_upload, model_name, side, show_confidence], open_outputs)
         frame.input(go, [workbench, editor, shown, frame, show_confidence], [shown, *screen])
         show_confidence.change(toggle, [workbench, shown, show_confidence], view)
-        running = propagate.click(run, [workbench, editor, shown, show_confidence], screen, concurrency_limit=1)
+        # the progress bar sits on the overlay only: on every output (the editor's canvas included) its
+        # animation costs a browser without GPU compositing most of a CPU core while propagating
+        running = propagate.click(run, [workbench, editor, shown, show_confidence], screen, concurrency_limit=1,
+                                  show_progress_on=[view])
         cancel.click(stopped, [workbench, shown, show_confidence], screen, cancels=[running])
         save.click(save_anchor, [workbench, editor, shown, show_confidence], screen)
         remove.click(remove_anchor, [workbench, shown, show_confidence], screen)
