@@ -42,25 +42,27 @@ def _int8(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.to(torch.int8), q / scale
 
 
-def int8_bound(vectors: torch.Tensor, pairs: int = 100_000, seed: int = 0) -> float:
-    """Median of the int8 similarity error bound over random pairs of the given unit rows."""
+def _random_pairs(count: int, pairs: int = 100_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two seeded index vectors into ``count`` rows: the random pairs the bounds are taken over."""
     g = torch.Generator().manual_seed(seed)
+    return torch.randint(count, (pairs,), generator=g), torch.randint(count, (pairs,), generator=g)
+
+
+def int8_bound(vectors: torch.Tensor) -> float:
+    """Median of the int8 similarity error bound over random pairs of the given unit rows."""
     _, dequantised = _int8(vectors)
     error = torch.linalg.vector_norm(vectors - dequantised, dim=-1)
-    a = torch.randint(len(vectors), (pairs,), generator=g)
-    b = torch.randint(len(vectors), (pairs,), generator=g)
+    a, b = _random_pairs(len(vectors))
     return float((error[a] + error[b] + error[a] * error[b]).median())
 
 
-def bf16_bound(vectors: torch.Tensor, pairs: int = 100_000, seed: int = 0) -> float:
+def bf16_bound(vectors: torch.Tensor) -> float:
     """Median of the kernel's bfloat16 cosine error bound over random pairs of the given unit rows."""
     from stcorr.propagation._ranking import rounding_error
     from stcorr.propagation.kernel import cosine_error_bound
 
-    g = torch.Generator().manual_seed(seed)
     error = rounding_error(vectors, torch.bfloat16)
-    a = torch.randint(len(vectors), (pairs,), generator=g)
-    b = torch.randint(len(vectors), (pairs,), generator=g)
+    a, b = _random_pairs(len(vectors))
     computed = (vectors[a].bfloat16().float() * vectors[b].bfloat16().float()).sum(-1).bfloat16()
     bound = cosine_error_bound(computed, error[a], error[b], torch.bfloat16, vectors.shape[-1])
     return float(bound.median())

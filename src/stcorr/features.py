@@ -16,7 +16,7 @@ from stcorr.errors import InputError
 from stcorr.io.frames import FrameSource, open_frames
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size",
-           "default_batch_size", "model_device"]
+           "default_batch_size"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -112,11 +112,6 @@ def default_batch_size(device_type: str) -> int:
     """Frames per encoder pass for streamed work when none is given: 1 on CPU (features come frame by frame,
     so progress never waits for a batch, and batching makes a CPU no faster per frame), 8 on accelerators."""
     return 1 if device_type == "cpu" else 8
-
-
-def model_device(model: Encoder) -> torch.device:
-    """The device of ``model`` (of the first model of a fused sequence)."""
-    return next(_models(model)[0].parameters()).device
 
 
 def batch_frames(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:

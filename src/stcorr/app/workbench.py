@@ -20,7 +20,7 @@ import numpy as np
 from stcorr._atomic import atomic_path
 from stcorr.app.painting import confidence_strip, confidence_view, ids_to_layer, layer_to_ids
 from stcorr.errors import InputError
-from stcorr.features import default_batch_size, model_device
+from stcorr.features import default_batch_size
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import write_mask_png
 from stcorr.io.render import overlay
@@ -89,7 +89,7 @@ class Workbench:
         source = open_frames(video, max_frames=max_frames)
         self.fps = source.fps or 10.0
         self.session = PropagationSession(model, source, options=options or PropagationOptions(), max_side=max_side,
-                                          batch_size=default_batch_size(model_device(model).type))
+                                          batch_size=default_batch_size(model.device.type))
 
     # -- what the browser shows ------------------------------------------------------------------
     def mask(self, t: int) -> np.ndarray:
