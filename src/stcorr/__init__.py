@@ -16,7 +16,9 @@ from stcorr.errors import (
     CheckpointError,
     ChecksumError,
     DataReadError,
+    DeviceError,
     InputError,
+    InputNotFoundError,
     OutputWriteError,
     StcorrError,
     UnknownModelError,
@@ -72,6 +74,8 @@ __all__ = [
     "PointMatches",
     "StcorrError",
     "InputError",
+    "InputNotFoundError",
+    "DeviceError",
     "UnknownModelError",
     "WeightsUnavailableError",
     "ChecksumError",
@@ -92,4 +96,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    """The public names only (``__all__``), not this module's own imports."""
+    return sorted(__all__)

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from stcorr.device import resolve_device
 from stcorr.errors import InputError
 from stcorr.io.frames import FrameSource, open_frames
+from stcorr.working_size import working_max_side
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size",
-           "default_batch_size"]
+           "default_batch_size", "device_type_of", "working_frames"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -130,6 +131,37 @@ def _batches(frames: Iterable[torch.Tensor], batch_size: int) -> Iterator[torch.
         yield torch.stack(batch)
 
 
+# -- working size ---------------------------------------------------------------------------------------
+
+
+def device_type_of(model: Encoder) -> str:
+    """``"cpu"``, ``"cuda"``, ... : where the (first) model's parameters are (``"cpu"`` if it has none)."""
+    parameter = next(_models(model)[0].parameters(), None)
+    return parameter.device.type if parameter is not None else "cpu"
+
+
+def working_frames(frames: Any, model: Encoder, *, max_side: int | None = None, size: tuple[int, int] | None = None,
+                   resample: str | None = None) -> FrameSource:
+    """``frames`` as a :class:`FrameSource` yielding the working size the ``model`` encodes.
+
+    ``max_side`` is the longest side in pixels, ``0`` the full size; ``None`` (default) is the device's default
+    (:func:`stcorr.working_size.default_max_side`: 640 px on CPU, full size on accelerators, as the command
+    line), except that an explicit ``size`` (H, W), or a :class:`FrameSource` already opened at a reduced size,
+    is kept. Frames are only ever made smaller; ``resample`` is how (:data:`stcorr.io.frames.RESAMPLING`).
+    """
+    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
+    reduced = tuple(source.size) != tuple(source.original_size)
+    if max_side is None and (size is not None or reduced):
+        side = None
+    else:
+        side = working_max_side(max_side, device_type_of(model))
+    if side is not None and max(source.original_size) <= side:
+        side = None  # already small enough: the frames as they are
+    if side is None and size is None and resample is None:
+        return source if max_side is None or not reduced else source.resized()
+    return source.resized(max_side=side, size=size, resample=resample)
+
+
 def _prepare(model: Encoder, device: str | torch.device | None, batch_size: int) -> None:
     check_batch_size(batch_size)
     for m in _models(model):
@@ -146,13 +178,14 @@ def iter_features(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    max_side: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield each frame's features (C, h, w) in order, encoding ``batch_size`` frames at a time.
 
     Same inputs and options as :func:`extract_features`; only one batch of frames is in memory at once.
     """
     _prepare(model, device, batch_size)
-    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
+    source = working_frames(frames, model, max_side=max_side)
     for batch in batch_frames(source, batch_size):
         yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)
 
@@ -165,8 +198,9 @@ def extract_features(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    max_side: int | None = None,
 ) -> torch.Tensor:
-    """L2-normalised features of every frame: float32 (T, C, ceil(H/s), ceil(W/s)).
+    """L2-normalised features of every frame: float32 (T, C, ceil(H/s), ceil(W/s)) of the working size (H, W).
 
     Args:
         model: a :class:`~stcorr.model.CorrespondenceModel` (any module mapping RGB in [0, 1] to a feature map),
@@ -178,10 +212,14 @@ def extract_features(
             CUDA when available).
         dtype: ``torch.bfloat16``/``torch.float16`` to run the encoder under autocast; outputs stay float32.
         fusion_weights: one weight per model for late fusion (default: equal).
+        max_side: encode frames downscaled to this longest side in pixels, ``0`` = full size; default: 640 px
+            on CPU and full size on accelerators, as everywhere in stcorr (see :func:`working_frames`; a
+            :class:`~stcorr.io.frames.FrameSource` opened at a reduced size keeps it).
 
     Returns features on the model's device.
     """
     frames_features = iter_features(
-        model, frames, batch_size=batch_size, device=device, dtype=dtype, fusion_weights=fusion_weights
+        model, frames, batch_size=batch_size, device=device, dtype=dtype, fusion_weights=fusion_weights,
+        max_side=max_side,
     )
     return torch.stack(list(frames_features))

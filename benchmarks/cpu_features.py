@@ -1,0 +1,185 @@
+"""The default model's feature forward on CPU: what PyTorch offers, side by side with ONNX Runtime.
+
+One process, one 640x480 frame (batch 1, as the CLI encodes on CPU), the same network in every variant, timed
+in interleaved rounds (each round runs every variant once, in a shuffled order), so that load from other
+processes hits all variants alike: compare the ratios, not the absolute times.
+
+Variants (each checked against the plain forward: max |difference| of the L2-normalised features):
+
+- ``eager``: ``model(rgb)`` in float32 under ``torch.inference_mode`` (what ``extract_features`` runs);
+- ``eager_pad_copy``: ``eager`` with every "same" convolution padding a copy of its input first (stcorr
+  before the convolutions were changed to pad themselves where the padding is symmetric);
+- ``channels_last``: the model and the input in channels-last memory format;
+- ``bn_folded``: every BatchNorm folded into the convolution before it (:func:`fold_batchnorm`);
+- ``bn_folded_cl``: both;
+- ``jit_frozen``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusions);
+- ``compiled``: ``torch.compile`` (inductor), with ``--compile`` (its compile time is reported);
+- ``onnxruntime``: the same network exported to ONNX, run by ONNX Runtime's CPU provider with as many
+  threads as PyTorch (needs ``pip install onnx onnxruntime``).
+
+No bfloat16 variant: on a CPU without native bfloat16 (AVX2 only) autocast to bfloat16 is emulated and slower.
+The model's parameters are float32 once loaded (the packaged float16 file is cast once at load time), so no
+per-call weight conversion is there to remove.
+
+    OMP_NUM_THREADS=1 python benchmarks/cpu_features.py --rounds 20 --json benchmarks/results/cpu_features.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import stcorr
+from stcorr.io.frames import open_frames
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (eval mode) with each BatchNorm2d folded into the Conv2d registered just before it in the same
+    parent (true of stcorr's encoders: conv -> bn in every block), the BatchNorm replaced by Identity."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(model.modules()):
+        previous = None
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d) and previous is not None:
+                conv_name, conv = previous
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, child))
+                setattr(parent, name, torch.nn.Identity())
+            previous = (name, child) if isinstance(child, torch.nn.Conv2d) else None
+    return model
+
+
+def with_padded_copies(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with the "same" convolutions padding a copy of their input (stcorr before this benchmark)."""
+    from stcorr.efficientnet import _same_padding, _SameConv2d
+
+    def padded(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = _same_padding(x.shape[-2], conv.kernel_size[0], conv.stride[0])
+        left, right = _same_padding(x.shape[-1], conv.kernel_size[1], conv.stride[1])
+        return torch.nn.Conv2d.forward(conv, F.pad(x, (left, right, top, bottom)))
+
+    for module in model.modules():
+        if isinstance(module, _SameConv2d):
+            module.forward = padded.__get__(module)
+    return model
+
+
+def frame(height: int, width: int) -> torch.Tensor:
+    """The first frame of vtest.avi at (height, width) when the data is there, else seeded noise; (1, 3, H, W)."""
+    video = Path(__file__).resolve().parents[1] / "data" / "opencv" / "vtest.avi"
+    if video.is_file():
+        source = open_frames(video, max_frames=1).resized(size=(height, width))
+        return next(iter(source))[None].contiguous()
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, height, width, generator=generator)
+
+
+def onnx_runner(model: torch.nn.Module, rgb: torch.Tensor, threads: int) -> Callable[[], torch.Tensor]:
+    import onnxruntime as ort
+
+    path = Path(tempfile.mkdtemp()) / "features.onnx"
+    torch.onnx.export(model, (rgb,), str(path), input_names=["rgb"], output_names=["features"], opset_version=17,
+                      dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"rgb": rgb.numpy()}
+    return lambda: torch.from_numpy(session.run(None, feed)[0])
+
+
+def variants(model: torch.nn.Module, rgb: torch.Tensor, args: argparse.Namespace) -> dict[str, Callable[[], torch.Tensor]]:
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    folded = fold_batchnorm(copy.deepcopy(model))
+    folded_cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
+    rgb_cl = rgb.contiguous(memory_format=torch.channels_last)
+
+    def run(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            with torch.inference_mode():
+                return module(x)
+        return call
+
+    found = {
+        "eager": run(model, rgb),
+        "eager_pad_copy": run(with_padded_copies(copy.deepcopy(model)), rgb),
+        "channels_last": run(cl_model, rgb_cl),
+        "bn_folded": run(folded, rgb),
+        "bn_folded_cl": run(folded_cl, rgb_cl),
+    }
+    with torch.no_grad():
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(copy.deepcopy(model), rgb)))
+    found["jit_frozen"] = run(traced, rgb)
+    if args.compile:
+        compiled = torch.compile(copy.deepcopy(model))
+        start = time.perf_counter()
+        run(compiled, rgb)()
+        print(f"torch.compile: first call {time.perf_counter() - start:.1f} s")
+        found["compiled"] = run(compiled, rgb)
+    if not args.no_onnx:
+        try:
+            found["onnxruntime"] = onnx_runner(model, rgb, torch.get_num_threads())
+        except ImportError as exc:
+            print(f"onnxruntime skipped: {exc}")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes)")
+    parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    model = stcorr.load_model(device="cpu").eval()
+    rgb = frame(args.height, args.width)
+    runs = variants(model, rgb, args)
+    reference = F.normalize(runs["eager"]().float(), dim=1)
+    differences = {name: float((F.normalize(fn().float(), dim=1) - reference).abs().max()) for name, fn in runs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for _ in range(args.rounds):
+        random.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    base = median["eager"]
+    ort = median.get("onnxruntime")
+    print(f"| variant | median s/frame | eager / variant | variant / onnxruntime | max abs diff vs eager |")
+    print("|---|---|---|---|---|")
+    for name in runs:
+        vs_ort = f"{median[name] / ort:.2f}" if ort else "-"
+        print(f"| {name} | {median[name]:.4f} | {base / median[name]:.2f} | {vs_ort} | {differences[name]:.1e} |")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    print(f"machine: {cpu} ({isa}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.rounds} interleaved rounds, {args.width}x{args.height}")
+    if args.json:
+        result = {"cpu": cpu, "isa": isa, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "size": [args.height, args.width], "rounds": args.rounds, "median_s": median,
+                  "max_abs_diff_vs_eager": differences, "times_s": times}
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
