@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stcorr.device import resolve_device
 from stcorr.errors import InputError
@@ -17,7 +20,7 @@ from stcorr.io.frames import FrameSource, open_frames
 from stcorr.working_size import working_max_side
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size",
-           "default_batch_size", "device_type_of", "working_frames"]
+           "default_batch_size", "device_type_of", "working_frames", "fold_batchnorm"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -69,10 +72,65 @@ def _fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     return [float(w) for w in values]
 
 
+# -- CPU inference twin ---------------------------------------------------------------------------------
+# On CPU an eval-mode float32 encoder runs through a copy of itself with every BatchNorm folded into the
+# convolution before it and channels-last weights (about 1.1-1.2x faster for the default model on an AVX2
+# CPU, features within 1e-5 of the plain forward: benchmarks/cpu_features.py). The copy is rebuilt whenever
+# a parameter or buffer of the model changes (in-place updates bump a tensor's version), and checked once
+# against the plain forward; a model without BatchNorm, or one the folding does not fit (a BatchNorm that
+# does not follow its convolution), keeps the plain forward.
+
+_TWIN_TOLERANCE = 1e-4  # max |difference| of the normalised features of the twin's self-check
+_twins: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], torch.nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (eval mode; changed in place and returned) with each BatchNorm2d folded into the Conv2d registered
+    just before it in the same parent module, the BatchNorm replaced by Identity. Right for stcorr's encoders,
+    where every BatchNorm follows the convolution registered before it; check other modules' outputs."""
+    for parent in list(model.modules()):
+        previous: tuple[str, torch.nn.Conv2d] | None = None
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d) and previous is not None and child.track_running_stats:
+                conv_name, conv = previous
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, child))
+                setattr(parent, name, torch.nn.Identity())
+            previous = (name, child) if isinstance(child, torch.nn.Conv2d) else None
+    return model
+
+
+def _signature(model: torch.nn.Module) -> tuple[Any, ...]:
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+
+
+def _build_twin(model: torch.nn.Module, rgb: torch.Tensor) -> torch.nn.Module:
+    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        return model  # nothing to fold
+    with torch.no_grad():
+        twin = fold_batchnorm(copy.deepcopy(model)).to(memory_format=torch.channels_last).eval()
+        probe = rgb[:1, :, :64, :64].contiguous()
+        difference = (F.normalize(twin(probe).float(), dim=1) - F.normalize(model(probe).float(), dim=1)).abs().max()
+    return twin if float(difference) <= _TWIN_TOLERANCE else model
+
+
+def _cpu_runner(model: torch.nn.Module, rgb: torch.Tensor) -> torch.nn.Module:
+    """The module that encodes ``rgb`` for ``model`` on CPU: its inference twin, or the model itself."""
+    signature = _signature(model)
+    cached = _twins.get(model)
+    if cached is None or cached[0] != signature:
+        cached = (signature, _build_twin(model, rgb))
+        _twins[model] = cached
+    return cached[1]
+
+
 def _encode_one(model: torch.nn.Module, rgb: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     device = next(model.parameters()).device
+    plain_cpu = device.type == "cpu" and not model.training and dtype in (None, torch.float32)
     with torch.inference_mode(), _autocast(device, dtype):
-        features = model(rgb.to(device, non_blocking=True))
+        rgb = rgb.to(device, non_blocking=True)
+        features = _cpu_runner(model, rgb)(rgb.contiguous(memory_format=torch.channels_last)) if plain_cpu \
+            else model(rgb)
     return F.normalize(features.float(), dim=1)
 
 
