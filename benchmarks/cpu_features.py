@@ -6,11 +6,13 @@ processes hits all variants alike: compare the ratios, not the absolute times.
 
 Variants (each checked against the plain forward: max |difference| of the L2-normalised features):
 
+- ``stcorr``: :func:`stcorr.features.encode_batch` as ``extract_features`` runs it (on CPU: the inference twin,
+  BatchNorm folded and channels-last, plus the L2 normalisation);
 - ``eager``: ``model(rgb)`` in float32 under ``torch.inference_mode`` (what ``extract_features`` runs);
 - ``eager_pad_copy``: ``eager`` with every "same" convolution padding a copy of its input first (stcorr
   before the convolutions were changed to pad themselves where the padding is symmetric);
 - ``channels_last``: the model and the input in channels-last memory format;
-- ``bn_folded``: every BatchNorm folded into the convolution before it (:func:`fold_batchnorm`);
+- ``bn_folded``: every BatchNorm folded into the convolution before it (:func:`stcorr.features.fold_batchnorm`);
 - ``bn_folded_cl``: both;
 - ``jit_frozen``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusions);
 - ``compiled``: ``torch.compile`` (inductor), with ``--compile`` (its compile time is reported);
@@ -42,23 +44,8 @@ import torch
 import torch.nn.functional as F
 
 import stcorr
+from stcorr.features import encode_batch, fold_batchnorm
 from stcorr.io.frames import open_frames
-
-
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` (eval mode) with each BatchNorm2d folded into the Conv2d registered just before it in the same
-    parent (true of stcorr's encoders: conv -> bn in every block), the BatchNorm replaced by Identity."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for parent in list(model.modules()):
-        previous = None
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.BatchNorm2d) and previous is not None:
-                conv_name, conv = previous
-                setattr(parent, conv_name, fuse_conv_bn_eval(conv, child))
-                setattr(parent, name, torch.nn.Identity())
-            previous = (name, child) if isinstance(child, torch.nn.Conv2d) else None
-    return model
 
 
 def with_padded_copies(model: torch.nn.Module) -> torch.nn.Module:
@@ -114,6 +101,7 @@ def variants(model: torch.nn.Module, rgb: torch.Tensor, args: argparse.Namespace
         return call
 
     found = {
+        "stcorr": lambda: encode_batch(model, rgb),  # what extract_features runs now (the CPU inference twin)
         "eager": run(model, rgb),
         "eager_pad_copy": run(with_padded_copies(copy.deepcopy(model)), rgb),
         "channels_last": run(cl_model, rgb_cl),

@@ -281,3 +281,36 @@ def test_the_kernel_says_how_to_pass_an_integer_mask():
     features = torch.randn(2, 4, 3, 5)
     with pytest.raises(InputError, match=r"float torch.Tensor of shape \(K, h, w\).*propagate_labels"):
         propagate(features, np.zeros((3, 5), np.int64))
+
+
+def test_app_help_states_the_max_side_default(capsys):
+    from stcorr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["app", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "640 on CPU" in text and "0 = full resolution" in text
+
+
+def test_points_outside_the_frame_fail_before_any_progress_bar(tmp_path, capsys):
+    from PIL import Image
+
+    from stcorr.cli import main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, image in enumerate(frames(2, (40, 64))):
+        Image.fromarray(image).save(folder / f"{t:05d}.png")
+    (tmp_path / "pts.json").write_text('{"points": [[10, 10], [500, 10]]}')
+    code = main(["points", "--video", str(folder), "--points", str(tmp_path / "pts.json"), "--out", str(tmp_path / "o"),
+                 "--model", "lab-pixels"])
+    err = capsys.readouterr().err
+    assert code == 2 and "outside" in err and "[1]" in err
+    assert "/2" not in err and "frame/s" not in err  # no progress bar was shown
+
+
+def test_train_help_has_no_rest_markup():
+    from stcorr.train.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "``" not in text and ":class:" not in text and "python -m stcorr.train {spatial" in text
