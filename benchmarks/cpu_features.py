@@ -17,7 +17,8 @@ Variants (each checked against the plain forward: max |difference| of the L2-nor
 - ``jit_frozen``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusions);
 - ``compiled``: ``torch.compile`` (inductor), with ``--compile`` (its compile time is reported);
 - ``onnxruntime``: the same network exported to ONNX, run by ONNX Runtime's CPU provider with as many
-  threads as PyTorch (needs ``pip install onnx onnxruntime``).
+  threads as PyTorch (needs ``pip install "stcorr[onnx]"``), called directly;
+- ``stcorr_onnx``: ``encode_batch`` (what ``extract_features`` runs) with :class:`stcorr.OnnxEncoder`.
 
 No bfloat16 variant: on a CPU without native bfloat16 (AVX2 only) autocast to bfloat16 is emulated and slower.
 The model's parameters are float32 once loaded (the packaged float16 file is cast once at load time), so no
@@ -120,6 +121,8 @@ def variants(model: torch.nn.Module, rgb: torch.Tensor, args: argparse.Namespace
     if not args.no_onnx:
         try:
             found["onnxruntime"] = onnx_runner(model, rgb, torch.get_num_threads())
+            encoder = stcorr.OnnxEncoder(model, cache_dir=tempfile.mkdtemp())
+            found["stcorr_onnx"] = lambda: encode_batch(encoder, rgb)  # extract_features(stcorr.OnnxEncoder(model))
         except ImportError as exc:
             print(f"onnxruntime skipped: {exc}")
     return found

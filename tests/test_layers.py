@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "stcorr.working_size")),
     ("weight files", ("stcorr.checkpoint", "stcorr.hub", "stcorr.manifest")),
     ("io", ("stcorr.io", "stcorr.frames", "stcorr.outputs", "stcorr.datasets")),
-    ("features", ("stcorr.features",)),
+    ("features", ("stcorr.features", "stcorr.onnx_encoder")),
     ("propagation", ("stcorr.propagation",)),
     ("encoder", ("stcorr.encoder", "stcorr.efficientnet")),
     ("model", ("stcorr.model",)),

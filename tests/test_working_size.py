@@ -314,3 +314,39 @@ def test_train_help_has_no_rest_markup():
 
     text = build_parser().format_help()
     assert "``" not in text and ":class:" not in text and "python -m stcorr.train {spatial" in text
+
+
+# -- ONNX Runtime behind the same API ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = stcorr.load_model(device="cpu")
+    return model, stcorr.OnnxEncoder(model, cache_dir=tmp_path_factory.mktemp("onnx"))
+
+
+def test_onnx_encoder_gives_pytorchs_features(onnx_model):
+    model, encoder = onnx_model
+    rgb = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        plain = F.normalize(model(rgb), dim=1)
+    assert (extract_features(encoder, rgb) - plain).abs().max() <= 1e-5
+    assert encoder.export_path((40, 56)).is_file() and encoder.stride == model.stride
+
+
+def test_onnx_encoder_reuses_its_export_and_runs_the_whole_api(onnx_model, monkeypatch):
+    model, encoder = onnx_model
+    rgb = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    extract_features(encoder, rgb)
+    again = stcorr.OnnxEncoder(model, cache_dir=encoder.export_path((40, 56)).parent)
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
+    video = (torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(4)) * 255).byte().numpy()
+    ids = np.zeros((40, 56), np.uint8)
+    ids[8:32, 8:32] = 1
+    ours = propagate_labels(again, video, ids)
+    reference = propagate_labels(model, video, ids)
+    assert (ours.labels == reference.labels).mean() > 0.99
+    with pytest.raises(InputError, match=r"\(B, 3, H, W\)"):
+        again(torch.zeros(3, 40, 56))

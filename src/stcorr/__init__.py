@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stcorr.loading import load_encoder, load_model
     from stcorr.manifest import list_models
     from stcorr.model import CorrespondenceModel
+    from stcorr.onnx_encoder import OnnxEncoder
     from stcorr.propagation.api import FramePrediction, FrameResult, PropagationResult, iter_propagate, propagate_labels
     from stcorr.propagation.matching import PointMatches, match_points
     from stcorr.propagation.options import PropagationOptions
@@ -42,6 +43,7 @@ _LAZY = {
     "load_encoder": "stcorr.loading",
     "list_models": "stcorr.manifest",
     "CorrespondenceModel": "stcorr.model",
+    "OnnxEncoder": "stcorr.onnx_encoder",
     "extract_features": "stcorr.features",
     "iter_features": "stcorr.features",
     "propagate_labels": "stcorr.propagation.api",
@@ -61,6 +63,7 @@ __all__ = [
     "load_encoder",
     "list_models",
     "CorrespondenceModel",
+    "OnnxEncoder",
     "extract_features",
     "iter_features",
     "propagate_labels",
