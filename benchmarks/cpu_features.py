@@ -24,7 +24,12 @@ No bfloat16 variant: on a CPU without native bfloat16 (AVX2 only) autocast to bf
 The model's parameters are float32 once loaded (the packaged float16 file is cast once at load time), so no
 per-call weight conversion is there to remove.
 
-    OMP_NUM_THREADS=1 python benchmarks/cpu_features.py --rounds 20 --json benchmarks/results/cpu_features.json
+    OMP_NUM_THREADS=1 python benchmarks/cpu_features.py --rounds 30 --json benchmarks/results/cpu_features.json
+    python benchmarks/cpu_features.py --cpu-kind both      # this CPU, then AVX2 emulated (as benchmarks/avx2.py)
+
+``--cpu-kind avx2`` re-runs the measurement in a fresh process restricted to AVX2 (PyTorch's kernels, oneDNN and
+MKL; see ``benchmarks/avx2.py``); ONNX Runtime has no such switch and keeps this CPU's instructions, so on a
+CPU with AVX-512 the emulated ratios against it favour ONNX Runtime. On an AVX2-only CPU both kinds are alike.
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -128,6 +136,25 @@ def variants(model: torch.nn.Module, rgb: torch.Tensor, args: argparse.Namespace
     return found
 
 
+EMULATION = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "STCORR_CPU_BF16": "0"}
+
+
+def run_kinds(kinds: list[str], argv: list[str], json_path: str | None) -> None:
+    """Each CPU kind in a fresh process (one after the other, in this one run); their results in one file."""
+    results = {}
+    for kind in kinds:
+        env = {**os.environ, **(EMULATION if kind == "avx2" else {})}
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "result.json"
+            print(f"== {kind} ==", flush=True)
+            subprocess.run([sys.executable, __file__, *argv, "--cpu-kind", "this", "--json", str(out)], env=env,
+                           check=True)
+            results[kind] = json.loads(out.read_text())
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--height", type=int, default=480)
@@ -136,7 +163,15 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes)")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--cpu-kind", choices=("this", "native", "avx2", "both"), default="this",
+                        help="this process as it is (default); native / avx2 / both: fresh processes, avx2 emulated")
     args = parser.parse_args()
+    if args.cpu_kind != "this":
+        argv = [a for a in sys.argv[1:] if a not in ("native", "avx2", "both", "--cpu-kind")]
+        if "--json" in argv:
+            del argv[argv.index("--json"): argv.index("--json") + 2]
+        run_kinds(["native", "avx2"] if args.cpu_kind == "both" else [args.cpu_kind], argv, args.json)
+        return
 
     model = stcorr.load_model(device="cpu").eval()
     rgb = frame(args.height, args.width)
@@ -166,7 +201,8 @@ def main() -> None:
     print(f"machine: {cpu} ({isa}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{args.rounds} interleaved rounds, {args.width}x{args.height}")
     if args.json:
-        result = {"cpu": cpu, "isa": isa, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        emulation = {key: os.environ.get(key) for key in EMULATION}
+        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "threads": torch.get_num_threads(), "torch": torch.__version__,
                   "size": [args.height, args.width], "rounds": args.rounds, "median_s": median,
                   "max_abs_diff_vs_eager": differences, "times_s": times}
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
