@@ -48,7 +48,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -97,7 +96,8 @@ def onnx_runner(model: torch.nn.Module, rgb: torch.Tensor, threads: int) -> Call
     return lambda: torch.from_numpy(session.run(None, feed)[0])
 
 
-def variants(model: torch.nn.Module, rgb: torch.Tensor, args: argparse.Namespace) -> dict[str, Callable[[], torch.Tensor]]:
+def variants(model: torch.nn.Module, rgb: torch.Tensor,
+             args: argparse.Namespace) -> dict[str, Callable[[], torch.Tensor]]:
     cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     folded = fold_batchnorm(copy.deepcopy(model))
     folded_cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
@@ -189,7 +189,7 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
     base = median["eager"]
     ort = median.get("onnxruntime")
-    print(f"| variant | median s/frame | eager / variant | variant / onnxruntime | max abs diff vs eager |")
+    print("| variant | median s/frame | eager / variant | variant / onnxruntime | max abs diff vs eager |")
     print("|---|---|---|---|---|")
     for name in runs:
         vs_ort = f"{median[name] / ort:.2f}" if ort else "-"
@@ -202,7 +202,8 @@ def main() -> None:
           f"{args.rounds} interleaved rounds, {args.width}x{args.height}")
     if args.json:
         emulation = {key: os.environ.get(key) for key in EMULATION}
-        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "threads": torch.get_num_threads(),
+                  "torch": torch.__version__,
                   "size": [args.height, args.width], "rounds": args.rounds, "median_s": median,
                   "max_abs_diff_vs_eager": differences, "times_s": times}
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -207,8 +207,9 @@ def test_the_cli_prints_the_warning(tmp_path):
     for t, image in enumerate(frames(2, (120, 640))):
         Image.fromarray(image).save(folder / f"{t:05d}.png")
     write_mask_png(tmp_path / "first.png", thin_mask())
-    command = [sys.executable, "-m", "stcorr", "propagate", "--video", str(folder), "--mask", str(tmp_path / "first.png"),
-               "--out", str(tmp_path / "out"), "--max-side", "160", "--model", "lab-pixels"]
+    command = [sys.executable, "-m", "stcorr", "propagate", "--video", str(folder),
+               "--mask", str(tmp_path / "first.png"), "--out", str(tmp_path / "out"), "--max-side", "160",
+               "--model", "lab-pixels"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "object 2" in result.stderr and "max_side=" in result.stderr

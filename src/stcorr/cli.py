@@ -229,7 +229,6 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from stcorr.io.frames import open_frames
     from stcorr.io.tracks import read_points_file
     from stcorr.pipelines import track_video_points
-
     from stcorr.propagation.passes import check_points
 
     source = open_frames(args.video, max_frames=args.max_frames)

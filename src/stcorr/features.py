@@ -81,7 +81,8 @@ def _fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
 # does not follow its convolution), keeps the plain forward.
 
 _TWIN_TOLERANCE = 1e-4  # max |difference| of the normalised features of the twin's self-check
-_twins: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], torch.nn.Module]] = weakref.WeakKeyDictionary()
+_twins: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], torch.nn.Module]]
+_twins = weakref.WeakKeyDictionary()  # model -> (signature of its tensors, its twin)
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
