@@ -3,7 +3,6 @@ InputError naming the field before anything is allocated from its numbers; a sou
 
 from __future__ import annotations
 
-import copy
 import json
 import tracemalloc
 from pathlib import Path

@@ -90,8 +90,8 @@ def iter_propagate(
     Streams: holds only the context (frame ``start``, anchors met so far and the last ``context`` frames'
     features and soft labels), so memory does not grow with the video's length. Frame ``start`` yields the
     given labels; ``anchors`` met on the way join the context (an anchor the pass never reaches, before
-    ``start`` going forward or after it going backward, raises :class:`InputError`). Both directions, corrections and caching:
-    :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments;
+    ``start`` going forward or after it going backward, raises :class:`InputError`). Both directions,
+    corrections and caching: :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments;
     all of them (labels, anchors, start, batch size, options) are checked before the first frame is encoded.
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
