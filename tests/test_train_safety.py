@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from train_helpers import make_data, one_thread  # noqa: F401 (autouse fixture)
 
 from stcorr.errors import CheckpointError, InputError, OutputWriteError
 from stcorr.train.checkpoints import check_run_folder, read_checkpoint, write_checkpoint
 from stcorr.train.cli import main
 from stcorr.train.loop import BACKBONE_NAME, list_checkpoints, read_log
-from train_helpers import make_data, one_thread  # noqa: F401 (autouse fixture)
 
 pytest.importorskip("av")
 

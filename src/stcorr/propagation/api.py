@@ -91,8 +91,9 @@ def iter_propagate(
     features and soft labels), so memory does not grow with the video's length. Frame ``start`` yields the
     given labels; ``anchors`` met on the way join the context (an anchor the pass never reaches, before
     ``start`` going forward or after it going backward, raises :class:`InputError`). Both directions,
-    corrections and caching: :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments;
-    all of them (labels, anchors, start, batch size, options) are checked before the first frame is encoded.
+    corrections and caching: :class:`~stcorr.propagation.session.PropagationSession`. See
+    :func:`propagate_labels` for the arguments; all of them (labels, anchors, start, batch size, options) are
+    checked before the first frame is encoded.
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,

@@ -291,7 +291,7 @@ def check_anchors(anchors: Any, count: int, start: int, direction: str | None = 
             side = "before" if direction == "forward" else "after"
             raise InputError(
                 f"the anchor at frame {t} lies {side} start={start}, so a {direction} pass never reaches it; "
-                f"give anchors on the pass's side of start, or use propagate_labels / PropagationSession, "
+                "give anchors on the pass's side of start, or use propagate_labels / PropagationSession, "
                 "which run both directions"
             )
         checked[int(t)] = labels
