@@ -235,3 +235,15 @@ def test_mask_next_to_session_is_refused(folder, saved, tmp_path, capsys, mask):
     assert "--mask" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert cli_main(_replay(folder, path, tmp_path / "ok")) == 0
     assert len(list((tmp_path / "ok" / "masks").glob("*.png"))) == T
+
+
+def test_a_deeply_nested_session_dict_is_a_typed_error(model, clip, saved):
+    deep: list = []
+    inner = deep
+    for _ in range(100_000):
+        inner.append([])
+        inner = inner[0]
+    for anchors in ([deep], [{"frame": 0, "kind": "points", "array": deep}]):
+        saved["anchors"] = anchors
+        with pytest.raises(InputError, match=r"\['anchors'\]\[0\]"):
+            PropagationSession.from_dict(saved, model, clip)

@@ -28,7 +28,10 @@ _MAX_ID = 255  # mask values: ids 0..254, 255 = void
 
 
 def _fail(field: str, expected: str, value: Any) -> InputError:
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except RecursionError:
+        shown = "a value nested too deeply to show"
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
     return InputError(f"session {field}: expected {expected}, got {shown} ({type(value).__name__}); {_FIX}")
 
