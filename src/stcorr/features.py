@@ -20,7 +20,7 @@ from stcorr.io.frames import FrameSource, open_frames
 from stcorr.working_size import working_max_side
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size",
-           "default_batch_size", "device_type_of", "working_frames", "fold_batchnorm"]
+           "check_fusion_weights", "default_batch_size", "device_type_of", "working_frames", "fold_batchnorm"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -70,6 +70,12 @@ def _fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
             f"fusion_weights must be one finite, non-negative number per model ({count}), not all 0; got {values}"
         )
     return [float(w) for w in values]
+
+
+def check_fusion_weights(model: Encoder, weights: Sequence[float] | None) -> None:
+    """:class:`InputError` unless ``weights`` is None or one finite, non-negative weight per model of ``model``
+    (a single model counts as one), not all 0; called before any frame is encoded."""
+    _fusion_weights(len(_models(model)), weights)
 
 
 # -- CPU inference twin ---------------------------------------------------------------------------------
@@ -150,10 +156,10 @@ def encode_batch(
     fusion is the weight**2-weighted mean of the models' cosine similarities.
     """
     models = _models(model)
+    weights = _fusion_weights(len(models), fusion_weights)
     if len(models) == 1:
         return _encode_one(models[0], rgb, dtype)
     feature_stride(models)
-    weights = _fusion_weights(len(models), fusion_weights)
     parts = [_encode_one(m, rgb, dtype) for m in models]
     device = parts[0].device
     fused = torch.cat([w * part.to(device) for w, part in zip(weights, parts)], dim=1)
@@ -244,6 +250,7 @@ def iter_features(
     Same inputs and options as :func:`extract_features`; only one batch of frames is in memory at once.
     """
     _prepare(model, device, batch_size)
+    check_fusion_weights(model, fusion_weights)
     source = working_frames(frames, model, max_side=max_side)
     for batch in batch_frames(source, batch_size):
         yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)
