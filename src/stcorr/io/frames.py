@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from stcorr.errors import InputError, VideoReadError
-from stcorr.io.masks import SIXTEEN_BIT_MODES
+from stcorr.io.masks import SIXTEEN_BIT_MODES, oversized_image
 from stcorr.io.video import require_av
 
 __all__ = ["FrameSource", "open_frames", "IMAGE_SUFFIXES", "RESAMPLING"]
@@ -220,6 +220,8 @@ def _image_size(path: Path) -> Size:
     try:
         with Image.open(path) as image:
             return image.height, image.width
+    except Image.DecompressionBombError as exc:
+        raise VideoReadError(f"frame {oversized_image(path, exc)}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise VideoReadError(f"cannot read image {path}: {exc}") from exc
 
@@ -228,6 +230,8 @@ def _load_image_file(path: Path, size: Size) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             frame = _pil_to_tensor(image)
+    except Image.DecompressionBombError as exc:
+        raise VideoReadError(f"frame {oversized_image(path, exc)}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise VideoReadError(f"cannot read image {path}: {exc}. The file may be corrupt or truncated") from exc
     if tuple(frame.shape[1:]) != size:
