@@ -233,8 +233,9 @@ def _replay_session(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     from stcorr.app import launch
 
+    allowed = [name for value in args.allowed_hosts for name in value.split(",")]
     launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side,
-           max_frames=args.max_frames, device=args.device)
+           max_frames=args.max_frames, device=args.device, allowed_hosts=allowed, max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -363,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
+    app.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES",
+                     help="also answer requests for these host names (comma-separated, repeatable; '*' = any). "
+                          "By default the app answers only localhost names and the --host address, which stops "
+                          "DNS-rebinding pages")
+    app.add_argument("--max-upload-mb", type=float, default=500, help="largest upload in MB (default 500)")
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
