@@ -51,7 +51,8 @@ def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazil
         return "installed" if module and util.find_spec(module) is not None else f"needs pip install {pip_name}"
     converted = release_dir(entry.name) / "model.safetensors"
     on_disk = converted.is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
-    return "on disk" if on_disk else "not on disk (Google Drive)"
+    pin = "" if entry.sha256 else ", unpinned"  # the authors publish no checksum for their Google Drive files
+    return f"on disk{pin}" if on_disk else f"not on disk (Google Drive{pin})"
 
 
 def _model_rows() -> list[dict]:
