@@ -259,7 +259,7 @@ def test_two_runs_into_one_folder_the_second_fails_fast(long_video, mask, tmp_pa
     the first finishes with all of its own masks."""
     out = tmp_path / "o"
     first = _cli("propagate", "--video", long_video, "--mask", mask, "--out", out, "--model", "lab-pixels",
-                 "--device", "cpu", "--max-frames", "120")
+                 "--device", "cpu", "--max-frames", "60")
     try:
         _wait_for(lambda: len(_pngs(out / "masks")) >= 2, first)
         first.send_signal(signal.SIGSTOP)  # holding its lock, mid-run
@@ -271,7 +271,7 @@ def test_two_runs_into_one_folder_the_second_fails_fast(long_video, mask, tmp_pa
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    assert len(_pngs(out / "masks")) == 120 and _temps(out) == []
+    assert len(_pngs(out / "masks")) == 60 and _temps(out) == []
 
 
 def test_lock_is_released_when_the_holder_ends(tmp_path):
@@ -313,7 +313,7 @@ def test_temp_files_of_a_killed_run_are_removed_by_the_next_run(long_video, mask
     assert any(name.startswith(".overlay.mp4.") for name in _temps(out))  # what kill -9 leaves
     (out / ".overlay.mp4.0123456789ab.tmp.mp4").write_bytes(b"left by stcorr 0.1.0")
     again = _cli("propagate", "--video", long_video, "--mask", mask, "--out", out, "--model", "lab-pixels",
-                 "--device", "cpu", "--overlay", out / "overlay.mp4", "--max-frames", "60", "--overwrite")
+                 "--device", "cpu", "--overlay", out / "overlay.mp4", "--max-frames", "10", "--overwrite")
     _, err = again.communicate(timeout=180)
     assert again.returncode == 0, err
-    assert _temps(out) == [] and (out / "overlay.mp4").is_file() and len(_pngs(out / "masks")) == 60
+    assert _temps(out) == [] and (out / "overlay.mp4").is_file() and len(_pngs(out / "masks")) == 10

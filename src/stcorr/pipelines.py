@@ -250,12 +250,12 @@ def track_video_points(
     """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``.
 
     Outputs that are an input (``video`` or one of ``inputs``, e.g. the points file) are refused first;
-    ``out_dir`` is locked while the files are written."""
+    ``out_dir`` is locked for the run (a second run into it fails at once)."""
     out = Path(out_dir)
     check_apart([_path_of(video), *inputs], files={"points.json": out / "points.json",
                                                   "points.csv": out / "points.csv", "the overlay video": overlay_path})
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     with output_lock(out):
-        session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
         tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
         scores = np.zeros((session.num_frames, len(points)), np.float32)
         session.add_points(start, points)
