@@ -220,8 +220,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     )
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched),
-                            ("wrong number types", wrong_kind))
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", mismatched), ("wrong number types", wrong_kind))
         if keys
     ]
     if problems:

@@ -201,9 +201,9 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 def _replay_session(args: argparse.Namespace) -> int:
     """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
+    from stcorr.io.claims import check_apart, claim_png_folder, output_lock
     from stcorr.io.frames import open_frames
     from stcorr.loading import load_encoder
-    from stcorr.io.claims import check_apart, claim_png_folder, output_lock
     from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
