@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -38,17 +36,9 @@ def r18_pth(r18, tmp_path_factory) -> Path:
     return path
 
 
-def test_fifo_named_safetensors_is_refused_without_opening(tmp_path):
-    """C38: load_model on a FIFO blocked in open() for good."""
-    fifo = tmp_path / "x.safetensors"
-    os.mkfifo(fifo)
-    code = f"import stcorr\nstcorr.load_model({str(fifo)!r})\n"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "CheckpointError" in result.stderr and "FIFO" in result.stderr
-
-
 @pytest.mark.parametrize("name", ["x.pth", "x.safetensors"])
 def test_non_regular_files_are_refused(tmp_path, name):
+    """C38: load_model on a FIFO named *.safetensors blocked in open() for good; now refused unopened."""
     fifo = tmp_path / name
     os.mkfifo(fifo)
     done = threading.Event()
