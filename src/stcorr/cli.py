@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stcorr.errors import InputError, StcorrError
+from stcorr.working_size import CPU_MAX_SIDE
 
 __all__ = ["main", "build_parser"]
 
@@ -158,18 +159,17 @@ def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel
 
 def working_max_side(max_side: int | None, device_type: str) -> int | None:
     """The longest side frames are processed at: ``--max-side`` as given (0 = full resolution), else
-    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators."""
-    if max_side is None:
-        return CPU_MAX_SIDE if device_type == "cpu" else None
-    if max_side < 0:
-        raise InputError(f"--max-side must be a positive number of pixels or 0 (full resolution), got {max_side}")
-    return max_side or None
+    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators (the Python API's default too)."""
+    from stcorr.working_size import working_max_side as resolve
+
+    return resolve(max_side, device_type, name="--max-side")
 
 
-def _max_side(args: argparse.Namespace) -> int | None:
+def _max_side(args: argparse.Namespace) -> int:
+    """The library's ``max_side`` for ``--max-side``: the resolved working size, 0 for full resolution."""
     from stcorr.device import resolve_device
 
-    return working_max_side(args.max_side, resolve_device(args.device).type)
+    return working_max_side(args.max_side, resolve_device(args.device).type) or 0
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
@@ -244,9 +244,11 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from stcorr.io.frames import open_frames
     from stcorr.io.tracks import read_points_file
     from stcorr.pipelines import track_video_points
+    from stcorr.propagation.passes import check_points
 
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)
+    check_points(points, source.original_size)  # before the model and the progress bar
     model = _open_model(args)
     with _progress_bar(len(source)) as bar:
         path = track_video_points(model, args.video, points, names, args.out, start=args.frame,
@@ -265,8 +267,6 @@ def _cmd_sheet(args: argparse.Namespace) -> int:
     print(f"wrote {contact_sheet(args.video, args.frames, args.out, width=args.width)}")
     return 0
 
-
-CPU_MAX_SIDE = 640  # default working size on CPU: longest side in pixels (outputs keep the input's size)
 
 _PROPAGATE_EXAMPLE = """example:
   stcorr propagate --video clip.mp4 --mask first.png --out out/ --overlay out/overlay.mp4
@@ -360,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help="browser app: paint a mask, propagate, correct frames, export (stcorr[app])")
     app.add_argument("video", nargs="?", help="a video file or a folder of frames to open at start")
     app.add_argument("--model", default=None, help="model name or path (default: the embedded model)")
-    app.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    app.add_argument("--max-side", type=int,
+                     help=f"process frames downscaled to this longest side in pixels, 0 = full resolution; masks "
+                          f"keep the input's size (default: {CPU_MAX_SIDE} on CPU, full resolution on CUDA)")
     app.add_argument("--max-frames", type=int, help="use only the first N frames")
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--host", default="127.0.0.1",

@@ -131,7 +131,8 @@ class ModelBase(PyTorchModelHubMixin):
     def session(
         self, frames: Any, options: PropagationOptions | None = None, *, max_side: int | None = None, **kwargs: Any
     ) -> PropagationSession:
-        """An interactive :class:`~stcorr.propagation.session.PropagationSession` of this model on ``frames``."""
+        """An interactive :class:`~stcorr.propagation.session.PropagationSession` of this model on ``frames``
+        (``max_side`` None: 640 px on CPU, full size on accelerators; 0: full size)."""
         return PropagationSession(self, frames, options=options, max_side=max_side, **kwargs)
 
     def save_pretrained(  # type: ignore[override]

@@ -165,7 +165,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             if uploaded is None and not Path(source).exists():
                 raise gr.Error(f"{source} does not exist; give a video file or a folder of frames")
             wb = Workbench(models.get(name.strip() or None), name.strip() or None, source,
-                           max_side=int(max_px) if max_px else None, max_frames=max_frames)
+                           max_side=int(max_px) if max_px is not None else None, max_frames=max_frames)
             slider = gr.Slider(minimum=0, maximum=max(wb.session.num_frames - 1, 1), value=0, step=1)
             return (wb, 0, slider, *refresh(wb, 0, confidence))
 

@@ -44,6 +44,7 @@ from stcorr.propagation.passes import (
     features_in_order,
     make_prompt,
     prompt_kind,
+    warn_thin_objects,
     working_source,
 )
 from stcorr.propagation.session_format import check_session_dict
@@ -98,7 +99,8 @@ class PropagationSession:
             fused kernel, which supports everything a session needs: anchors and resuming from cached
             predictions with ``remember``).
         max_side, size: work at a reduced size (longest side, or an explicit (H, W)); results come at the
-            original size, probabilities upsampled before the arg-max.
+            original size, probabilities upsampled before the arg-max. ``max_side`` None (default): 640 px on
+            CPU, full size on accelerators (:func:`stcorr.features.working_frames`); 0: full size.
         resample: frame resampling to the working size (see :data:`stcorr.io.frames.RESAMPLING`).
         batch_size, dtype, fusion_weights: feature extraction (see :func:`stcorr.extract_features`).
         return_probabilities: results also carry the (K, H, W) probabilities.
@@ -128,8 +130,12 @@ class PropagationSession:
         check_fusion_weights(model, fusion_weights)
         self.model = model
         self.options = resolve_options(options, **option_keywords)
-        self.max_side, self.size, self.resample = max_side, size, resample
-        self._source = working_source(frames, max_side=max_side, size=size, resample=resample)
+        self._source = working_source(frames, model, max_side=max_side, size=size, resample=resample)
+        if max_side is None and size is None:  # the device's default: record the size in effect (None = full)
+            reduced = self._source.size != self._source.original_size
+            max_side = max(self._source.size) if reduced else None
+        # to_dict replays them on any device; max_side None there = full size (0 is not stored)
+        self.max_side, self.size, self.resample = max_side or None, size, resample
         self._display = self._source.resized() if self._source.size != self._source.original_size else self._source
         self._geometry = Geometry.of(self._source, model)
         self._batch_size, self._dtype, self._fusion_weights = batch_size, dtype, fusion_weights
@@ -232,6 +238,7 @@ class PropagationSession:
         # Validate now (ids, ranges, shapes), so that a bad anchor never enters the session.
         grid = (1, 1)
         prompt = make_prompt(array, t, self._geometry, grid, self.options, ids=ids, what=what)
+        warn_thin_objects(array, self._geometry, self.options, what=f"frame {t}")
         if kind != "mask":
             self._check_same_channels(t, prompt)
         self._version += 1
@@ -468,7 +475,7 @@ class PropagationSession:
         cls.check_dict(data)
         size = tuple(data["size"]) if data.get("size") is not None else None
         session = cls(model, frames, options=PropagationOptions.from_dict(data["options"]),
-                      max_side=data.get("max_side"), size=size, resample=data.get("resample"), **kwargs)
+                      max_side=data.get("max_side") or 0, size=size, resample=data.get("resample"), **kwargs)
         if list(session.frame_size) != list(data["frame_size"]) or session.num_frames != data["num_frames"]:
             raise InputError(
                 f"the session was saved for {data['num_frames']} frames of {tuple(data['frame_size'])}, these frames "
