@@ -21,7 +21,8 @@ from skimage import data  # noqa: E402
 
 SHIFT = (2, 3)  # (dy, dx) pixels per frame
 FRAMES = 8
-OPTIONS = PropagationOptions(context=3, radius=4, topk=5, compute_dtype=torch.float32)
+OPTIONS = PropagationOptions(context=3, radius=4, topk=5, compute_dtype=torch.float32, directions="forward")
+BOTH = OPTIONS.replace(directions="both")
 
 
 def shifted(image: np.ndarray, t: int) -> np.ndarray:
@@ -216,7 +217,9 @@ def test_bad_session_inputs(model, clip, mask):
         PropagationSession(None, clip)
 
 
-def test_correction_keeps_the_automatic_float32_switch(monkeypatch, tmp_path):
+@pytest.mark.parametrize("directions, recomputed", [("forward", [7, 8, 9, 10, 11]),
+                                                    ("both", [7, 6, 5, 4, 3, 2, 1, 8, 9, 10, 11])])
+def test_correction_keeps_the_automatic_float32_switch(monkeypatch, tmp_path, directions, recomputed):
     """Near-duplicate features (flat shapes, pixel colours) make the automatic compute dtype switch from
     bfloat16 to float32 a few frames in. A pass resumed after a correction must resume in float32 too (not
     restart the switch's count in bfloat16), or its ties break differently from a fresh session's."""
@@ -231,14 +234,14 @@ def test_correction_keeps_the_automatic_float32_switch(monkeypatch, tmp_path):
                         lambda self: (switches.append(self.frames_seen), original(self))[1])
     folder, truth = write_shapes_folder(tmp_path / "clip")
     pixels = load_baseline("lab-pixels", device="cpu")
-    corrected = PropagationSession(pixels, folder)
+    corrected = PropagationSession(pixels, folder, directions=directions)
     assert corrected.options.compute_dtype is None
     corrected.add_mask(0, truth[0])
     run(corrected)
     assert switches and switches[0] < 7  # the first pass had switched before the correction
     corrected.add_mask(7, truth[7])
-    assert run(corrected) == list(range(7, 12))
-    fresh = PropagationSession(pixels, folder)
+    assert run(corrected) == recomputed  # both ways: frames 1..6 are fused again (their forward parts kept)
+    fresh = PropagationSession(pixels, folder, directions=directions)
     fresh.add_mask(0, truth[0])
     fresh.add_mask(7, truth[7])
     run(fresh)
