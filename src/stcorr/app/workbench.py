@@ -157,7 +157,7 @@ class Workbench:
             return True
         shown = self.mask(t)
         changed = ids != shown
-        edited = sorted(set(np.unique(ids[changed]).tolist()) | set(np.unique(shown[changed]).tolist()) - {0, 255})
+        edited = sorted((set(np.unique(ids[changed]).tolist()) | set(np.unique(shown[changed]).tolist())) - {0, 255})
         if not edited:
             return False
         self.session.add_mask(t, ids, objects=edited)

@@ -342,7 +342,7 @@ class PropagationSession:
             self._version += 1
             self._anchors[t] = _Anchor(array.copy(), kind, self._version)
             return
-        owned = self._known_objects() | set(_mask_ids(array)) - {0} if objects is None else _check_objects(objects)
+        owned = (self._known_objects() | set(_mask_ids(array))) - {0} if objects is None else _check_objects(objects)
         stored = array.astype(np.uint8)
         if objects is not None:
             stored = np.where(np.isin(stored, list(owned)), stored, 0).astype(np.uint8)
