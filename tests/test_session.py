@@ -416,3 +416,18 @@ def test_replay_keeps_objects_and_reads_format_1(model, clip, mask):
         before.add_mask(t, labels)
     run(replay), run(before)
     np.testing.assert_array_equal(labels_of(replay), labels_of(before))
+
+
+def test_one_shot_api_with_anchors_equals_a_kept_session(model, clip, mask):
+    """propagate_labels streams (keep=False: features and labels dropped once no step needs them); with
+    anchors both ways it gives the session's result."""
+    from stcorr import propagate_labels
+
+    anchors = {3: shifted(mask, 3), 6: shifted(mask, 6)}
+    session = PropagationSession(model, clip, options=BOTH)
+    session.add_mask(1, shifted(mask, 1))
+    for t, labels in anchors.items():
+        session.add_mask(t, labels)
+    run(session)
+    streamed = propagate_labels(model, clip, shifted(mask, 1), start=1, anchors=anchors, options=BOTH)
+    np.testing.assert_array_equal(streamed.labels, labels_of(session))
