@@ -7,7 +7,8 @@ worst frame of the corrected result). The frames *between* the anchors are score
 definitions) for the one-way protocol (``directions="forward"``) and for each fusion rule of the
 two-way session (:data:`stcorr.propagation.session.FUSION_RULES`), plus all frames after frame 0.
 
-    python benchmarks/session_fusion.py                   # 12 clips, 24 frames, 160x224, default model
+    python benchmarks/session_fusion.py                   # 8 clips (seeds 0-7), 24 frames, 160x224, default model
+    python benchmarks/session_fusion.py --first-seed 8 --clips 8 --rounds 1 --rules distance confidence  # held out
     python benchmarks/session_fusion.py --clips 4 --json results.json
 
 Every variant reuses the clip's features (one encoding per clip).
@@ -56,7 +57,9 @@ def run_session(model, video, anchors: list[int], directions: str, fusion: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=12)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--first-seed", type=int, default=0, help="clips use seeds first-seed, first-seed + 1, ...")
+    parser.add_argument("--rules", nargs="+", default=list(FUSION_RULES), choices=list(FUSION_RULES))
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--size", type=int, nargs=2, default=(160, 224), metavar=("H", "W"))
     parser.add_argument("--rounds", type=int, default=2, help="corrections, each at the worst frame")
@@ -65,12 +68,12 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = load_model(device="cpu")
     photos = skimage_photos()
-    variants = [("forward", "distance")] + [("both", rule) for rule in FUSION_RULES]
-    names = ["one-way"] + [f"both/{rule}" for rule in FUSION_RULES]
+    variants = [("forward", "distance")] + [("both", rule) for rule in args.rules]
+    names = ["one-way"] + [f"both/{rule}" for rule in args.rules]
     between = {(r, n): [] for r in range(1, args.rounds + 1) for n in names}
     overall = {(r, n): [] for r in range(1, args.rounds + 1) for n in names}
     started = time.time()
-    for seed in range(args.clips):
+    for seed in range(args.first_seed, args.first_seed + args.clips):
         video = make_video(seed, args.frames, size=tuple(args.size), photos=photos)
         objects = [int(i) for i in np.unique(video.masks[0]) if i not in (0, 255)]
         features: dict = {}
