@@ -101,8 +101,9 @@ def main() -> None:
                                       for r in range(1, args.rounds + 1)))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({f"round {r} {n}": {"between": float(np.mean(between[r, n])),
-                                          "all": float(np.mean(overall[r, n]))} for (r, n) in between}, handle, indent=2)
+            table = {f"round {r} {n}": {"between": float(np.mean(between[r, n])), "all": float(np.mean(overall[r, n]))}
+                     for (r, n) in between}
+            json.dump(table, handle, indent=2)
 
 
 if __name__ == "__main__":
