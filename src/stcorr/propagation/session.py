@@ -6,9 +6,10 @@ Built on the streaming kernel (:class:`~stcorr.propagation.kernel.LabelPropagato
 - **Before a0** frames are predicted *backward* from a0 alone; **after an** *forward*: a0 starts the
   forward pass, every later anchor joins its fixed context where it is met (and is output as given).
 - **Between two anchors** ak < t < ak+1 (``options.directions``): ``"both"`` (the default) predicts t
-  forward (as above, anchors a0..ak) and backward from ak+1 alone, and fuses the two grid soft labels,
-  each weighted by the other's temporal distance to its anchor (``w_fwd = (ak+1 - t) / (ak+1 - ak)``:
-  the nearer anchor counts more; measured against confidence weighting in ``benchmarks/session_fusion.py``);
+  forward (as above, anchors a0..ak) and backward from ak+1 alone, and fuses the two grid soft labels per
+  cell, each direction weighted by its confidence (largest label share) over its distance to its anchor:
+  ``w_fwd ∝ conf_fwd / (t - ak)``, ``w_bwd ∝ conf_bwd / (ak+1 - t)`` (the nearer, surer direction counts
+  more; chosen against distance-only, confidence-only and winner-takes-all in ``benchmarks/session_fusion.py``);
   ``"forward"`` keeps the forward prediction only (the paper's one-way protocol). In ``"both"`` the forward
   pass's window of previous frames holds the *fused* labels of the frames before ak, so a correction at
   ak+1 also repairs the context that frames after it see.
@@ -127,8 +128,9 @@ FUSION_RULES = {
     "max-confidence": _more_confident,
 }
 """How a frame between two anchors fuses its forward and backward grid soft labels (``rule(forward,
-backward, frames to the earlier anchor, frames to the later one)``). The session uses ``"distance"``
-(:attr:`PropagationSession.fusion`); the others are kept for ``benchmarks/session_fusion.py``."""
+backward, frames to the earlier anchor, frames to the later one)``). The session uses
+``"distance-confidence"`` (:attr:`PropagationSession.fusion`); the others are kept for
+``benchmarks/session_fusion.py``."""
 
 
 def _mask_ids(mask: np.ndarray) -> tuple[int, ...]:
@@ -230,7 +232,7 @@ class PropagationSession:
         self._cache: dict[int, _Cached] = {}
         self._parts: dict[str, dict[int, _Part]] = {"forward": {}, "backward": {}}  # per direction
         self._version = 0
-        self.fusion = "distance"
+        self.fusion = "distance-confidence"
         """The :data:`FUSION_RULES` entry fusing the two directions between anchors (for experiments)."""
 
     # ------------------------------------------------------------------ frames
