@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stcorr.checks import to_numpy
 from stcorr.errors import InputError
-from stcorr.features import Encoder, check_batch_size, encode_batch, feature_stride
+from stcorr.features import Encoder, check_batch_size, check_fusion_weights, encode_batch, feature_stride
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.labels import VOID, LabelSet, confidence_map, decode_ids, mask_to_onehot, resize_soft, upsample
 from stcorr.propagation.options import PropagationOptions, resolve_options
@@ -60,11 +61,12 @@ from stcorr.propagation.passes import (
     prompt_kind,
     working_source,
 )
+from stcorr.propagation.session_format import SESSION_FORMATS, check_session_dict
 
 __all__ = ["PropagationSession", "FrameResult", "FUSION_RULES"]
 
-_SESSION_FORMAT = 2  # 2: anchors carry "objects", options "directions"; format 1 is still read
-_READABLE_FORMATS = (1, 2)
+_SESSION_FORMAT = SESSION_FORMATS[-1]  # 2: anchors carry "objects", options "directions"; format 1 is still read
+_READABLE_FORMATS = SESSION_FORMATS
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,9 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 def _unrle(data: Mapping[str, Any]) -> np.ndarray:
-    values = np.repeat(np.asarray(data["values"], np.int64), np.asarray(data["counts"], np.int64))
+    """The uint8 mask of a run-length dict already checked by :func:`check_session_dict` (so never larger than
+    its ``shape``, which ``from_dict`` compared with the frames)."""
+    values = np.repeat(np.asarray(data["values"], np.uint8), np.asarray(data["counts"], np.int64))
     return values.reshape(data["shape"])
 
 
@@ -217,6 +221,7 @@ class PropagationSession:
     ) -> None:
         feature_stride(model)  # an encoder module, or a sequence of them with one stride (else InputError)
         check_batch_size(batch_size)
+        check_fusion_weights(model, fusion_weights)
         self.model = model
         self.options = resolve_options(options, **option_keywords)
         self.max_side, self.size, self.resample = max_side, size, resample
@@ -296,7 +301,9 @@ class PropagationSession:
 
         Ids not seen before become new objects, propagated both ways from ``t`` (see the module doc).
         """
-        array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        array = to_numpy(mask)
+        if array.dtype.kind in "iu" and array.size and 0 <= array.min() and array.max() <= 255:
+            array = array.astype(np.uint8)  # explicitly a mask, even where (H, 2) could read as keypoints
         if array.shape != self.frame_size:
             raise InputError(
                 f"the mask of frame {t} has shape {array.shape}, the frames are {self.frame_size} (H, W); "
@@ -325,7 +332,7 @@ class PropagationSession:
         the objects a mask anchor is authoritative for (see :meth:`add_mask`; masks only).
         """
         t = self._check_frame_index(t)
-        array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.array(labels)
+        array = np.array(to_numpy(labels))
         what = f"the labels of frame {t}"
         kind = prompt_kind(array, self.frame_size, what)
         others = {a.kind for frame, a in self._anchors.items() if frame != t}
@@ -799,11 +806,12 @@ class PropagationSession:
     def from_dict(cls, data: Mapping[str, Any], model: Encoder, frames: Any, **kwargs: Any) -> PropagationSession:
         """A session with the anchors, options and working size of ``data`` (from :meth:`to_dict`).
 
-        Format 1 (before anchors owned objects and sessions predicted both ways) replays as it was made: every
-        anchor owns every object of the session, and the options' ``directions`` is ``"forward"``."""
-        if not isinstance(data, Mapping) or data.get("format") not in _READABLE_FORMATS:
-            raise InputError(f"expected a dictionary written by PropagationSession.to_dict (format "
-                             f"{' or '.join(map(str, _READABLE_FORMATS))})")
+        ``data`` is checked completely first (:meth:`check_dict`); masks are decoded only once the frames are
+        known to have the size ``data`` was saved for. Format 1 (before anchors owned objects and sessions
+        predicted both ways) replays as it was made: every anchor owns every object of the session, and the
+        options' ``directions`` is ``"forward"``.
+        """
+        cls.check_dict(data)
         size = tuple(data["size"]) if data.get("size") is not None else None
         options = PropagationOptions.from_dict(data["options"])
         if data["format"] == 1:
@@ -823,6 +831,12 @@ class PropagationSession:
             objects = anchor.get("objects", everything) if anchor["kind"] == "mask" else None
             session.add_labels(t, labels, objects=objects)
         return session
+
+    @staticmethod
+    def check_dict(data: Any) -> None:
+        """Raise :class:`InputError` (naming the field and the fix) unless ``data`` is a complete, consistent
+        session dictionary of a format this version reads; allocates nothing from the numbers it holds."""
+        check_session_dict(data, formats=_READABLE_FORMATS)
 
 
 def _on_channels(grid: torch.Tensor, have: tuple[int, ...], ids: tuple[int, ...]) -> torch.Tensor:
