@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -149,12 +150,6 @@ def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm insta
     return tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
-def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel or a baseline
-    from stcorr.loading import load_encoder
-
-    return load_encoder(args.model, device=args.device)
-
-
 def working_max_side(max_side: int | None, device_type: str) -> int | None:
     """The longest side frames are processed at: ``--max-side`` as given (0 = full resolution), else
     :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators."""
@@ -171,50 +166,32 @@ def _max_side(args: argparse.Namespace) -> int | None:
     return working_max_side(args.max_side, resolve_device(args.device).type)
 
 
+def _run_video_job(args: argparse.Namespace, **prompt: Path | None) -> int:
+    """``propagate`` / ``points``: one video's job (:func:`stcorr.video_jobs.run_video_job`), its lines printed."""
+    from stcorr.loading import load_encoder
+    from stcorr.video_jobs import VideoRequest, run_video_job
+
+    request = VideoRequest(args.video, **prompt, frame=args.frame, max_frames=args.max_frames, model=args.model,
+                           overlay=args.overlay, resize_mask=getattr(args, "resize_mask", False),
+                           confidence=getattr(args, "confidence", False), overlay_pngs=getattr(args, "overlay_pngs", None))
+    if request.kind != "session":  # a session replays its own working size and options
+        request = dataclasses.replace(request, max_side=_max_side(args))
+        settings = _propagation_options(args)
+    else:
+        settings = dict(options=None, batch_size=1)
+    outcome = run_video_job(request, args.out, encoder=lambda name: load_encoder(name, device=args.device),
+                            overwrite=getattr(args, "overwrite", False), bar=_progress_bar, **settings)
+    for line in outcome.lines:
+        print(line)
+    return 0
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
     if args.session is not None:
-        return _replay_session(args)
+        return _run_video_job(args, session=args.session)
     if args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
-    from stcorr.io.frames import open_frames
-    from stcorr.pipelines import load_first_mask, propagate_video_mask
-
-    source = open_frames(args.video, max_frames=args.max_frames)
-    mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
-    model = _open_model(args)
-    with _progress_bar(len(source)) as bar:
-        job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=_max_side(args),
-                                   max_frames=args.max_frames,
-                                   overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
-                                   write_confidence=args.confidence, overwrite=args.overwrite,
-                                   progress=bar.update, **_propagation_options(args))
-    print(f"wrote {job.frames} masks to {job.masks_dir}")
-    if job.confidence_dir:
-        print(f"wrote confidence maps to {job.confidence_dir}")
-    if job.overlay:
-        print(f"wrote overlay video {job.overlay}")
-    return 0
-
-
-def _replay_session(args: argparse.Namespace) -> int:
-    """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
-    from stcorr.io.frames import open_frames
-    from stcorr.loading import load_encoder
-    from stcorr.pipelines import claim_png_folder
-    from stcorr.propagation.session import PropagationSession
-    from stcorr.session_files import read_session_file, write_session_masks
-
-    data = read_session_file(args.session)
-    claim_png_folder(args.out / "masks", args.overwrite)  # refuse an earlier run's PNGs before loading anything
-    model_name = args.model if args.model is not None else data.get("model_name")
-    max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
-    frames = open_frames(args.video, max_frames=max_frames)
-    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
-    with _progress_bar(len(session.stale_frames())) as bar:
-        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update, overwrite=args.overwrite)
-    print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
-          f"wrote {session.num_frames} masks to {masks_dir}")
-    return 0
+    return _run_video_job(args, mask=args.mask)
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
@@ -226,22 +203,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
-    from stcorr.io.frames import open_frames
-    from stcorr.io.tracks import read_points_file
-    from stcorr.pipelines import track_video_points
-
-    source = open_frames(args.video, max_frames=args.max_frames)
-    points, names = read_points_file(args.points)
-    model = _open_model(args)
-    with _progress_bar(len(source)) as bar:
-        path = track_video_points(model, args.video, points, names, args.out, start=args.frame,
-                                  max_side=_max_side(args), max_frames=args.max_frames, overlay_path=args.overlay,
-                                  progress=bar.update,
-                                  **_propagation_options(args))
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
-    if args.overlay:
-        print(f"wrote overlay video {args.overlay}")
-    return 0
+    return _run_video_job(args, points=args.points)
 
 
 def _cmd_sheet(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "MaskJob",
+    "MaskOutputs",
     "propagate_video_mask",
     "track_video_points",
     "render_overlay_video",
@@ -121,28 +122,61 @@ def propagate_video_mask(
     session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     if mask.shape != session.frame_size:
         raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
-    masks_dir = Path(out_dir) / "masks"
-    confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
-    for folder in (masks_dir, confidence_dir, overlay_dir):
-        if folder is not None:
-            claim_png_folder(Path(folder), overwrite)
+    outputs = MaskOutputs(out_dir, overlay_path=overlay_path, overlay_dir=overlay_dir,
+                          write_confidence=write_confidence)
+    outputs.claim(overwrite)
     session.add_mask(start, mask)
-    streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
-    with _streamed_overlay(video, streamed, max_frames) as draw:
+    # frames come in video order when start is 0: the overlay is then drawn as they come
+    with outputs.writing(video, in_order=start == 0, max_frames=max_frames) as write:
         for prediction in session.propagate():
-            name = session.frame_names[prediction.t]
-            write_mask_png(masks_dir / f"{name}.png", prediction.labels)
-            draw(prediction.labels)
-            if confidence_dir is not None:
-                write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
+            write(session.frame_names[prediction.t], prediction.labels, prediction.confidence)
             if progress:
                 progress(1)
-    if overlay_path is not None and streamed is None:
-        render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames)
-    written = Path(overlay_path) if overlay_path is not None else None
-    if overlay_dir is not None:
-        write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
-    return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
+    return outputs.job(session.num_frames)
+
+
+class MaskOutputs:
+    """One video's mask outputs as :func:`propagate_video_mask` writes them: ``out_dir/masks/<frame>.png``,
+    optionally ``out_dir/confidence/<frame>.png``, an overlay mp4 and a folder of overlay PNGs.
+
+    Shared by every writer of per-video mask outputs (one video, or several propagated together), so they
+    write the same files. Use: :meth:`claim`, then :meth:`writing` around the predictions, then :meth:`job`.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], *, overlay_path: str | os.PathLike[str] | None = None,
+                 overlay_dir: str | os.PathLike[str] | None = None, write_confidence: bool = False) -> None:
+        self.masks_dir = Path(out_dir) / "masks"
+        self.confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
+        self.overlay_path = Path(overlay_path) if overlay_path is not None else None
+        self.overlay_dir = Path(overlay_dir) if overlay_dir is not None else None
+
+    def claim(self, overwrite: bool) -> None:
+        """Refuse PNG folders holding an earlier run's PNGs (:func:`claim_png_folder`); ``overwrite`` empties them."""
+        for folder in (self.masks_dir, self.confidence_dir, self.overlay_dir):
+            if folder is not None:
+                claim_png_folder(folder, overwrite)
+
+    @contextmanager
+    def writing(self, video: Any, *, in_order: bool, max_frames: int | None
+                ) -> Iterator[Callable[[str, np.ndarray, np.ndarray | None], None]]:
+        """A function ``write(frame name, labels, confidence)`` for each prediction; ``in_order`` (frames come
+        0, 1, 2, ...) draws the overlay video as they come, else it is rendered from the masks at the end."""
+        streamed = self.overlay_path if in_order else None
+        with _streamed_overlay(video, streamed, max_frames) as draw:
+            def write(name: str, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+                write_mask_png(self.masks_dir / f"{name}.png", labels)
+                draw(labels)
+                if self.confidence_dir is not None:
+                    write_confidence_png(self.confidence_dir / f"{name}.png", confidence)
+
+            yield write
+        if self.overlay_path is not None and streamed is None:
+            render_overlay_video(video, self.masks_dir, self.overlay_path, max_frames=max_frames)
+        if self.overlay_dir is not None:
+            write_overlay_pngs(video, self.masks_dir, self.overlay_dir, max_frames=max_frames)
+
+    def job(self, frames: int) -> MaskJob:
+        return MaskJob(self.masks_dir, self.confidence_dir, self.overlay_path, frames)
 
 
 @contextmanager
