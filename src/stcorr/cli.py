@@ -194,6 +194,38 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     return _run_video_job(args, mask=args.mask)
 
 
+def _cmd_propagate_many(args: argparse.Namespace) -> int:
+    """Exit code 0 when every video is done (or was done earlier), 1 when some failed (see DIR/summary.json)."""
+    from stcorr.batch import ManySettings, run_many
+    from stcorr.batch_manifest import read_manifest
+    from stcorr.distributed import shard_device, shard_from_env
+    from stcorr.propagation.options import PropagationOptions
+
+    if args.batch_videos < 1:
+        raise InputError(f"--batch-videos must be at least 1, got {args.batch_videos}")
+    rows = read_manifest(args.manifest)
+    shard = shard_from_env()
+    device = shard_device(shard, args.device)
+    options = PropagationOptions(context=args.context, radius=args.radius, topk=args.topk,
+                                 temperature=args.temperature)
+    settings = ManySettings(model=args.model, device=str(device), options=options,
+                            max_side=working_max_side(args.max_side, device.type), max_frames=args.max_frames,
+                            batch_size=working_batch_size(args.batch_size, device.type),
+                            batch_videos=args.batch_videos, resize_mask=args.resize_mask, confidence=args.confidence, overlay=args.overlay,
+                            overlay_pngs=args.overlay_pngs, overwrite=args.overwrite)
+    result = run_many(rows, args.out, settings, shard=shard, progress=True)
+    if shard.is_main:
+        for video in result.summary["videos"]:
+            if video["status"] == "failed":
+                error = video["error"]
+                print(f"failed: {video['name']} (manifest line {video['line']}): {error['type']}: {error['message']}",
+                      file=sys.stderr)
+        counts = result.summary["counts"]
+        print(f"{counts['done']} videos done, {counts['skipped']} already done, {counts['failed']} failed: "
+              f"{args.out / 'summary.json'}")
+    return 1 if result.failed else 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     from stcorr.app import launch
 
@@ -222,6 +254,15 @@ _PROPAGATE_EXAMPLE = """example:
 Writes out/masks/<frame>.png (palette PNGs at the input's size) and, with --overlay, an mp4.
 """
 
+_MANY_EXAMPLE = """example:
+  printf 'name,video,mask\\ncat,cat.mp4,cat_first.png\\ndog,dog_frames/,dog_00000.png\\n' > videos.csv
+  stcorr propagate-many --manifest videos.csv --out out/ --overlay
+  torchrun --standalone --nproc_per_node 4 -m stcorr propagate-many --manifest videos.csv --out out/
+
+Writes out/<name>/masks/<frame>.png per video (as `stcorr propagate`) and out/summary.json. Run it again
+to resume: finished videos are skipped, unfinished ones redone. Exit code 1 if some video failed.
+"""
+
 _POINTS_EXAMPLE = """example:
   echo '{"points": [[120, 80], [300, 210]], "point_names": ["nose", "hand"]}' > pts.json
   stcorr points --video clip.mp4 --points pts.json --out out/ --overlay out/points.mp4
@@ -246,11 +287,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="a video file or a folder of JPEG/PNG frames")
     parser.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
+    parser.add_argument("--out", type=Path, default=Path("stcorr_out"), help="output folder")
+    parser.add_argument("--overlay", type=Path, help="also write an overlay video here (e.g. out.mp4)")
+    _add_model_arguments(parser)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, its device, the working size and the propagation options (every propagating command)."""
     parser.add_argument("--model", default=None,
                         help="model name, hf-hub:org/repo, folder, checkpoint, or a baseline (lab-pixels, random-r18, "
                              "efficientnet-lite0); `stcorr models` lists the names (default: the embedded model)")
-    parser.add_argument("--out", type=Path, default=Path("stcorr_out"), help="output folder")
-    parser.add_argument("--overlay", type=Path, help="also write an overlay video here (e.g. out.mp4)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument("--max-side", type=int,
                         help=f"process frames downscaled to this longest side in pixels, 0 = full resolution; outputs "
@@ -289,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--overwrite", action="store_true",
                            help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
+
+    many = add_command("propagate-many", "propagate many videos listed in a manifest (CSV or JSON lines), "
+                       "resumably; scales over processes with torchrun", _MANY_EXAMPLE)
+    many.add_argument("--manifest", type=Path, required=True,
+                      help="CSV (with a header) or JSON lines: one row per video (see the README)")
+    many.add_argument("--out", type=Path, required=True,
+                      help="output folder: DIR/<name>/ per video as `stcorr propagate` writes it, DIR/summary.json")
+    _add_model_arguments(many)
+    many.add_argument("--resize-mask", action="store_true", help="resize masks of another size (nearest)")
+    many.add_argument("--confidence", action="store_true", help="also write DIR/<name>/confidence/ PNGs")
+    many.add_argument("--overlay", action="store_true", help="also write DIR/<name>/overlay.mp4")
+    many.add_argument("--overlay-pngs", action="store_true", help="also write DIR/<name>/overlay/ PNGs")
+    many.add_argument("--batch-videos", type=int, default=1, metavar="N",
+                      help="propagate up to N mask videos annotated on frame 0 with one working size together "
+                           "(one encoder pass and one batched kernel step per frame; for GPUs)")
+    many.add_argument("--overwrite", action="store_true",
+                      help="redo every video (default: skip the videos an earlier run completed, redo the others)")
+    many.set_defaults(func=_cmd_propagate_many)
 
     points = add_command("points", "track points given on one frame through a video", _POINTS_EXAMPLE)
     _add_video_job_arguments(points)
