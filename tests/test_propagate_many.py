@@ -188,7 +188,8 @@ def test_a_broken_row_is_reported_and_the_others_complete(clips: Path, one_proce
     assert code == 1
     videos = {v["name"]: v for v in _summary(out)["videos"]}
     assert [videos[n]["status"] for n in ("a", "broken", "wrong-mask", "c")] == ["done", "failed", "failed", "done"]
-    assert videos["broken"]["error"]["type"] == "VideoReadError" and "broken.mp4" in videos["broken"]["error"]["message"]
+    broken = videos["broken"]["error"]
+    assert broken["type"] == "VideoReadError" and "broken.mp4" in broken["message"]
     assert videos["wrong-mask"]["error"]["type"] == "InputError" and "10x10" in videos["wrong-mask"]["error"]["message"]
     assert videos["broken"]["frames"] is None and videos["broken"]["line"] == 2
     assert "failed: broken (manifest line 2): VideoReadError" in capsys.readouterr().err
@@ -199,7 +200,7 @@ def test_a_broken_row_is_reported_and_the_others_complete(clips: Path, one_proce
 
 
 def test_batched_videos_match_one_at_a_time(clips: Path, one_process: Path, tmp_path: Path) -> None:
-    """``--batch-videos 2`` (meant for GPUs) runs a and c (mp4, one size) through the batched kernel; b alone."""
+    """``--batch-videos 2`` (meant for GPUs) runs a and b (one working size) through the batched kernel, then c."""
     out = tmp_path / "out"
     assert _many(clips, out, "--confidence", "--batch-videos", "2") == 0
     assert _summary(out)["counts"]["done"] == 3
@@ -257,3 +258,41 @@ def test_manifest_fields_and_command_line_errors(tmp_path: Path, capsys) -> None
     assert main(["propagate-many", "--manifest", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "line 2, field 'name'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_points_and_session_rows_write_what_points_and_replay_write(clips: Path, tmp_path: Path) -> None:
+    from stcorr.frames import open_frames
+    from stcorr.loading import load_encoder
+    from stcorr.propagation.session import PropagationSession
+    from stcorr.session_files import session_to_json, write_session_file
+
+    (tmp_path / "pts.json").write_text(json.dumps({"points": [[20.0, 28.0], [70.0, 50.0]], "point_names": ["s", "b"]}))
+    session = PropagationSession(load_encoder(None, device="cpu"), open_frames(clips / "c.mp4"), max_side=48,
+                                 context=3, radius=4)
+    session.add_mask(0, _first_mask())
+    write_session_file(tmp_path / "session.json", session_to_json(session, model=None, video="c.mp4"))
+    rows = [{"name": "pts", "video": str(clips / "a.mp4"), "points": "pts.json", "frame": 2},
+            {"name": "replay", "video": str(clips / "c.mp4"), "session": "session.json"}]
+    (tmp_path / "v.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["propagate-many", "--manifest", str(tmp_path / "v.jsonl"), "--out", str(out), *OPTIONS]) == 0
+    assert [v["status"] for v in _summary(out)["videos"]] == ["done", "done"]
+    assert main(["points", "--video", str(clips / "a.mp4"), "--points", str(tmp_path / "pts.json"), "--frame", "2",
+                 "--out", str(tmp_path / "single_pts"), *OPTIONS]) == 0
+    for name in ("points.json", "points.csv"):
+        assert (out / "pts" / name).read_text() == (tmp_path / "single_pts" / name).read_text()
+    assert main(["propagate", "--video", str(clips / "c.mp4"), "--session", str(tmp_path / "session.json"),
+                 "--out", str(tmp_path / "single_replay")]) == 0
+    expected, got = _pngs(tmp_path / "single_replay"), _pngs(out / "replay")
+    assert sorted(got) == sorted(expected) and len(got) == 7
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_help_shows_the_manifest_and_an_example(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["propagate-many", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--manifest" in text and "(default: 20)" in text and "640 on CPU" in text
+    assert "torchrun --standalone --nproc_per_node 4 -m stcorr propagate-many" in text

@@ -107,10 +107,14 @@ def _options(row: ManifestRow, settings: ManySettings) -> PropagationOptions:
     return dataclasses.replace(settings.options, **row.options)
 
 
-def _fingerprint(row: ManifestRow, settings: ManySettings, folder: Path) -> dict[str, str]:
-    """Everything that decides a video's outputs, as strings: a done marker counts only for the same job."""
-    request = _request(row, settings, folder)
+def _fingerprint(row: ManifestRow, settings: ManySettings) -> dict[str, str]:
+    """Everything that decides a video's outputs, as strings: a done marker counts only for the same job.
+    Input paths are made absolute and output paths left out, so the same job run from elsewhere matches."""
+    request = _request(row, settings, Path())
     fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    fields.update({name: os.path.abspath(fields[name]) for name in ("video", "mask", "session", "points")
+                   if fields[name] is not None})
+    fields.update(overlay=request.overlay is not None, overlay_pngs=request.overlay_pngs is not None)
     fields.update({f"option.{f.name}": getattr(_options(row, settings), f.name)
                    for f in dataclasses.fields(PropagationOptions)})
     return {key: str(value) for key, value in fields.items()}
@@ -185,7 +189,7 @@ def _run_one(row: ManifestRow, out: Path, settings: ManySettings, encoders: _Enc
                                 options=_options(row, settings), batch_size=settings.batch_size, overwrite=True,
                                 bar=bar)
         seconds = time.perf_counter() - start
-        _write_marker(folder, _fingerprint(row, settings, folder), outcome.frames, seconds)
+        _write_marker(folder, _fingerprint(row, settings), outcome.frames, seconds)
     except Exception as exc:  # noqa: BLE001 - a failed video is recorded with its error; the next one starts
         logger.info("video %s (manifest line %d) failed: %s: %s", row.name, row.line, type(exc).__name__, exc)
         logger.debug("traceback of %s", row.name, exc_info=True)
@@ -255,7 +259,7 @@ def _run_batch(rows: list[ManifestRow], out: Path, settings: ManySettings, encod
             progress.update(1)
     seconds = (time.perf_counter() - start) / len(rows)  # each video's share of the batch's time
     for row, source in zip(rows, sources):
-        _write_marker(out / row.name, _fingerprint(row, settings, out / row.name), len(source), seconds)
+        _write_marker(out / row.name, _fingerprint(row, settings), len(source), seconds)
     logger.info("videos %s: propagated together in %.1f s", ", ".join(row.name for row in rows), seconds * len(rows))
     return [_record(row, "done", frames=len(source), seconds=seconds, rank=rank) for row, source in zip(rows, sources)]
 
@@ -268,7 +272,7 @@ def _is_done(row: ManifestRow, out: Path, settings: ManySettings) -> dict[str, A
     if settings.overwrite:
         return None
     marker = _read_marker(out / row.name)
-    if marker is None or marker.get("job") != _fingerprint(row, settings, out / row.name):
+    if marker is None or marker.get("job") != _fingerprint(row, settings):
         return None
     return marker
 
@@ -279,7 +283,10 @@ def propagate_rows(rows: Sequence[ManifestRow], out: str | os.PathLike[str], set
     """Propagate this shard's rows (``rows[rank::world_size]``) into ``out``; their records, in row order."""
     out = Path(out)
     mine = shard.select(list(rows))
-    encoders = _Encoders(device if device is not None else shard_device(shard, settings.device))
+    device = device if device is not None else shard_device(shard, settings.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # kernels launched without an explicit device go to this rank's GPU
+    encoders = _Encoders(device)
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for row in mine:
@@ -291,6 +298,8 @@ def propagate_rows(rows: Sequence[ManifestRow], out: str | os.PathLike[str], set
                                         rank=shard.rank)
     logger.info("rank %d of %d: %d videos, %d already done", shard.rank, shard.world_size, len(mine),
                 len(mine) - len(todo))
+    if any(row.request.model is None for row in todo):
+        encoders(settings.model)  # a model that cannot be loaded fails the job, not each of its videos
     with _videos_bar(len(mine), len(mine) - len(todo), progress and shard.is_main) as videos:
         for group in _groups(todo, settings):
             bar = _frames_bar(group[0].name) if progress and shard.is_main else _no_bar
@@ -372,7 +381,7 @@ def run_many(rows: Sequence[ManifestRow], out: str | os.PathLike[str], settings:
     failed = [part for part in parts if part["error"] is not None]
     if failed:
         first = failed[0]
-        raise StcorrError(f"rank {first['rank']} failed: {first['error']}; the videos finished so far are kept "
+        raise StcorrError(f"rank {first['rank']} failed: {first['error']} (the videos finished so far are kept "
                           f"under {out} (run the same command again to resume)")
     summary = _summary(rows, [record for part in parts for record in part["records"]], shard)
     if shard.is_main:

@@ -173,7 +173,8 @@ def _run_video_job(args: argparse.Namespace, **prompt: Path | None) -> int:
 
     request = VideoRequest(args.video, **prompt, frame=args.frame, max_frames=args.max_frames, model=args.model,
                            overlay=args.overlay, resize_mask=getattr(args, "resize_mask", False),
-                           confidence=getattr(args, "confidence", False), overlay_pngs=getattr(args, "overlay_pngs", None))
+                           confidence=getattr(args, "confidence", False),
+                           overlay_pngs=getattr(args, "overlay_pngs", None))
     if request.kind != "session":  # a session replays its own working size and options
         request = dataclasses.replace(request, max_side=_max_side(args))
         settings = _propagation_options(args)
@@ -211,8 +212,9 @@ def _cmd_propagate_many(args: argparse.Namespace) -> int:
     settings = ManySettings(model=args.model, device=str(device), options=options,
                             max_side=working_max_side(args.max_side, device.type), max_frames=args.max_frames,
                             batch_size=working_batch_size(args.batch_size, device.type),
-                            batch_videos=args.batch_videos, resize_mask=args.resize_mask, confidence=args.confidence, overlay=args.overlay,
-                            overlay_pngs=args.overlay_pngs, overwrite=args.overwrite)
+                            batch_videos=args.batch_videos, resize_mask=args.resize_mask,
+                            confidence=args.confidence, overlay=args.overlay, overlay_pngs=args.overlay_pngs,
+                            overwrite=args.overwrite)
     result = run_many(rows, args.out, settings, shard=shard, progress=True)
     if shard.is_main:
         for video in result.summary["videos"]:

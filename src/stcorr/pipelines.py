@@ -143,6 +143,9 @@ class MaskOutputs:
     write the same files. Use: :meth:`claim`, then :meth:`writing` around the predictions, then :meth:`job`.
     """
 
+    # HOOK: a per-video output computed from every frame's result (e.g. reliability.json) belongs in `writing`,
+    # so that `stcorr propagate` and both paths of `stcorr propagate-many` (one video, batched) write it.
+
     def __init__(self, out_dir: str | os.PathLike[str], *, overlay_path: str | os.PathLike[str] | None = None,
                  overlay_dir: str | os.PathLike[str] | None = None, write_confidence: bool = False) -> None:
         self.masks_dir = Path(out_dir) / "masks"

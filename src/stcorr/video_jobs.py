@@ -101,8 +101,8 @@ def _mask_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, optio
                                    overlay_dir=request.overlay_pngs, write_confidence=request.confidence,
                                    overwrite=overwrite, progress=progress.update, options=options,
                                    batch_size=batch_size)
-    # HOOK (reliability.json, issue in progress): once propagate writes it, write it here too (from `job`), so
-    # `stcorr propagate-many` gets it per video without further change.
+    # HOOK (reliability.json, in progress): written here, or better per frame in pipelines.MaskOutputs (see
+    # there), every video of `stcorr propagate-many` gets it too.
     lines = [f"wrote {job.frames} masks to {job.masks_dir}"]
     if job.confidence_dir:
         lines.append(f"wrote confidence maps to {job.confidence_dir}")
