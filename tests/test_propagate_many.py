@@ -113,6 +113,7 @@ def test_one_process_writes_what_propagate_writes(clips: Path, one_process: Path
     assert sorted(p.name for p in (one_process / "b" / "masks").iterdir()) == [f"img{t:03d}.png" for t in range(6)]
 
 
+@pytest.mark.slow  # two fresh processes (imports, model load): 10-30 s on 2 cores
 def test_torchrun_two_processes_give_the_same_outputs(clips: Path, one_process: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
@@ -133,6 +134,7 @@ def test_torchrun_two_processes_give_the_same_outputs(clips: Path, one_process: 
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
+@pytest.mark.slow  # two fresh processes (imports, model load): 10-30 s on 2 cores
 def test_a_killed_run_resumes_and_redoes_only_unfinished_videos(clips: Path, one_process: Path,
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -296,3 +298,9 @@ def test_help_shows_the_manifest_and_an_example(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "--manifest" in text and "(default: 20)" in text and "640 on CPU" in text
     assert "torchrun --standalone --nproc_per_node 4 -m stcorr propagate-many" in text
+
+
+def test_a_model_that_cannot_load_fails_the_job_not_each_video(clips: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert _many(clips, out, "--model", "no-such-model") == 2
+    assert "no-such-model" in capsys.readouterr().err and not (out / "summary.json").exists()

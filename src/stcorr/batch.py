@@ -298,7 +298,7 @@ def propagate_rows(rows: Sequence[ManifestRow], out: str | os.PathLike[str], set
                                         rank=shard.rank)
     logger.info("rank %d of %d: %d videos, %d already done", shard.rank, shard.world_size, len(mine),
                 len(mine) - len(todo))
-    if any(row.request.model is None for row in todo):
+    if any(row.request.model is None and row.request.kind != "session" for row in todo):
         encoders(settings.model)  # a model that cannot be loaded fails the job, not each of its videos
     with _videos_bar(len(mine), len(mine) - len(todo), progress and shard.is_main) as videos:
         for group in _groups(todo, settings):
