@@ -76,8 +76,9 @@ def clips(tmp_path_factory) -> Path:
 
 
 def _pngs(folder: Path) -> dict[str, np.ndarray]:
+    """The masks and confidence maps under ``folder`` (not the RGB overlay stills)."""
     return {str(p.relative_to(folder)): read_mask(p) for p in sorted(folder.rglob("*.png"))
-            if not p.name.startswith(".")}
+            if not p.name.startswith(".") and p.parent.name != "overlay"}
 
 
 def _summary(out: Path) -> dict:
@@ -203,9 +204,15 @@ def test_a_broken_row_is_reported_and_the_others_complete(clips: Path, one_proce
 
 def test_batched_videos_match_one_at_a_time(clips: Path, one_process: Path, tmp_path: Path) -> None:
     """``--batch-videos 2`` (meant for GPUs) runs a and b (one working size) through the batched kernel, then c."""
+    from stcorr.frames import open_frames
+
     out = tmp_path / "out"
-    assert _many(clips, out, "--confidence", "--batch-videos", "2") == 0
+    assert _many(clips, out, "--confidence", "--batch-videos", "2", "--overlay", "--overlay-pngs") == 0
     assert _summary(out)["counts"]["done"] == 3
+    for name, frames in (("a", 8), ("b", 6), ("c", 7)):  # a and b batched, c alone: the same outputs
+        assert len(open_frames(out / name / "overlay.mp4")) == frames
+        stills = sorted(p.name for p in (out / name / "overlay").glob("*.png"))
+        assert stills == sorted(p.name for p in (out / name / "masks").glob("*.png")) and len(stills) == frames
     expected, got = _pngs(one_process / "a"), _pngs(out / "a")
     assert sorted(got) == sorted(expected)
     for key in expected:
