@@ -241,6 +241,8 @@ def test_batched_videos_match_one_at_a_time(clips: Path, one_process: Path, tmp_
     ('{"video": "a.mp4", "mask": "m.png", "frame": "2"}\n', 1, "frame", "integer >= 0"),
     ('{"video": "a.mp4", "mask": "m.png"}\n[1, 2]\n', 2, None, "JSON object"),
     ('{"video": "a.mp4", "mask": "m.png"\n', 1, None, "invalid JSON"),
+    ('{"video": "a.mp4", "mask": "m.png", "x": ' + "[" * 100000 + "]" * 100000 + "}\n", 1, None, "nested"),
+    ("video,mask\na.mp4,m.png\nb.mp4,\"" + "x" * 200000 + "\"\n", 3, None, "unreadable CSV"),
 ])
 def test_manifest_is_checked_up_front(tmp_path: Path, text: str, line: int, field: str | None, match: str) -> None:
     manifest = tmp_path / ("m.jsonl" if text.startswith("{") else "m.csv")

@@ -78,11 +78,21 @@ def _raw_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any], bool
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise _error(path, number, None, f"expected one JSON object per line, got invalid JSON ({exc.msg})")
+            except RecursionError:
+                raise _error(path, number, None, "expected one flat JSON object per line, got deeply nested JSON")
             if not isinstance(row, dict):
                 raise _error(path, number, None, f"expected a JSON object, got {type(row).__name__}")
             yield number, {k: v for k, v in row.items() if v is not None}, False
         return
     reader = csv.DictReader(text.splitlines(keepends=True))
+    try:
+        yield from _csv_rows(path, reader)
+    except csv.Error as exc:
+        message = f"expected CSV with a header, got unreadable CSV ({exc})"
+        raise _error(path, reader.line_num + 1, None, message) from exc
+
+
+def _csv_rows(path: Path, reader: csv.DictReader) -> Iterator[tuple[int, dict[str, Any], bool]]:
     if not reader.fieldnames or "video" not in [f.strip() for f in reader.fieldnames]:
         raise _error(path, 1, None, f"expected a CSV header naming the columns (at least 'video' and one of "
                      f"{', '.join(PROMPTS)}), got {reader.fieldnames}")
