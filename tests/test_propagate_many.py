@@ -156,6 +156,9 @@ def test_a_killed_run_resumes_and_redoes_only_unfinished_videos(clips: Path, one
     unfinished = [name for name in "bc" if not (out / name / DONE_MARKER).exists()]
     assert unfinished, "the run finished before it was killed"
     first = {p: p.stat().st_mtime_ns for p in (out / "a").rglob("*")}
+    leftover = out / unfinished[-1] / ".overlay.mp4.0123456789ab.tmp.mp4"  # as a kill during a write leaves
+    leftover.parent.mkdir(exist_ok=True)
+    leftover.write_bytes(b"partial")
 
     assert _many(clips, out, "--confidence") == 0
     summary = _summary(out)
@@ -163,6 +166,7 @@ def test_a_killed_run_resumes_and_redoes_only_unfinished_videos(clips: Path, one
     assert status == {"a": "skipped", **{name: "done" if name in unfinished else "skipped" for name in "bc"}}
     assert summary["videos"][0]["frames"] == 8  # from the marker of the killed run
     assert {p: p.stat().st_mtime_ns for p in (out / "a").rglob("*")} == first  # not redone
+    assert not leftover.exists() and not [p for p in out.rglob(".*") if p.name != DONE_MARKER]
     expected, got = _pngs(one_process), _pngs(out)
     assert sorted(got) == sorted(expected)
     for key in expected:

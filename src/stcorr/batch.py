@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -134,6 +135,19 @@ def _write_marker(folder: Path, job: dict[str, str], frames: int, seconds: float
                        encoding="utf-8")
 
 
+_LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp")  # stcorr._atomic's temporary files
+
+
+def _start_over(folder: Path) -> None:
+    """Before a video is (re)done: drop its done marker and the temporary files a killed run left beside its
+    single-file outputs (PNG folders are emptied by the job itself)."""
+    (folder / DONE_MARKER).unlink(missing_ok=True)
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.is_file() and _LEFTOVER.match(entry.name):
+                entry.unlink(missing_ok=True)
+
+
 def _record(row: ManifestRow, status: str, *, frames: int | None = None, seconds: float | None = None,
             error: BaseException | None = None, rank: int = 0) -> dict[str, Any]:
     return {
@@ -184,7 +198,7 @@ def _run_one(row: ManifestRow, out: Path, settings: ManySettings, encoders: _Enc
     folder = out / row.name
     start = time.perf_counter()
     try:
-        (folder / DONE_MARKER).unlink(missing_ok=True)
+        _start_over(folder)
         outcome = run_video_job(_request(row, settings, folder), folder, encoder=encoders,
                                 options=_options(row, settings), batch_size=settings.batch_size, overwrite=True,
                                 bar=bar)
@@ -245,7 +259,7 @@ def _run_batch(rows: list[ManifestRow], out: Path, settings: ManySettings, encod
     outputs = [MaskOutputs(out / row.name, overlay_path=r.overlay, overlay_dir=r.overlay_pngs,
                            write_confidence=r.confidence) for row, r in zip(rows, requests)]
     for row, output in zip(rows, outputs):
-        (out / row.name / DONE_MARKER).unlink(missing_ok=True)
+        _start_over(out / row.name)
         output.claim(True)
     steps = iter_propagate_batch(encoders(requests[0].model), sources, masks, options=_options(rows[0], settings),
                                  max_side=requests[0].max_side)
