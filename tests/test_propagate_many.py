@@ -21,6 +21,7 @@ from stcorr.batch_manifest import read_manifest
 from stcorr.cli import main
 from stcorr.errors import InputNotFoundError, ManifestError
 from stcorr.frames import read_mask
+from stcorr.io.claims import LOCK_NAME, output_lock
 from stcorr.outputs import VideoWriter, write_mask_png
 
 av = pytest.importorskip("av")
@@ -166,7 +167,7 @@ def test_a_killed_run_resumes_and_redoes_only_unfinished_videos(clips: Path, one
     assert status == {"a": "skipped", **{name: "done" if name in unfinished else "skipped" for name in "bc"}}
     assert summary["videos"][0]["frames"] == 8  # from the marker of the killed run
     assert {p: p.stat().st_mtime_ns for p in (out / "a").rglob("*")} == first  # not redone
-    assert not leftover.exists() and not [p for p in out.rglob(".*") if p.name != DONE_MARKER]
+    assert not leftover.exists() and not [p for p in out.rglob(".*") if p.name not in (DONE_MARKER, LOCK_NAME)]
     expected, got = _pngs(one_process), _pngs(out)
     assert sorted(got) == sorted(expected)
     for key in expected:
@@ -317,3 +318,112 @@ def test_a_model_that_cannot_load_fails_the_job_not_each_video(clips: Path, tmp_
     out = tmp_path / "out"
     assert _many(clips, out, "--model", "no-such-model") == 2
     assert "no-such-model" in capsys.readouterr().err and not (out / "summary.json").exists()
+
+
+# ------------------------------------------------------------ issue 22's safeguards, per video (merge of main)
+
+
+def test_a_video_folder_over_its_inputs_is_refused_and_the_others_complete(clips: Path, one_process: Path,
+                                                                           tmp_path: Path) -> None:
+    """DIR/<name> that is, or holds, one of the row's inputs is that video's failure; nothing of it is
+    touched (no marker, no masks), and the other videos are done as usual."""
+    out = tmp_path / "out"
+    (out / "inside").mkdir(parents=True)
+    inner = out / "inside" / "a.mp4"  # the video kept inside its own output folder
+    inner.write_bytes((clips / "a.mp4").read_bytes())
+    frames = out / "frames"  # a frame folder that is the output folder of its row
+    frames.mkdir()
+    for path in (clips / "b_frames").iterdir():
+        (frames / path.name).write_bytes(path.read_bytes())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    rows = [{"name": "a", "video": str(clips / "a.mp4"), "mask": str(clips / "mask.png")},
+            {"name": "inside", "video": str(inner), "mask": str(clips / "mask.png")},
+            {"name": "frames", "video": str(frames), "mask": str(clips / "mask.png")}]
+    manifest = tmp_path / "videos.jsonl"
+    manifest.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    for extra in ([], ["--batch-videos", "3"]):  # the batched path reruns a failed batch one by one
+        assert main(["propagate-many", "--manifest", str(manifest), "--out", str(out), "--confidence",
+                     *OPTIONS, *extra]) == 1
+        videos = {v["name"]: v for v in _summary(out)["videos"]}
+        assert videos["a"]["status"] in ("done", "skipped")
+        for name, problem in (("inside", "holds the input"), ("frames", "is the input")):
+            assert videos[name]["status"] == "failed", videos[name]
+            assert videos[name]["error"]["type"] == "OutputWriteError"
+            assert "the video's output folder" in videos[name]["error"]["message"]
+            assert problem in videos[name]["error"]["message"]
+            assert sorted((out / name).iterdir()) == sorted(p for p in before if p.parent == out / name)
+        assert {p: p.read_bytes() for p in before} == before
+    for key, ids in _pngs(one_process / "a").items():
+        np.testing.assert_array_equal(read_mask(out / "a" / key), ids)
+
+
+def test_a_video_folder_another_run_holds_is_that_videos_failure(clips: Path, tmp_path: Path) -> None:
+    """Each DIR/<name> is locked while its video runs (the folder lock of `stcorr propagate`): a folder held
+    by another run fails that video at once; the others are done."""
+    out = tmp_path / "out"
+    code = "import sys, time\nfrom stcorr.io.claims import output_lock\nwith output_lock(sys.argv[1]):\n" \
+           "    print('locked', flush=True)\n    time.sleep(300)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out / "b")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert _many(clips, out) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    videos = {v["name"]: v for v in _summary(out)["videos"]}
+    assert [videos[n]["status"] for n in "abc"] == ["done", "failed", "done"]
+    assert "another stcorr run" in videos["b"]["error"]["message"] and not (out / "b" / DONE_MARKER).exists()
+    with output_lock(out / "a"):  # the job let go of its folders
+        pass
+
+
+@pytest.fixture(scope="module")
+def long_clips(tmp_path_factory) -> Path:
+    """A short clip, then a long one (the one a signal interrupts), then a short one."""
+    root = tmp_path_factory.mktemp("long_clips")
+    _video(root / "a.mp4", 0, 4)
+    _video(root / "long.mp4", 3, 120)
+    _video(root / "c.mp4", 2, 4)
+    write_mask_png(root / "mask.png", _first_mask())
+    (root / "videos.csv").write_text("name,video,mask\na,a.mp4,mask.png\nlong,long.mp4,mask.png\n"
+                                     "c,c.mp4,mask.png\n")
+    return root
+
+
+@pytest.mark.slow  # one fresh process per signal (imports, model load): 10-30 s on 2 cores
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_ends_typed_and_leaves_no_done_marker_for_the_unfinished_video(
+        long_clips: Path, tmp_path: Path, signum: int, code: int) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "stcorr", "propagate-many", "--manifest", str(long_clips / "videos.csv"),
+               "--out", str(out), "--confidence", "--overlay", *OPTIONS]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    masks = out / "long" / "masks"
+    try:
+        deadline = time.monotonic() + 240
+        while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= 3):
+            assert process.poll() is None and time.monotonic() < deadline, "the long video never started"
+            time.sleep(0.02)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == code, err
+    assert "error: interrupted" in err and "Traceback" not in err
+    assert (out / "a" / DONE_MARKER).is_file()
+    assert not (out / "long" / DONE_MARKER).exists() and not (out / "c").exists()
+    assert not (out / "summary.json").exists()
+    written = sorted(p.name for p in masks.glob("*.png"))
+    assert written == sorted(p.name for p in (out / "long" / "confidence").glob("*.png"))  # complete pairs
+    assert 3 <= len(written) < 120
+    assert not (out / "long" / "overlay.mp4").exists()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # temporary files removed
+
+    # the same command again skips a, redoes the unfinished video and does c
+    assert main(["propagate-many", "--manifest", str(long_clips / "videos.csv"), "--out", str(out),
+                 "--confidence", "--overlay", *OPTIONS]) == 0
+    status = {v["name"]: v["status"] for v in _summary(out)["videos"]}
+    assert status == {"a": "skipped", "long": "done", "c": "done"}
+    assert len(list(masks.glob("*.png"))) == 120 and (out / "long" / "overlay.mp4").is_file()

@@ -8,6 +8,11 @@
   the job's settings; a video whose marker matches is skipped, any other is redone from scratch (its earlier
   PNGs deleted first). ``overwrite`` redoes every video.
 - **Failures are per video**: an exception while a video runs is recorded and the next video starts.
+- **Safeguards** (those of ``stcorr propagate``, issue 22): ``DIR/<name>/`` that is, or holds, one of the row's
+  inputs is refused (that video's failure), and is locked while its video runs
+  (:func:`stcorr.io.claims.output_lock`), so ranks, or two jobs, never write one folder at once. An interrupt
+  (``KeyboardInterrupt``, which the command line raises for SIGINT and SIGTERM) is not a video's failure: it
+  ends the job, and the unfinished video has no done marker.
 - **Processes**: under ``torchrun`` each rank takes ``rows[rank::world_size]``
   (:class:`stcorr.distributed.Shard`), loads the model on its device and at the end all ranks exchange
   their records (gloo, CPU); rank 0 writes the summary. A rank that fails as a whole (e.g. its model cannot be
@@ -28,7 +33,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -38,11 +42,12 @@ from typing import Any
 
 import torch
 
-from stcorr._atomic import atomic_path
+from stcorr._atomic import atomic_path, remove_stale_temps
 from stcorr.batch_manifest import SUMMARY_NAME, ManifestRow
 from stcorr.distributed import BARRIER_TIMEOUT, Shard, gather_objects, process_group, shard_device
 from stcorr.errors import OutputWriteError, StcorrError
 from stcorr.features import Encoder
+from stcorr.io.claims import check_apart, output_lock
 from stcorr.propagation.options import PropagationOptions
 from stcorr.video_jobs import BarFactory, VideoRequest, run_video_job
 
@@ -135,17 +140,18 @@ def _write_marker(folder: Path, job: dict[str, str], frames: int, seconds: float
                        encoding="utf-8")
 
 
-_LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp")  # stcorr._atomic's temporary files
-
-
-def _start_over(folder: Path) -> None:
-    """Before a video is (re)done: drop its done marker and the temporary files a killed run left beside its
-    single-file outputs (PNG folders are emptied by the job itself)."""
-    (folder / DONE_MARKER).unlink(missing_ok=True)
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if entry.is_file() and _LEFTOVER.match(entry.name):
-                entry.unlink(missing_ok=True)
+@contextmanager
+def _video_folder(request: VideoRequest, folder: Path) -> Iterator[None]:
+    """``DIR/<name>`` while its video is (re)done: refused if it is, or holds, one of the video's inputs (the
+    job deletes and rewrites what it holds); locked for the block (:func:`~stcorr.io.claims.output_lock`, so
+    another run, or another rank given the same folder, fails on that video at once); its done marker and the
+    temporary files a killed run left beside its single-file outputs removed first (PNG folders are emptied
+    by the job itself)."""
+    check_apart(request.inputs, folders={"the video's output folder": folder})
+    with output_lock(folder):
+        (folder / DONE_MARKER).unlink(missing_ok=True)
+        remove_stale_temps(folder)
+        yield
 
 
 def _record(row: ManifestRow, status: str, *, frames: int | None = None, seconds: float | None = None,
@@ -196,14 +202,14 @@ def _run_one(row: ManifestRow, out: Path, settings: ManySettings, encoders: _Enc
              rank: int) -> dict[str, Any]:
     """Run one video; its record. Any exception is recorded (the job goes on); the marker comes last."""
     folder = out / row.name
+    request = _request(row, settings, folder)
     start = time.perf_counter()
     try:
-        _start_over(folder)
-        outcome = run_video_job(_request(row, settings, folder), folder, encoder=encoders,
-                                options=_options(row, settings), batch_size=settings.batch_size, overwrite=True,
-                                bar=bar)
-        seconds = time.perf_counter() - start
-        _write_marker(folder, _fingerprint(row, settings), outcome.frames, seconds)
+        with _video_folder(request, folder):
+            outcome = run_video_job(request, folder, encoder=encoders, options=_options(row, settings),
+                                    batch_size=settings.batch_size, overwrite=True, bar=bar)
+            seconds = time.perf_counter() - start
+            _write_marker(folder, _fingerprint(row, settings), outcome.frames, seconds)
     except Exception as exc:  # noqa: BLE001 - a failed video is recorded with its error; the next one starts
         logger.info("video %s (manifest line %d) failed: %s: %s", row.name, row.line, type(exc).__name__, exc)
         logger.debug("traceback of %s", row.name, exc_info=True)
@@ -258,22 +264,24 @@ def _run_batch(rows: list[ManifestRow], out: Path, settings: ManySettings, encod
     masks = [load_first_mask(r.mask, s.original_size, resize=r.resize_mask) for r, s in zip(requests, sources)]
     outputs = [MaskOutputs(out / row.name, overlay_path=r.overlay, overlay_dir=r.overlay_pngs,
                            write_confidence=r.confidence) for row, r in zip(rows, requests)]
-    for row, output in zip(rows, outputs):
-        _start_over(out / row.name)
-        output.claim(True)
-    steps = iter_propagate_batch(encoders(requests[0].model), sources, masks, options=_options(rows[0], settings),
-                                 max_side=requests[0].max_side)
-    with bar(max(len(s) for s in sources)) as progress, ExitStack() as stack:
-        writers = [stack.enter_context(o.writing(r.video, in_order=True, max_frames=r.max_frames))
-                   for o, r in zip(outputs, requests)]
-        for t, predictions in enumerate(steps):
-            for write, source, prediction in zip(writers, sources, predictions):
-                if prediction is not None:
-                    write(source.names[t], prediction.labels, prediction.confidence)
-            progress.update(1)
-    seconds = (time.perf_counter() - start) / len(rows)  # each video's share of the batch's time
-    for row, source in zip(rows, sources):
-        _write_marker(out / row.name, _fingerprint(row, settings), len(source), seconds)
+    with ExitStack() as folders:
+        for row, request, output in zip(rows, requests, outputs):
+            output.check(request.video, request.inputs)
+            folders.enter_context(_video_folder(request, out / row.name))
+            output.claim(True)
+        steps = iter_propagate_batch(encoders(requests[0].model), sources, masks,
+                                     options=_options(rows[0], settings), max_side=requests[0].max_side)
+        with bar(max(len(s) for s in sources)) as progress, ExitStack() as stack:
+            writers = [stack.enter_context(o.writing(r.video, in_order=True, max_frames=r.max_frames))
+                       for o, r in zip(outputs, requests)]
+            for t, predictions in enumerate(steps):
+                for write, source, prediction in zip(writers, sources, predictions):
+                    if prediction is not None:
+                        write(source.names[t], prediction.labels, prediction.confidence)
+                progress.update(1)
+        seconds = (time.perf_counter() - start) / len(rows)  # each video's share of the batch's time
+        for row, source in zip(rows, sources):
+            _write_marker(out / row.name, _fingerprint(row, settings), len(source), seconds)
     logger.info("videos %s: propagated together in %.1f s", ", ".join(row.name for row in rows), seconds * len(rows))
     return [_record(row, "done", frames=len(source), seconds=seconds, rank=rank) for row, source in zip(rows, sources)]
 

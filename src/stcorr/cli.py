@@ -52,7 +52,8 @@ def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazil
         return "installed" if module and util.find_spec(module) is not None else f"needs pip install {pip_name}"
     converted = release_dir(entry.name) / "model.safetensors"
     on_disk = converted.is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
-    return "on disk" if on_disk else "not on disk (Google Drive)"
+    pin = "" if entry.sha256 else ", unpinned"  # the authors publish no checksum for their Google Drive files
+    return f"on disk{pin}" if on_disk else f"not on disk (Google Drive{pin})"
 
 
 def _model_rows() -> list[dict]:
@@ -187,8 +188,21 @@ def _run_video_job(args: argparse.Namespace, **prompt: Path | None) -> int:
     return 0
 
 
+def _refuse_session_extras(args: argparse.Namespace) -> None:
+    """``--session`` replays the session's anchors and writes its masks only: options it would ignore are refused."""
+    ignored = [option for option, given in (("--mask", args.mask is not None), ("--frame", args.frame != 0),
+                                            ("--resize-mask", args.resize_mask), ("--confidence", args.confidence),
+                                            ("--overlay", args.overlay is not None),
+                                            ("--overlay-pngs", args.overlay_pngs is not None)) if given]
+    if ignored:
+        raise InputError(f"--session replays the session's own anchors and writes its masks only, so "
+                         f"{', '.join(ignored)} would be ignored; drop {'it' if len(ignored) == 1 else 'them'}, or "
+                         "use --mask without --session")
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
     if args.session is not None:
+        _refuse_session_extras(args)
         return _run_video_job(args, session=args.session)
     if args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
@@ -231,8 +245,9 @@ def _cmd_propagate_many(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     from stcorr.app import launch
 
+    allowed = [name for value in args.allowed_hosts for name in value.split(",")]
     launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side,
-           max_frames=args.max_frames, device=args.device)
+           max_frames=args.max_frames, device=args.device, allowed_hosts=allowed, max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -378,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
+    app.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES",
+                     help="also answer requests for these host names (comma-separated, repeatable; '*' = any). "
+                          "By default the app answers only localhost names and the --host address, which stops "
+                          "DNS-rebinding pages")
+    app.add_argument("--max-upload-mb", type=float, default=500, help="largest upload in MB (default 500)")
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
@@ -405,12 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for a typed stcorr error)."""
+    """Run the command line; returns the exit code (2 for a typed stcorr error, 130 after Ctrl-C, 143 after
+    SIGTERM)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from stcorr._signals import Interrupted, handled_interrupts
+
     try:
-        return args.func(args)
+        with handled_interrupts():
+            return args.func(args)
     except StcorrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: temporary files are gone, finished frames complete
+        print("error: interrupted; the frames written so far are complete, temporary files were removed",
+              file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130

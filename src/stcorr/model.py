@@ -454,7 +454,9 @@ def read_config(path: Path) -> dict[str, Any]:
     """A ``config.json`` as a dictionary (:class:`CheckpointError` if unreadable or not a JSON object)."""
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            exc = ValueError("its JSON is nested too deeply")
         raise CheckpointError(
             f"cannot read model config {path}: {exc}; expected UTF-8 JSON as written by save_pretrained "
             "or `stcorr convert`"

@@ -64,6 +64,11 @@ class VideoRequest:
                              f"--session, or points with `stcorr points`); got {given or 'none'}")
         return given[0]
 
+    @property
+    def inputs(self) -> list[str | os.PathLike[str]]:
+        """The paths the job reads (the video and its prompt's file): no output may be or hold one."""
+        return [path for path in (self.video, self.mask, self.session, self.points) if path is not None]
+
 
 @dataclass(frozen=True)
 class VideoOutcome:
@@ -80,7 +85,10 @@ def run_video_job(request: VideoRequest, out_dir: str | os.PathLike[str], *, enc
     Masks: ``masks/<frame>.png`` (+ ``confidence/``, overlays), see
     :func:`~stcorr.pipelines.propagate_video_mask`; a session: its masks (``masks/``); points:
     ``points.json`` and ``points.csv`` (+ overlay). Inputs are read and checked before the model is loaded.
-    Earlier PNGs in the output folders raise :class:`~stcorr.errors.OutputWriteError` unless ``overwrite``.
+    Outputs that are, or hold, one of the request's inputs raise :class:`~stcorr.errors.OutputWriteError`
+    before anything is read or written; ``out_dir`` is locked for the job
+    (:func:`~stcorr.io.claims.output_lock`: a second run into it fails at once); earlier PNGs in the output
+    folders raise :class:`~stcorr.errors.OutputWriteError` unless ``overwrite``.
     """
     jobs = {"mask": _mask_job, "session": _session_job, "points": _points_job}
     return jobs[request.kind](request, Path(out_dir), encoder=encoder, options=options, batch_size=batch_size,
@@ -90,8 +98,10 @@ def run_video_job(request: VideoRequest, out_dir: str | os.PathLike[str], *, enc
 def _mask_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, options: PropagationOptions,
               batch_size: int, overwrite: bool, bar: BarFactory) -> VideoOutcome:
     from stcorr.io.frames import open_frames
-    from stcorr.pipelines import load_first_mask, propagate_video_mask
+    from stcorr.pipelines import check_mask_job_outputs, load_first_mask, propagate_video_mask
 
+    check_mask_job_outputs(request.video, out, write_confidence=request.confidence, overlay_path=request.overlay,
+                           overlay_dir=request.overlay_pngs, inputs=request.inputs)  # before anything is loaded
     source = open_frames(request.video, max_frames=request.max_frames)
     mask = load_first_mask(request.mask, source.original_size, resize=request.resize_mask)
     model = encoder(request.model)
@@ -100,7 +110,7 @@ def _mask_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, optio
                                    max_frames=request.max_frames, overlay_path=request.overlay,
                                    overlay_dir=request.overlay_pngs, write_confidence=request.confidence,
                                    overwrite=overwrite, progress=progress.update, options=options,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, inputs=request.inputs)
     # HOOK (reliability.json, in progress): written here, or better per frame in pipelines.MaskOutputs (see
     # there), every video of `stcorr propagate-many` gets it too.
     lines = [f"wrote {job.frames} masks to {job.masks_dir}"]
@@ -115,19 +125,21 @@ def _session_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, op
                  batch_size: int, overwrite: bool, bar: BarFactory) -> VideoOutcome:
     """Rebuild the app's session from its anchors and options (``--model`` overrides its model), write every
     mask."""
+    from stcorr.io.claims import check_apart, claim_png_folder, output_lock
     from stcorr.io.frames import open_frames
-    from stcorr.pipelines import claim_png_folder
     from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
+    check_apart(request.inputs, folders={"the masks folder": out / "masks"})
     data = read_session_file(request.session)
-    claim_png_folder(out / "masks", overwrite)  # refuse an earlier run's PNGs before loading anything
-    model_name = request.model if request.model is not None else data.get("model_name")
-    max_frames = request.max_frames if request.max_frames is not None else data.get("max_frames")
-    frames = open_frames(request.video, max_frames=max_frames)
-    session = PropagationSession.from_dict(data, encoder(model_name), frames)
-    with bar(len(session.stale_frames())) as progress:
-        masks_dir = write_session_masks(session, out / "masks", progress=progress.update, overwrite=overwrite)
+    with output_lock(out):
+        claim_png_folder(out / "masks", overwrite)  # refuse an earlier run's PNGs before loading anything
+        model_name = request.model if request.model is not None else data.get("model_name")
+        max_frames = request.max_frames if request.max_frames is not None else data.get("max_frames")
+        frames = open_frames(request.video, max_frames=max_frames)
+        session = PropagationSession.from_dict(data, encoder(model_name), frames)
+        with bar(len(session.stale_frames())) as progress:
+            masks_dir = write_session_masks(session, out / "masks", progress=progress.update, overwrite=overwrite)
     line = (f"replayed {request.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
             f"wrote {session.num_frames} masks to {masks_dir}")
     return VideoOutcome(session.num_frames, (line,))
@@ -146,7 +158,7 @@ def _points_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, opt
         path = track_video_points(model, request.video, points, names, out, start=request.frame,
                                   max_side=request.max_side, max_frames=request.max_frames,
                                   overlay_path=request.overlay, progress=progress.update, options=options,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, inputs=request.inputs)
     lines = [f"wrote {path} and {path.with_suffix('.csv')}"]
     if request.overlay:
         lines.append(f"wrote overlay video {request.overlay}")
