@@ -29,7 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("stcorr.model",)),
     ("weights loader", ("stcorr.baselines", "stcorr.loading")),
     ("metrics", ("stcorr.metrics",)),
-    ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app")),
+    ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app",
+                      "stcorr.video_jobs", "stcorr.batch_manifest", "stcorr.batch")),
     ("entry points", ("stcorr.cli", "stcorr.__main__", "stcorr")),
 ]
 

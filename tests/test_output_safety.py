@@ -285,6 +285,33 @@ def test_lock_is_released_when_the_holder_ends(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_lock_nests_in_its_thread_only(tmp_path):
+    """`propagate-many` holds a video's folder while the video's own job locks it again (same thread); another
+    thread is refused like another process, until the outermost block ends."""
+    import threading
+
+    def lock_elsewhere() -> list[Exception]:
+        errors: list[Exception] = []
+
+        def attempt() -> None:
+            try:
+                with output_lock(tmp_path / "o"):
+                    pass
+            except OutputWriteError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+        return errors
+
+    with output_lock(tmp_path / "o"):
+        with output_lock(tmp_path / "o" / "."):
+            assert len(lock_elsewhere()) == 1
+        assert len(lock_elsewhere()) == 1  # the inner block's end does not release it
+    assert lock_elsewhere() == []
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_ends_typed_with_complete_pairs_and_no_temp_files(long_video, mask, tmp_path, signum, code):
     """B92-B95: Ctrl-C printed a traceback and left one mask without its confidence map; SIGTERM left the

@@ -34,6 +34,7 @@ from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "MaskJob",
+    "MaskOutputs",
     "propagate_video_mask",
     "track_video_points",
     "render_overlay_video",
@@ -122,34 +123,98 @@ def propagate_video_mask(
     (an interrupt of the command line waits for the pair). Overlay videos and other files are replaced
     atomically.
     """
-    masks_dir, confidence_dir = check_mask_job_outputs(video, out_dir, write_confidence=write_confidence,
-                                                       overlay_path=overlay_path, overlay_dir=overlay_dir,
-                                                       inputs=inputs)
+    outputs = MaskOutputs(out_dir, overlay_path=overlay_path, overlay_dir=overlay_dir,
+                          write_confidence=write_confidence)
+    outputs.check(video, inputs)
     session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     if mask.shape != session.frame_size:
         raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
-    with _locked(out_dir, overlay_dir):
-        for folder in (masks_dir, confidence_dir, overlay_dir):
-            if folder is not None:
-                claim_png_folder(Path(folder), overwrite)
+    with outputs.locked():
+        outputs.claim(overwrite)
         session.add_mask(start, mask)
-        streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
-        with _streamed_overlay(video, streamed, max_frames) as draw:
+        # frames come in video order when start is 0: the overlay is then drawn as they come
+        with outputs.writing(video, in_order=start == 0, max_frames=max_frames) as write:
             for prediction in session.propagate():
-                name = session.frame_names[prediction.t]
-                with uninterrupted():
-                    write_mask_png(masks_dir / f"{name}.png", prediction.labels)
-                    if confidence_dir is not None:
-                        write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
-                draw(prediction.labels)
+                write(session.frame_names[prediction.t], prediction.labels, prediction.confidence)
                 if progress:
                     progress(1)
-        if overlay_path is not None and streamed is None:
-            render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames)
-        written = Path(overlay_path) if overlay_path is not None else None
-        if overlay_dir is not None:
-            write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
-    return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
+    return outputs.job(session.num_frames)
+
+
+class MaskOutputs:
+    """One video's mask outputs as :func:`propagate_video_mask` writes them: ``out_dir/masks/<frame>.png``,
+    optionally ``out_dir/confidence/<frame>.png``, an overlay mp4 and a folder of overlay PNGs.
+
+    Shared by every writer of per-video mask outputs (one video, or several propagated together), so they
+    write the same files with the same safeguards. Use: :meth:`check` (before anything is loaded), then
+    :meth:`locked` around :meth:`claim`, :meth:`writing` (around the predictions) and :meth:`job`.
+    """
+
+    # HOOK: a per-video output computed from every frame's result (e.g. reliability.json) belongs in `writing`,
+    # so that `stcorr propagate` and both paths of `stcorr propagate-many` (one video, batched) write it.
+
+    def __init__(self, out_dir: str | os.PathLike[str], *, overlay_path: str | os.PathLike[str] | None = None,
+                 overlay_dir: str | os.PathLike[str] | None = None, write_confidence: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.masks_dir = self.out_dir / "masks"
+        self.confidence_dir = self.out_dir / "confidence" if write_confidence else None
+        self.overlay_path = Path(overlay_path) if overlay_path is not None else None
+        self.overlay_dir = Path(overlay_dir) if overlay_dir is not None else None
+
+    def check(self, video: Any, inputs: Sequence[str | os.PathLike[str] | None] = ()) -> None:
+        """Refuse outputs that are, or hold, an input (``video`` or one of ``inputs``) or share a path
+        (:func:`~stcorr.io.claims.check_apart`); nothing is created or deleted."""
+        check_apart([_path_of(video), *inputs],
+                    folders={"the masks folder": self.masks_dir, "the confidence folder": self.confidence_dir,
+                             "the overlay PNG folder (--overlay-pngs)": self.overlay_dir},
+                    files={"the overlay video (--overlay)": self.overlay_path})
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold :func:`~stcorr.io.claims.output_lock` on ``out_dir`` (and on the overlay PNG folder when it lies
+        outside) for the block: a second run into them fails at once."""
+        chosen: list[Path] = []
+        for folder in (self.out_dir, self.overlay_dir):
+            if folder is None:
+                continue
+            real = Path(os.path.realpath(folder))
+            if not any(real == other or other in real.parents for other in chosen):
+                chosen.append(real)
+        with ExitStack() as stack:
+            for folder in chosen:
+                stack.enter_context(output_lock(folder))
+            yield
+
+    def claim(self, overwrite: bool) -> None:
+        """Refuse PNG folders holding an earlier run's PNGs (:func:`claim_png_folder`); ``overwrite`` empties them."""
+        for folder in (self.masks_dir, self.confidence_dir, self.overlay_dir):
+            if folder is not None:
+                claim_png_folder(folder, overwrite)
+
+    @contextmanager
+    def writing(self, video: Any, *, in_order: bool, max_frames: int | None
+                ) -> Iterator[Callable[[str, np.ndarray, np.ndarray | None], None]]:
+        """A function ``write(frame name, labels, confidence)`` for each prediction; ``in_order`` (frames come
+        0, 1, 2, ...) draws the overlay video as they come, else it is rendered from the masks at the end. A
+        frame's mask and confidence map are written together (an interrupt of the command line waits for the
+        pair)."""
+        streamed = self.overlay_path if in_order else None
+        with _streamed_overlay(video, streamed, max_frames) as draw:
+            def write(name: str, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+                with uninterrupted():
+                    write_mask_png(self.masks_dir / f"{name}.png", labels)
+                    if self.confidence_dir is not None:
+                        write_confidence_png(self.confidence_dir / f"{name}.png", confidence)
+                draw(labels)
+
+            yield write
+        if self.overlay_path is not None and streamed is None:
+            render_overlay_video(video, self.masks_dir, self.overlay_path, max_frames=max_frames)
+        if self.overlay_dir is not None:
+            write_overlay_pngs(video, self.masks_dir, self.overlay_dir, max_frames=max_frames)
+
+    def job(self, frames: int) -> MaskJob:
+        return MaskJob(self.masks_dir, self.confidence_dir, self.overlay_path, frames)
 
 
 def check_mask_job_outputs(video: Any, out_dir: str | os.PathLike[str], *, write_confidence: bool = False,
@@ -157,31 +222,11 @@ def check_mask_job_outputs(video: Any, out_dir: str | os.PathLike[str], *, write
                            overlay_dir: str | os.PathLike[str] | None = None,
                            inputs: Sequence[str | os.PathLike[str] | None] = ()) -> tuple[Path, Path | None]:
     """The masks and confidence folders of :func:`propagate_video_mask`, once checked to be apart from the
-    inputs and from each other (:func:`~stcorr.io.claims.check_apart`); nothing is created or deleted."""
-    masks_dir = Path(out_dir) / "masks"
-    confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
-    check_apart([_path_of(video), *inputs],
-                folders={"the masks folder": masks_dir, "the confidence folder": confidence_dir,
-                         "the overlay PNG folder (--overlay-pngs)": overlay_dir},
-                files={"the overlay video (--overlay)": overlay_path})
-    return masks_dir, confidence_dir
-
-
-@contextmanager
-def _locked(*folders: str | os.PathLike[str] | None) -> Iterator[None]:
-    """Hold :func:`~stcorr.io.claims.output_lock` on each distinct folder (a folder inside another locked one
-    is covered by it)."""
-    chosen: list[Path] = []
-    for folder in folders:
-        if folder is None:
-            continue
-        real = Path(os.path.realpath(folder))
-        if not any(real == other or other in real.parents for other in chosen):
-            chosen.append(real)
-    with ExitStack() as stack:
-        for folder in chosen:
-            stack.enter_context(output_lock(folder))
-        yield
+    inputs and from each other (:meth:`MaskOutputs.check`); nothing is created or deleted."""
+    outputs = MaskOutputs(out_dir, overlay_path=overlay_path, overlay_dir=overlay_dir,
+                          write_confidence=write_confidence)
+    outputs.check(video, inputs)
+    return outputs.masks_dir, outputs.confidence_dir
 
 
 @contextmanager

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,19 +84,45 @@ def check_apart(inputs: Iterable[PathLike | None], *, folders: Mapping[str, Path
             )
 
 
+_held: dict[tuple[int, str], int] = {}  # (thread, real folder) -> depth of output_lock blocks holding it
+
+
 @contextmanager
 def output_lock(folder: PathLike) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the block; yield the folder.
 
-    Another process holding it raises :class:`OutputWriteError` at once (no waiting). The lock file
-    ``.stcorr.lock`` stays in the folder (removing it would race with a run about to lock it); the lock itself
-    ends with the block or the process, even a killed one.
+    Another process (or another thread) holding it raises :class:`OutputWriteError` at once (no waiting). The
+    thread that holds it may enter the block again, nested (e.g. a batch job holding a video's folder while
+    the video's own job locks it). The lock file ``.stcorr.lock`` stays in the folder (removing it would race
+    with a run about to lock it); the lock itself ends with the outermost block or the process, even a killed
+    one.
     """
     folder = Path(folder)
-    lock_path = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write into {folder}: {exc.strerror or exc}; choose a writable folder") from exc
+    key = (threading.get_ident(), os.path.realpath(folder))
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield folder
+        finally:
+            _held[key] -= 1
+        return
+    with _flock(folder):
+        _held[key] = 1
+        try:
+            yield folder
+        finally:
+            del _held[key]
+
+
+@contextmanager
+def _flock(folder: Path) -> Iterator[None]:
+    """``fcntl.flock`` on ``folder/.stcorr.lock`` for the block, the holder's pid written into the file."""
+    try:
+        descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         raise OutputWriteError(f"cannot write into {folder}: {exc.strerror or exc}; choose a writable folder") from exc
     try:
@@ -110,7 +137,7 @@ def output_lock(folder: PathLike) -> Iterator[Path]:
                 ) from None
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-        yield folder
+        yield
     finally:
         os.close(descriptor)  # also releases the lock
 
