@@ -54,7 +54,7 @@ _MAX_SEEDS = 200
 class PointBenchmarkConfig:
     """What the point benchmark runs; :meth:`quick` is the reduced version used by the tests."""
 
-    videos: int = 8
+    videos: int = 6
     first_seed: int = 0
     fit_seed: int = 1000  # the visibility model is fitted on scenes from this seed on
     num_frames: int = 24
