@@ -10,7 +10,6 @@ from stcorr.eval.point_benchmark import (
     benchmark_videos,
     fit_visibility,
     point_video,
-    run_point_benchmark,
 )
 from stcorr.eval.synthetic import make_video
 
@@ -57,14 +56,18 @@ def test_fit_recovers_a_known_logistic_model() -> None:
     assert only.w_cycle == 0.0 and only.w_sim > 0
 
 
-def test_quick_run_rows() -> None:
-    from stcorr.loading import load_encoder
+def test_quick_run_from_the_command_line(tmp_path, capsys) -> None:
+    """``python -m stcorr.eval offline --quick --points-only``: rows with visibility and "all visible"."""
+    import json
 
-    report = run_point_benchmark({"efficientnet-lite0": load_encoder("efficientnet-lite0", device="cpu")},
-                                 config=PointBenchmarkConfig.quick())
-    assert list(report.rows) == ["efficientnet-lite0", "efficientnet-lite0, all visible"]
-    ours, all_visible = report.rows["efficientnet-lite0"]["first"], report.rows["efficientnet-lite0, all visible"]["first"]
+    from stcorr.eval.cli import main
+
+    out = tmp_path / "points.json"
+    assert main(["offline", "--quick", "--points-only", "--baselines", "--models", "efficientnet-lite0",
+                 "--json", str(out)]) == 0
+    assert "| efficientnet-lite0, all visible |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["points"]["rows"]
+    assert list(rows) == ["efficientnet-lite0", "efficientnet-lite0, all visible"]
+    ours, all_visible = rows["efficientnet-lite0"]["first"], rows["efficientnet-lite0, all visible"]["first"]
     assert ours["average_pts_within_thresh"] == all_visible["average_pts_within_thresh"]  # the same tracks
     assert ours["occlusion_accuracy"] > all_visible["occlusion_accuracy"]
-    table = report.to_markdown()
-    assert "| efficientnet-lite0, all visible |" in table and "first: AJ" in table

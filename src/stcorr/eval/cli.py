@@ -38,8 +38,8 @@ from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset
 from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, shard_device, shard_from_env
 from stcorr.errors import StcorrError
 from stcorr.eval import predict
-from stcorr.eval.offline import BASELINE_METHODS, HELD_STILL, OfflineConfig, default_models, run_offline
-from stcorr.eval.point_benchmark import PointBenchmarkConfig, run_point_benchmark
+from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, default_models, run_offline
+from stcorr.eval.point_benchmark import POINT_METHODS, PointBenchmarkConfig, run_point_benchmark
 from stcorr.eval import tapvid
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
@@ -144,7 +144,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
             data = report.to_json()
         if not args.no_points:
             models = default_models() if args.models is None else args.models
-            names = [name for name in [*baselines, *models] if name != HELD_STILL]
+            names = [name for name in baselines if name in POINT_METHODS] + list(models)
             encoders = {name: load_encoder(name, device=args.device) for name in dict.fromkeys(names)}
             points = PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()
             if encoders:
