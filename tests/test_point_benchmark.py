@@ -46,14 +46,18 @@ def test_fit_recovers_a_known_logistic_model() -> None:
     rng = np.random.default_rng(0)
     similarity = rng.uniform(0, 1, 20000)
     cycle = rng.uniform(0, 30, 20000)
-    logit = -1.0 + 6.0 * similarity - 1.2 * np.log1p(cycle)
+    best = rng.uniform(0, 1, 20000)
+    logit = -1.0 + 6.0 * similarity - 1.2 * np.log1p(cycle) + 2.0 * best
     visible = rng.random(20000) < 1 / (1 + np.exp(-logit))
-    fitted = fit_visibility(similarity, cycle, visible)
+    fitted = fit_visibility(similarity, cycle, best, visible)
     assert fitted.bias == pytest.approx(-1.0, abs=0.3)
     assert fitted.w_sim == pytest.approx(6.0, abs=0.4)
     assert fitted.w_cycle == pytest.approx(1.2, abs=0.15)
-    only = fit_visibility(similarity, cycle, visible, use=(True, False))
-    assert only.w_cycle == 0.0 and only.w_sim > 0
+    assert fitted.w_best == pytest.approx(2.0, abs=0.3)
+    probability = fitted.probability(similarity, cycle, best)
+    assert abs(probability.mean() - visible.mean()) < 0.01  # calibrated in the large
+    only = fit_visibility(similarity, cycle, best, visible, use=("similarity",))
+    assert only.w_cycle == 0.0 and only.w_best == 0.0 and only.w_sim > 0
 
 
 def test_quick_run_from_the_command_line(tmp_path, capsys) -> None:

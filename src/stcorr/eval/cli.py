@@ -39,7 +39,7 @@ from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, sh
 from stcorr.errors import StcorrError
 from stcorr.eval import predict
 from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, default_models, run_offline
-from stcorr.eval.point_benchmark import POINT_METHODS, PointBenchmarkConfig, run_point_benchmark
+from stcorr.eval.point_benchmark import POINT_METHODS, PointBenchmarkConfig, fit_and_ablate, run_point_benchmark
 from stcorr.eval import tapvid
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
@@ -134,6 +134,10 @@ def _cmd_jhmdb(args: argparse.Namespace) -> int:
 
 
 def _cmd_offline(args: argparse.Namespace) -> int:
+    if args.fit_visibility:
+        name = (args.models or default_models() or ["efficientnet-lite0"])[0]
+        print(fit_and_ablate(name, PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()))
+        return 0
     config = OfflineConfig.quick() if args.quick else OfflineConfig()
     baselines = BASELINE_METHODS if args.baselines is None else args.baselines
     data: dict[str, Any] = {}
@@ -327,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     points_group.add_argument("--no-points", action="store_true",
                               help="skip the point benchmark (tracks with occlusion, TAP-Vid metrics)")
     points_group.add_argument("--points-only", action="store_true", help="run only the point benchmark")
+    points_group.add_argument("--fit-visibility", action="store_true",
+                              help="fit the visibility model on the point benchmark's fitting scenes (the first of "
+                              "--models, default the embedded model) and score it and its ablations")
     offline_parser.set_defaults(func=_cmd_offline)
     return parser
 

@@ -12,12 +12,12 @@ Every method tracks the TAP-Vid queries (``first`` and ``strided``, :mod:`stcorr
 tracks with every point called visible ("all visible", what a tracker without visibility reports).
 
 The visibility model's constants (:data:`stcorr.propagation.tracking.DEFAULT_VISIBILITY`) are fitted on other
-scenes (``fit_seed``, disjoint from the scored ones) by ``python -m stcorr.eval.point_benchmark --fit``.
+scenes (from ``fit_seed`` on, disjoint from the scored ones) by ``python -m stcorr.eval offline --fit-visibility``, which
+also scores the fitted model and its ablations (one term, or similarity + cycle).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Sequence
@@ -30,7 +30,7 @@ from stcorr.eval.sources import photo_library
 from stcorr.eval.synthetic import SyntheticVideo, make_video
 from stcorr.eval.tapvid import Queries, TapVidVideo, predict_video, sample_queries, score_video
 from stcorr.features import Encoder
-from stcorr.metrics.tapvid import mean_metrics
+from stcorr.metrics.tapvid import evaluation_mask, mean_metrics
 from stcorr.propagation.tracking import DEFAULT_VISIBILITY, VisibilityModel
 
 __all__ = [
@@ -39,6 +39,10 @@ __all__ = [
     "point_video",
     "benchmark_videos",
     "fit_visibility",
+    "fit_on_scenes",
+    "fit_and_ablate",
+    "TERMS",
+    "ABLATIONS",
     "run_point_benchmark",
     "POINT_METHODS",
 ]
@@ -118,37 +122,32 @@ def benchmark_videos(config: PointBenchmarkConfig, first_seed: int | None = None
 # Visibility: fitting the logistic model
 
 
-def _design(similarity: np.ndarray, cycle: np.ndarray, use: tuple[bool, bool]) -> np.ndarray:
-    columns = [np.ones_like(similarity)]
-    if use[0]:
-        columns.append(similarity)
-    if use[1]:
-        columns.append(-np.log1p(cycle))
-    return np.stack(columns, axis=1).astype(np.float64)
+TERMS = ("similarity", "cycle", "best")
+"""The measures a visibility model may use: appearance, cycle consistency, presence (see
+:mod:`stcorr.propagation.tracking`)."""
 
 
-def fit_visibility(similarity: np.ndarray, cycle: np.ndarray, visible: np.ndarray,
-                   use: tuple[bool, bool] = (True, True), iterations: int = 50) -> VisibilityModel:
-    """Logistic regression (Newton's method, a small ridge) of ``visible`` on similarity and log1p(cycle error).
-
-    ``use`` = (similarity, cycle error): the terms in the model (the other weight is 0).
-    """
-    x = _design(np.ravel(similarity), np.ravel(cycle), use)
+def fit_visibility(similarity: np.ndarray, cycle: np.ndarray, best: np.ndarray, visible: np.ndarray,
+                   use: Sequence[str] = TERMS, iterations: int = 50) -> VisibilityModel:
+    """Logistic regression (Newton's method, a tiny ridge) of ``visible`` on the terms of ``use``: similarity,
+    ``-log1p(cycle error)`` and best similarity; the weights of the other terms are 0."""
+    unknown = set(use) - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown terms {sorted(unknown)}; expected some of {TERMS}")
+    values = {"similarity": np.ravel(similarity), "cycle": -np.log1p(np.ravel(cycle)), "best": np.ravel(best)}
+    x = np.stack([np.ones_like(values["similarity"])] + [values[t] for t in TERMS if t in use], axis=1)
+    x = x.astype(np.float64)
     y = np.ravel(visible).astype(np.float64)
     w = np.zeros(x.shape[1])
     ridge = 1e-6 * len(y) * np.eye(len(w))
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        gradient = x.T @ (p - y) + ridge @ w
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + ridge
-        step = np.linalg.solve(hessian, gradient)
+        step = np.linalg.solve((x * (p * (1 - p))[:, None]).T @ x + ridge, x.T @ (p - y) + ridge @ w)
         w -= step
         if np.abs(step).max() < 1e-10:
             break
-    weights = iter(w[1:])
-    w_sim = float(next(weights)) if use[0] else 0.0
-    w_cycle = float(next(weights)) if use[1] else 0.0
-    return VisibilityModel(float(w[0]), w_sim, w_cycle)
+    fitted = dict(zip([t for t in TERMS if t in use], (float(v) for v in w[1:])))
+    return VisibilityModel(float(w[0]), fitted.get("similarity", 0.0), fitted.get("cycle", 0.0), fitted.get("best", 0.0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,6 +162,7 @@ class _Tracked:
     tracks: np.ndarray  # (n, T, 2) raster
     similarity: np.ndarray  # (n, T)
     cycle: np.ndarray  # (n, T)
+    best: np.ndarray  # (n, T)
 
 
 def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str) -> list[_Tracked]:
@@ -170,7 +170,7 @@ def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str) -> list
     for video in videos:
         queries = sample_queries(video, mode)
         tracks, _, raw = predict_video(model, video.video, queries.query_points, "256")
-        out.append(_Tracked(queries, tracks, raw.similarity.T, raw.cycle_error.T))
+        out.append(_Tracked(queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
     return out
 
 
@@ -180,7 +180,7 @@ def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel |
         if visibility is None:
             occluded = np.zeros(item.tracks.shape[:2], bool)
         else:
-            occluded = visibility.probability(item.similarity, item.cycle) < 0.5
+            occluded = visibility.probability(item.similarity, item.cycle, item.best) < 0.5
             query_frames = item.queries.query_points[:, 0].astype(int)
             occluded[np.arange(len(occluded)), query_frames] = False
         per_video.append({k: np.array([v]) for k, v in score_video(item.queries, item.tracks, occluded,
@@ -246,58 +246,42 @@ def run_point_benchmark(
     return PointBenchmarkReport(config, rows, _video_info(videos), seconds)
 
 
-def _fit(model_name: str, config: PointBenchmarkConfig) -> dict[str, VisibilityModel]:
-    """Visibility models (both terms, similarity only, cycle only) fitted on the fitting scenes."""
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "similarity only": ("similarity",),
+    "cycle only": ("cycle",),
+    "presence only": ("best",),
+    "similarity + cycle": ("similarity", "cycle"),
+}
+
+
+def fit_on_scenes(model: Encoder, config: PointBenchmarkConfig) -> dict[str, VisibilityModel]:
+    """Visibility models fitted on the fitting scenes (from ``config.fit_seed``, disjoint from the scored ones):
+    ``"all terms"`` and the :data:`ABLATIONS`."""
+    videos = benchmark_videos(config, first_seed=config.fit_seed)
+    columns: dict[str, list[np.ndarray]] = {"similarity": [], "cycle": [], "best": [], "visible": []}
+    for mode in config.query_modes:
+        for item in _track_all(model, videos, mode):
+            scored = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
+            for key, values in (("similarity", item.similarity), ("cycle", item.cycle), ("best", item.best),
+                                ("visible", ~item.queries.occluded)):
+                columns[key].append(values[scored])
+    sim, cycle, best, visible = (np.concatenate(columns[k]) for k in ("similarity", "cycle", "best", "visible"))
+    fitted = {"all terms": fit_visibility(sim, cycle, best, visible)}
+    fitted.update({name: fit_visibility(sim, cycle, best, visible, terms) for name, terms in ABLATIONS.items()})
+    return fitted
+
+
+def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmarkConfig()) -> str:
+    """Fit the visibility models on the fitting scenes (:func:`fit_on_scenes`) and score each on the scored
+    scenes: the fitted constants, then the table (``python -m stcorr.eval offline --fit-visibility``)."""
     from stcorr.loading import load_encoder
 
     model = load_encoder(model_name, device="cpu")
-    videos = benchmark_videos(config, first_seed=config.fit_seed)
-    sims, cycles, labels = [], [], []
-    for mode in config.query_modes:
-        for item in _track_all(model, videos, mode):
-            query_frames = item.queries.query_points[:, 0].astype(int)
-            scored = np.arange(item.tracks.shape[1])[None, :] != query_frames[:, None]
-            sims.append(item.similarity[scored])
-            cycles.append(item.cycle[scored])
-            labels.append(~item.queries.occluded[scored])
-    sim, cyc, vis = (np.concatenate(a) for a in (sims, cycles, labels))
-    return {
-        "both": fit_visibility(sim, cyc, vis),
-        "similarity only": fit_visibility(sim, cyc, vis, (True, False)),
-        "cycle only": fit_visibility(sim, cyc, vis, (False, True)),
-    }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stcorr.eval.point_benchmark [--fit] [--model NAME] [--quick]``: the table, or the fit."""
-    parser = argparse.ArgumentParser(prog="python -m stcorr.eval.point_benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None, help="model to run or fit on (default: the embedded model)")
-    parser.add_argument("--fit", action="store_true", help="fit the visibility model on the fitting scenes")
-    parser.add_argument("--ablation", action="store_true",
-                        help="also score visibility from similarity only and from cycle consistency only")
-    parser.add_argument("--quick", action="store_true", help="the reduced configuration")
-    args = parser.parse_args(argv)
-    from stcorr.loading import load_encoder
-    from stcorr.manifest import default_model_name
-
-    name = args.model or default_model_name()
-    config = PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()
-    if args.fit:
-        for label, model in _fit(name, config).items():
-            print(f"{label}: {model}")
-        return 0
-    models = {name: load_encoder(name, device="cpu")}
-    report = run_point_benchmark(models, config=config)
-    if args.ablation:
-        fitted = _fit(name, config)
-        videos = benchmark_videos(config)
-        for label in ("similarity only", "cycle only"):
-            tracked = {mode: _track_all(models[name], videos, mode) for mode in config.query_modes}
-            report.rows[f"{name}, {label}"] = {mode: _score(tracked[mode], mode, fitted[label])
-                                               for mode in config.query_modes}
-    print(report.to_markdown())
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    fitted = fit_on_scenes(model, config)
+    videos = benchmark_videos(config)
+    tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
+    rows = {f"{model_name}, {label}": {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
+            for label, visibility in fitted.items()}
+    rows[f"{model_name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
+    constants = "\n".join(f"{label}: {visibility}" for label, visibility in fitted.items())
+    return constants + "\n\n" + PointBenchmarkReport(config, rows, _video_info(videos)).to_markdown()

@@ -5,17 +5,19 @@ from its own query frame forwards to the last frame and backwards to frame 0. Qu
 pass (their heatmaps are channels of one propagation, each channel independent of the others: the kernel's
 affinities do not depend on the labels), and every frame is encoded once for all passes.
 
-Visibility is a two-part test at every frame t of a track, both against the query frame tq:
+Visibility is a three-part test at every frame t of a track, all against the query frame tq:
 
 - **appearance**: the cosine similarity between the feature at the tracked point (bilinear on the feature
   grid of frame t) and the query's feature at frame tq;
+- **presence**: the query feature's best cosine similarity over every cell of frame t (low when nothing in
+  frame t looks like the query any more, whatever the track did);
 - **cycle consistency**: the tracked point's feature is matched back into the whole query frame (best cell,
   sub-cell soft-argmax over its 3x3 neighbourhood, as :func:`~stcorr.propagation.matching.match_points`);
   ``cycle_error`` is the distance from that return point to the query, in pixels of the frame rescaled to
   256x256 (the TAP-Vid raster), so a point gone behind another object, whose tracked position now shows the
   occluder, returns elsewhere.
 
-``scores`` combine both into the estimated probability that the point is visible, a logistic model fitted on
+``scores`` combine the three into the estimated probability that the point is visible, a logistic model fitted on
 the offline point benchmark (:mod:`stcorr.eval.point_benchmark`; its fitting seeds are not its scoring seeds)
 and ``visible = scores >= 0.5``. The query frame itself is visible with score 1.
 """
@@ -45,23 +47,27 @@ CYCLE_RASTER = 256.0
 
 @dataclass(frozen=True)
 class VisibilityModel:
-    """``P(visible) = sigmoid(bias + w_sim * similarity - w_cycle * log1p(cycle_error))``.
+    """``P(visible) = sigmoid(bias + w_sim * similarity + w_best * best_similarity - w_cycle * log1p(cycle_error))``.
 
-    ``cycle_error`` in pixels at 256x256 (:data:`CYCLE_RASTER`). ``w_sim`` and ``w_cycle`` are >= 0, so a
-    point is less likely visible when it looks less like its query or returns farther from it.
+    ``cycle_error`` in pixels at 256x256 (:data:`CYCLE_RASTER`).
     """
 
     bias: float
     w_sim: float
     w_cycle: float
+    w_best: float = 0.0
 
-    def probability(self, similarity: np.ndarray, cycle_error: np.ndarray) -> np.ndarray:
+    def probability(self, similarity: np.ndarray, cycle_error: np.ndarray,
+                    best_similarity: np.ndarray | None = None) -> np.ndarray:
         logit = self.bias + self.w_sim * similarity - self.w_cycle * np.log1p(cycle_error)
+        if self.w_best:
+            logit = logit + self.w_best * best_similarity
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
 DEFAULT_VISIBILITY = VisibilityModel(bias=-2.0, w_sim=8.0, w_cycle=1.5)
-"""Fitted by ``python -m stcorr.eval.point_benchmark --fit`` on the embedded model (see that module)."""
+"""Fitted by ``python -m stcorr.eval offline --fit-visibility`` on the embedded model (see
+:mod:`stcorr.eval.point_benchmark`)."""
 
 
 @dataclass
@@ -72,6 +78,7 @@ class PointTracks:
     ``scores`` (T, N) float32, the estimated probability that the point is visible there (1 at its query
     frame); ``similarity`` (T, N) the cosine similarity of the tracked feature to the query's;
     ``cycle_error`` (T, N) pixels at 256x256 of the return match to the query frame (0 at the query frame);
+    ``best_similarity`` (T, N) the query feature's best cosine similarity over frame t;
     ``queries`` (N, 3) ``(t, x, y)`` as given.
     """
 
@@ -80,6 +87,7 @@ class PointTracks:
     scores: np.ndarray
     similarity: np.ndarray
     cycle_error: np.ndarray
+    best_similarity: np.ndarray
     queries: np.ndarray
 
 
@@ -122,8 +130,9 @@ class _QueryFrame:
                           geometry.stride)
         self.queries = _sample(features, cells)  # (N, C)
 
-    def measure(self, features: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(similarity, cycle_error at 256x256) of tracked ``points`` (N, 2, original pixels) in frame ``features``."""
+    def measure(self, features: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(similarity, cycle_error at 256x256, best similarity) of tracked ``points`` (N, 2, original pixels) in
+        frame ``features``."""
         cells = _to_cells(torch.from_numpy(_to_working(points, self.geometry)).float().to(features.device),
                           self.geometry.stride)
         tracked = _sample(features, cells)  # (N, C)
@@ -133,7 +142,9 @@ class _QueryFrame:
                                                 self.geometry.original[0] / self.geometry.working[0]]) - 0.5
         raster = torch.tensor([CYCLE_RASTER / self.geometry.original[1], CYCLE_RASTER / self.geometry.original[0]])
         error = ((original - torch.from_numpy(self.points).float()) * raster).norm(dim=1)
-        return similarity.cpu().numpy().astype(np.float32), error.numpy().astype(np.float32)
+        best = (self.queries @ features.flatten(1)).amax(dim=1)
+        return (similarity.cpu().numpy().astype(np.float32), error.numpy().astype(np.float32),
+                best.cpu().numpy().astype(np.float32))
 
     def _match_back(self, tracked: torch.Tensor, topk: int = 5, temperature: float = 0.07) -> torch.Tensor:
         """Working pixels (N, 2) of each feature's sub-cell match in the query frame."""
@@ -166,11 +177,13 @@ class _Features:
 def _track_from(
     features: _Features, t_query: int, points: np.ndarray, count: int, geometry: Geometry,
     options: PropagationOptions, progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One query frame's points through every frame: (T, n, 2) points, (T, n) similarity and cycle error."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One query frame's points through every frame: (T, n, 2) points, (T, n) similarity, cycle error and best
+    similarity."""
     tracks = np.zeros((count, len(points), 2), np.float32)
     similarity = np.ones((count, len(points)), np.float32)
     cycle = np.zeros((count, len(points)), np.float32)
+    best = np.ones((count, len(points)), np.float32)
     tracks[t_query] = points
     if progress:
         progress(1)
@@ -185,10 +198,10 @@ def _track_from(
         for t, feats in zip(order[1:], stream):
             grid_probs = propagator.step(feats)[0]
             tracks[t] = decode(t, grid_probs, "points", prompt.labels, geometry, options).points
-            similarity[t], cycle[t] = query.measure(feats, tracks[t])
+            similarity[t], cycle[t], best[t] = query.measure(feats, tracks[t])
             if progress:
                 progress(1)
-    return tracks, similarity, cycle
+    return tracks, similarity, cycle, best
 
 
 def track_points(
@@ -218,7 +231,7 @@ def track_points(
         max_side, size, resample: the working size (as :func:`stcorr.propagate_labels`); results come at the
             original size.
         batch_size, dtype, fusion_weights: feature extraction (see :func:`stcorr.extract_features`).
-        visibility: the :class:`VisibilityModel` turning similarity and cycle error into ``scores``.
+        visibility: the :class:`VisibilityModel` turning the three measures into ``scores``.
         progress: called with 1 for every frame tracked (T calls per query frame), e.g. a progress bar's update.
 
     Returns:
@@ -240,12 +253,13 @@ def track_points(
     points = np.zeros((count, n, 2), np.float32)
     similarity = np.ones((count, n), np.float32)
     cycle = np.zeros((count, n), np.float32)
+    best = np.ones((count, n), np.float32)
     for t_query in groups:
         members = np.flatnonzero(query_frames == t_query)
         group = _track_from(features, t_query, xy[members], count, geometry, opts, progress)
-        points[:, members], similarity[:, members], cycle[:, members] = group
-    scores = visibility.probability(similarity, cycle)
+        points[:, members], similarity[:, members], cycle[:, members], best[:, members] = group
+    scores = visibility.probability(similarity, cycle, best)
     at_query = np.arange(count)[:, None] == query_frames[None, :]
     scores[at_query] = 1.0
-    return PointTracks(points, scores >= 0.5, scores, similarity, cycle,
+    return PointTracks(points, scores >= 0.5, scores, similarity, cycle, best,
                        np.concatenate([query_frames[:, None].astype(np.float32), xy], axis=1))
