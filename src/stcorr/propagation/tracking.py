@@ -65,7 +65,7 @@ class VisibilityModel:
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-DEFAULT_VISIBILITY = VisibilityModel(bias=-2.0, w_sim=8.0, w_cycle=1.5)
+DEFAULT_VISIBILITY = VisibilityModel(bias=-6.663, w_sim=0.855, w_cycle=0.499, w_best=12.558)
 """Fitted by ``python -m stcorr.eval offline --fit-visibility`` on the embedded model (see
 :mod:`stcorr.eval.point_benchmark`)."""
 
