@@ -208,8 +208,8 @@ def predict_video(
     xy = query_points[:, [2, 1]] * scale - 0.5  # raster -> pixel centres at integers of the frames
     xy = np.clip(xy, 0, [width - 1, height - 1])
     queries = np.concatenate([np.round(query_points[:, :1]), xy], axis=1)
-    size = (RASTER, RASTER) if resolution == "256" else None
-    tracks = track_points(model, frames, queries, size=size, **track_options)
+    working = {"size": (RASTER, RASTER)} if resolution == "256" else {"max_side": 0}  # 0: the frames as stored
+    tracks = track_points(model, frames, queries, **working, **track_options)
     raster = (tracks.points.transpose(1, 0, 2) + 0.5) / scale
     return raster, ~tracks.visible.T, tracks
 

@@ -228,7 +228,8 @@ def track_points(
         queries: (N, 3) ``(t, x, y)``: each point's query frame (an integer) and position in it.
         options: :class:`~stcorr.propagation.options.PropagationOptions` (keywords such as ``context=`` or
             ``sigma=`` override its fields).
-        max_side, size, resample: the working size (as :func:`stcorr.propagate_labels`); results come at the
+        max_side, size, resample: the working size (as :func:`stcorr.propagate_labels`: by default 640 px on
+            the longest side on CPU, full size on accelerators; ``max_side=0`` full size); results come at the
             original size.
         batch_size, dtype, fusion_weights: feature extraction (see :func:`stcorr.extract_features`).
         visibility: the :class:`VisibilityModel` turning the three measures into ``scores``.
@@ -241,7 +242,7 @@ def track_points(
     """
     opts = resolve_options(options, **option_keywords)
     check_batch_size(batch_size)
-    source = working_source(frames, max_side=max_side, size=size, resample=resample)
+    source = working_source(frames, model, max_side=max_side, size=size, resample=resample)
     count = len(source)
     if count < 1:
         raise InputError("the video has no frames")
