@@ -127,3 +127,24 @@ def test_end_to_end(davis_file: Path, tmp_path: Path, capsys, mode: str) -> None
 def test_missing_file_exits_with_code_2(tmp_path: Path, capsys) -> None:
     assert main(["tapvid", "--data", str(tmp_path / "none.pkl"), "--model", "lab-pixels"]) == 2
     assert "no TAP-Vid file" in capsys.readouterr().err
+
+
+def test_torchrun_ranks_split_the_videos_and_rank0_scores(davis_file: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    single = tmp_path / "single.json"
+    common = ["--data", str(davis_file), "--model", "lab-pixels", "--radius", "4", "--context", "4"]
+    assert main(["tapvid", *common, "--json", str(single)]) == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    scores = tmp_path / "scores.json"
+    process = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "stcorr.eval", "tapvid", *common,
+         "--out", str(tmp_path / "out"), "--json", str(scores)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.count("<δavg") == 1  # only rank 0 scores
+    sharded, alone = json.loads(scores.read_text()), json.loads(single.read_text())
+    assert sharded["world_size"] == 2 and sharded["per_video"] == alone["per_video"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics-rank000.json", "metrics-rank001.json"]
