@@ -148,3 +148,15 @@ def test_torchrun_ranks_split_the_videos_and_rank0_scores(davis_file: Path, tmp_
     sharded, alone = json.loads(scores.read_text()), json.loads(single.read_text())
     assert sharded["world_size"] == 2 and sharded["per_video"] == alone["per_video"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics-rank000.json", "metrics-rank001.json"]
+
+
+def test_a_video_with_nothing_to_score_is_null_in_json(tmp_path: Path) -> None:
+    example = _example(3)
+    example["occluded"][:] = True
+    example["occluded"][0, -1] = False  # one track, visible at the last frame only: 'first' scores no frame
+    path = tmp_path / "tapvid_davis.pkl"
+    path.write_bytes(pickle.dumps({"last-only": example}))
+    out = tmp_path / "scores.json"
+    assert main(["tapvid", "--data", str(path), "--model", "lab-pixels", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["per_video"]["last-only"]["average_jaccard"] is None and data["mean"]["occlusion_accuracy"] is None

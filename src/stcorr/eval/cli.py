@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,9 +192,12 @@ def _cmd_tapvid(args: argparse.Namespace) -> int:
              f"{len(per_video)} videos, {args.model}")
     _print_table(title, {"AJ": summary["average_jaccard"], "<δavg": summary["average_pts_within_thresh"],
                          "OA": summary["occlusion_accuracy"]}, ".3f")
+    def finite(row: dict[str, float]) -> dict[str, float | None]:  # 0/0 (no scored point) is NaN: null in JSON
+        return {key: value if math.isfinite(value) else None for key, value in row.items()}
+
     data = {"data": str(args.data), "model": str(args.model), "query_mode": args.query_mode,
-            "resolution": args.resolution, "world_size": shard.world_size, "options": knobs, "mean": summary,
-            "per_video": per_video}
+            "resolution": args.resolution, "world_size": shard.world_size, "options": knobs, "mean": finite(summary),
+            "per_video": {name: finite(row) for name, row in per_video.items()}}
     return _finish(data, args)
 
 
