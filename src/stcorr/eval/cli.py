@@ -38,10 +38,9 @@ from stcorr._atomic import atomic_path
 from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset
 from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, shard_device, shard_from_env
 from stcorr.errors import StcorrError
-from stcorr.eval import predict
+from stcorr.eval import predict, tapvid
 from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, default_models, run_offline
 from stcorr.eval.point_benchmark import POINT_METHODS, PointBenchmarkConfig, fit_and_ablate, run_point_benchmark
-from stcorr.eval import tapvid
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
 from stcorr.metrics import jhmdb

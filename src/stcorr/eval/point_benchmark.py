@@ -12,8 +12,9 @@ Every method tracks the TAP-Vid queries (``first`` and ``strided``, :mod:`stcorr
 tracks with every point called visible ("all visible", what a tracker without visibility reports).
 
 The visibility model's constants (:data:`stcorr.propagation.tracking.DEFAULT_VISIBILITY`) are fitted on other
-scenes (from ``fit_seed`` on, disjoint from the scored ones) by ``python -m stcorr.eval offline --fit-visibility``, which
-also scores the fitted model and its ablations (one term, or similarity + cycle).
+scenes (from ``fit_seed`` on, disjoint from the scored ones) by
+``python -m stcorr.eval offline --fit-visibility``, which also scores the fitted model and its ablations (one
+term, or similarity + cycle).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def fit_visibility(similarity: np.ndarray, cycle: np.ndarray, best: np.ndarray, 
         if np.abs(step).max() < 1e-10:
             break
     fitted = dict(zip([t for t in TERMS if t in use], (float(v) for v in w[1:])))
-    return VisibilityModel(float(w[0]), fitted.get("similarity", 0.0), fitted.get("cycle", 0.0), fitted.get("best", 0.0))
+    return VisibilityModel(float(w[0]), fitted.get("similarity", 0.0), fitted.get("cycle", 0.0),
+                           fitted.get("best", 0.0))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Benchmark metrics: DAVIS J&F, VIP mIoU, JHMDB PCK and TAP-Vid, computed like the reference tools.
 
 The submodules are the reference: :mod:`stcorr.metrics.davis`, :mod:`stcorr.metrics.vip`,
-:mod:`stcorr.metrics.jhmdb` and :mod:`stcorr.metrics.tapvid`. They take arrays only; reading datasets is :mod:`stcorr.datasets`'s
-job and scoring result folders is :mod:`stcorr.eval`'s.
+:mod:`stcorr.metrics.jhmdb` and :mod:`stcorr.metrics.tapvid`. They take arrays only; reading datasets is
+:mod:`stcorr.datasets`'s job and scoring result folders is :mod:`stcorr.eval`'s.
 """
 
 from stcorr.metrics import davis, jhmdb, tapvid, vip
