@@ -128,7 +128,13 @@ def test_points_command(tmp_path, clip):
     assert data["point_names"] == ["sq", "bg"]
     assert abs(tracks[-1, 0, 0] - (36.0 + STEP * 11)) < 8 and abs(tracks[-1, 0, 1] - 48.0) < 8
     assert abs(tracks[-1, 1, 0] - 100.0) < 8
-    assert len((out / "points.csv").read_text().strip().splitlines()) == 1 + 12 * 2
+    csv_lines = (out / "points.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 12 * 2 and csv_lines[0].endswith(",point_name,visible")
+    visible = np.array(data["visible"])
+    assert visible.shape == (12, 2) and visible.dtype == bool and visible[0].all()
+    scores = np.array(data["scores"])
+    assert ((scores >= 0) & (scores <= 1)).all() and (scores[0] == 1).all()
+    assert (visible == (scores >= 0.5)).all()
     assert len(open_frames(out / "points.mp4")) == 12
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stcorr.propagation.matching import PointMatches, match_points
     from stcorr.propagation.options import PropagationOptions
     from stcorr.propagation.session import PropagationSession
+    from stcorr.propagation.tracking import PointTracks, track_points
 
 # public name -> the module that defines it
 _LAZY = {
@@ -55,6 +56,8 @@ _LAZY = {
     "PropagationSession": "stcorr.propagation.session",
     "match_points": "stcorr.propagation.matching",
     "PointMatches": "stcorr.propagation.matching",
+    "track_points": "stcorr.propagation.tracking",
+    "PointTracks": "stcorr.propagation.tracking",
 }
 
 __all__ = [
@@ -69,6 +72,8 @@ __all__ = [
     "propagate_labels",
     "iter_propagate",
     "match_points",
+    "track_points",
+    "PointTracks",
     "PropagationOptions",
     "PropagationSession",
     "FrameResult",

@@ -282,8 +282,10 @@ _POINTS_EXAMPLE = """example:
   echo '{"points": [[120, 80], [300, 210]], "point_names": ["nose", "hand"]}' > pts.json
   stcorr points --video clip.mp4 --points pts.json --out out/ --overlay out/points.mp4
 
-Writes out/points.json ({"frame_names", "point_names", "points": T x N x [x, y], "scores": T x N}) and
-out/points.csv. The older input key "names" for point names is still read.
+Writes out/points.json ({"frame_names", "point_names", "points": T x N x [x, y], "scores": T x N,
+"visible": T x N}) and out/points.csv (last column visible); a score is the estimated probability that the
+point is visible. The overlay draws hidden points as rings. The older input key "names" for point names is
+still read.
 """
 
 

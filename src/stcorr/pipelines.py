@@ -31,6 +31,7 @@ from stcorr.io.video import VideoWriter
 from stcorr.propagation.labels import resize_ids_nearest
 from stcorr.propagation.options import PropagationOptions
 from stcorr.propagation.session import PropagationSession
+from stcorr.propagation.tracking import track_points
 
 __all__ = [
     "MaskJob",
@@ -243,26 +244,29 @@ def _streamed_overlay(video: Any, path: str | os.PathLike[str] | None, max_frame
 
 
 def _overlay_frames(video: Any, masks_dir: str | os.PathLike[str] | None, points: np.ndarray | None,
-                    max_frames: int | None) -> Iterator[tuple[str, np.ndarray]]:
-    """(frame name, overlay image) per frame: the masks of ``masks_dir`` and/or ``points`` (T, N, 2) drawn."""
+                    max_frames: int | None, visible: np.ndarray | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(frame name, overlay image) per frame: the masks of ``masks_dir`` and/or ``points`` (T, N, 2) drawn
+    (points hidden according to ``visible`` (T, N) as rings)."""
     source = open_frames(video, max_frames=max_frames)
     for t, frame in enumerate(source):
         mask_file = Path(masks_dir) / f"{source.names[t]}.png" if masks_dir is not None else None
         has_mask = mask_file is not None and mask_file.is_file()
         ids = read_mask(mask_file) if has_mask else np.zeros(source.size, np.uint8)
-        yield source.names[t], overlay(frame, ids, points=None if points is None else points[t])
+        yield source.names[t], overlay(frame, ids, points=None if points is None else points[t],
+                                       point_visible=None if visible is None else visible[t])
 
 
 def render_overlay_video(video: Any, masks_dir: str | os.PathLike[str] | None, path: str | os.PathLike[str], *,
                          fps: float | None = None, points: np.ndarray | None = None,
-                         max_frames: int | None = None) -> Path:
+                         max_frames: int | None = None, point_visible: np.ndarray | None = None) -> Path:
     """Render an mp4 of ``video`` with the masks of ``masks_dir`` (named like the frames) blended on top.
 
-    ``points`` (T, N, 2) draws keypoints as dots instead of (or on top of) masks.
+    ``points`` (T, N, 2) draws keypoints as dots instead of (or on top of) masks; with ``point_visible``
+    (T, N) bool, hidden points as rings.
     """
     fps = fps or open_frames(video).fps or 10.0
     with VideoWriter(path, fps=fps) as writer:
-        for _, image in _overlay_frames(video, masks_dir, points, max_frames):
+        for _, image in _overlay_frames(video, masks_dir, points, max_frames, point_visible):
             writer.write(image)
     return Path(path)
 
@@ -292,28 +296,26 @@ def track_video_points(
     inputs: Sequence[str | os.PathLike[str]] = (),
     **option_keywords: Any,
 ) -> Path:
-    """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``.
+    """Track (x, y) points given at frame ``start`` (original pixels) with visibility
+    (:func:`~stcorr.propagation.tracking.track_points`); write ``points.json`` and ``points.csv``.
 
     Outputs that are an input (``video`` or one of ``inputs``, e.g. the points file) are refused first;
     ``out_dir`` is locked for the run (a second run into it fails at once)."""
     out = Path(out_dir)
     check_apart([_path_of(video), *inputs], files={"points.json": out / "points.json",
                                                   "points.csv": out / "points.csv", "the overlay video": overlay_path})
-    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
+    source = open_frames(video, max_frames=max_frames)
+    queries = np.concatenate([np.full((len(points), 1), start, np.float64), np.asarray(points, np.float64)], axis=1)
     with output_lock(out):
-        tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
-        scores = np.zeros((session.num_frames, len(points)), np.float32)
-        session.add_points(start, points)
-        for prediction in session.propagate():
-            valid = prediction.point_scores > 0
-            tracks[prediction.t] = np.where(valid[:, None], prediction.points, np.nan)
-            scores[prediction.t] = prediction.point_scores
-            if progress:
-                progress(1)
-        write_points_json(out / "points.json", tracks, scores, session.frame_names, point_names=names)
-        write_points_csv(out / "points.csv", tracks, scores, session.frame_names, point_names=names)
+        tracks = track_points(model, source, queries, options=options, max_side=max_side, batch_size=batch_size,
+                              progress=progress, **option_keywords)
+        write_points_json(out / "points.json", tracks.points, tracks.scores, source.names, point_names=names,
+                          visible=tracks.visible)
+        write_points_csv(out / "points.csv", tracks.points, tracks.scores, source.names, point_names=names,
+                         visible=tracks.visible)
         if overlay_path:
-            render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
+            render_overlay_video(video, None, overlay_path, points=tracks.points, max_frames=max_frames,
+                                 point_visible=tracks.visible)
     return out / "points.json"
 
 

@@ -1,11 +1,12 @@
-"""Evaluate on DAVIS-2017, VIP and JHMDB: ``python -m stcorr.eval {davis,vip,jhmdb,offline}``.
+"""Evaluate on DAVIS-2017, VIP, JHMDB and TAP-Vid: ``python -m stcorr.eval {davis,vip,jhmdb,tapvid,offline}``.
 
 Each benchmark subcommand scores either an existing result folder (``--results DIR``) or a model it
 first propagates with the benchmark's preset (``--model NAME|PATH --out DIR``, presets in
 :mod:`stcorr.eval.presets`, knobs overridable with ``--context --radius --topk --temperature``).
 Under ``torchrun`` each rank propagates a slice of the videos and rank 0 scores the merged folder
 (:mod:`stcorr.eval.sharding`). ``offline`` runs the benchmark that needs no dataset download
-(:mod:`stcorr.eval.offline`).
+(:mod:`stcorr.eval.offline`). ``tapvid`` tracks the queries of a released TAP-Vid file and scores them
+(:mod:`stcorr.eval.tapvid`).
 
 Result layouts (``--results DIR``, or what ``--model`` writes to ``--out DIR``) are those of
 :mod:`stcorr.eval.scoring`:
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +38,9 @@ from stcorr._atomic import atomic_path
 from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset
 from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, shard_device, shard_from_env
 from stcorr.errors import StcorrError
-from stcorr.eval import predict
-from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, run_offline
+from stcorr.eval import predict, tapvid
+from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, default_models, run_offline
+from stcorr.eval.point_benchmark import POINT_METHODS, PointBenchmarkConfig, fit_and_ablate, run_point_benchmark
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
 from stcorr.metrics import jhmdb
@@ -131,15 +134,70 @@ def _cmd_jhmdb(args: argparse.Namespace) -> int:
 
 
 def _cmd_offline(args: argparse.Namespace) -> int:
+    if args.fit_visibility:
+        name = (args.models or default_models() or ["efficientnet-lite0"])[0]
+        print(fit_and_ablate(name, PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()))
+        return 0
     config = OfflineConfig.quick() if args.quick else OfflineConfig()
+    baselines = BASELINE_METHODS if args.baselines is None else args.baselines
+    data: dict[str, Any] = {}
     try:
-        baselines = BASELINE_METHODS if args.baselines is None else args.baselines
-        report = run_offline(args.models, config=config, device=args.device, progress=True, baselines=baselines)
+        if not args.points_only:
+            report = run_offline(args.models, config=config, device=args.device, progress=True, baselines=baselines)
+            print(report.to_markdown())
+            data = report.to_json()
+        if not args.no_points:
+            models = default_models() if args.models is None else args.models
+            names = [name for name in baselines if name in POINT_METHODS] + list(models)
+            encoders = {name: load_encoder(name, device=args.device) for name in dict.fromkeys(names)}
+            points = PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()
+            if encoders:
+                point_report = run_point_benchmark(encoders, config=points)
+                print(point_report.to_markdown())
+                data["points"] = point_report.to_json()
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(report.to_markdown())
-    return _finish(report.to_json(), args)
+    return _finish(data, args)
+
+
+def _cmd_tapvid(args: argparse.Namespace) -> int:
+    videos = tapvid.load_tapvid(args.data)[: args.max_videos]
+    shard = shard_from_env()
+    if shard.distributed and args.out is None:
+        raise StcorrError("under torchrun, tapvid needs --out DIR (a folder every rank can write to)")
+    knobs = {name: getattr(args, name) for name in ("context", "radius", "topk", "temperature")
+             if getattr(args, name) is not None}
+    with process_group(shard, timeout=BARRIER_TIMEOUT):
+        succeeded = False
+        try:
+            model = load_encoder(args.model, device=shard_device(shard, args.device))
+            mine = videos[shard.rank :: shard.world_size]
+            per_video = tapvid.evaluate_videos(model, mine, args.query_mode, args.resolution,
+                                               progress=shard.is_main, batch_size=args.batch_size or 8, **knobs)
+            if args.out is not None:
+                tapvid.write_shard(per_video, args.out, shard.rank)
+            succeeded = True
+        finally:
+            everyone = all_succeeded(shard, succeeded)
+    if not everyone:
+        raise StcorrError(f"rank {shard.rank}: another rank failed (see its error); {args.out} is incomplete")
+    if not shard.is_main:
+        return 0
+    if shard.distributed:
+        per_video = tapvid.read_shards(args.out, shard.world_size)
+    summary = tapvid.summarize(per_video)
+    title = (f"TAP-Vid {Path(args.data).name}, {args.query_mode} queries, {args.resolution} resolution: "
+             f"{len(per_video)} videos, {args.model}")
+    _print_table(title, {"AJ": summary["average_jaccard"], "<δavg": summary["average_pts_within_thresh"],
+                         "OA": summary["occlusion_accuracy"]}, ".3f")
+    def finite(row: dict[str, float]) -> dict[str, float | None]:  # 0/0 (no scored point) is NaN: null in JSON
+        return {key: value if math.isfinite(value) else None for key, value in row.items()}
+
+    data = {"data": str(args.data), "model": str(args.model), "query_mode": args.query_mode,
+            "resolution": args.resolution, "world_size": shard.world_size, "options": knobs, "mean": finite(summary),
+            "per_video": {name: finite(row) for name, row in per_video.items()}}
+    return _finish(data, args)
 
 
 def _finish(data: dict[str, Any], args: argparse.Namespace) -> int:
@@ -182,7 +240,7 @@ def _add_common(parser: argparse.ArgumentParser, results_help: str) -> None:
 
 
 def _check_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not hasattr(args, "results"):  # offline
+    if not hasattr(args, "results"):  # offline, tapvid
         return
     if args.model is not None and args.out is None:
         parser.error("--model needs --out DIR, the folder the propagated results are written to")
@@ -224,6 +282,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jhmdb_parser.set_defaults(func=_cmd_jhmdb)
 
+    tapvid_parser = sub.add_parser(
+        "tapvid", help="TAP-Vid point tracking (AJ, <δavg, OA) on a released file: tapvid_davis.pkl, ...",
+        description="Track every query of a TAP-Vid file (tapnet's 'first' or 'strided' sampling) with the model "
+        "and score the tracks with the TAP-Vid metrics at 256x256.",
+    )
+    tapvid_parser.add_argument("--data", type=Path, required=True,
+                               help="tapvid_davis.pkl, tapvid_rgb_stacking.pkl, or the folder of Kinetics *.pkl")
+    tapvid_parser.add_argument("--model", required=True, help="model name, folder, checkpoint or baseline")
+    tapvid_parser.add_argument("--query-mode", choices=tapvid.QUERY_MODES, default="first",
+                               help="first: each track from its first visible frame (default); strided: every 5 "
+                               "frames")
+    tapvid_parser.add_argument("--resolution", choices=tapvid.RESOLUTIONS, default="256",
+                               help="256: the model sees 256x256 frames (default); full: the frames as stored, "
+                               "tracks rescaled to 256x256 (a separate category)")
+    tapvid_parser.add_argument("--out", type=Path, help="folder for per-rank metrics (needed under torchrun)")
+    tapvid_parser.add_argument("--json", type=Path, help="write the means and per-video metrics to this JSON file")
+    tapvid_parser.add_argument("--max-videos", type=int, help="only the first N videos (a quick check)")
+    tapvid_parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    tapvid_parser.add_argument("--batch-size", type=int, help="frames per encoder batch (default 8)")
+    tapvid_parser.add_argument("--context", type=int, help="preceding frames in the context (default 20)")
+    tapvid_parser.add_argument("--radius", type=int, help="search window half-width in feature cells (default 12)")
+    tapvid_parser.add_argument("--topk", type=int, help="candidates kept per position (default 10)")
+    tapvid_parser.add_argument("--temperature", type=float, help="softmax temperature (default 0.07)")
+    tapvid_parser.set_defaults(func=_cmd_tapvid)
+
     offline_parser = sub.add_parser(
         "offline",
         help="benchmark with no dataset download: real image pairs with exact GT and semi-synthetic videos",
@@ -247,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a reduced run (fewer and shorter videos, smaller pairs)"
     )
     offline_parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    points_group = offline_parser.add_mutually_exclusive_group()
+    points_group.add_argument("--no-points", action="store_true",
+                              help="skip the point benchmark (tracks with occlusion, TAP-Vid metrics)")
+    points_group.add_argument("--points-only", action="store_true", help="run only the point benchmark")
+    points_group.add_argument("--fit-visibility", action="store_true",
+                              help="fit the visibility model on the point benchmark's fitting scenes (the first of "
+                              "--models, default the embedded model) and score it and its ablations")
     offline_parser.set_defaults(func=_cmd_offline)
     return parser
 

@@ -94,10 +94,12 @@ def _point_colors(count: int, point_colors: ArrayLike | None) -> np.ndarray:
     return colors.astype(np.uint8)
 
 
-def _draw_dots(image: np.ndarray, points: np.ndarray, colors: np.ndarray, radius: float) -> None:
-    """Draw filled discs in place; points with a non-finite coordinate are skipped."""
+def _draw_dots(image: np.ndarray, points: np.ndarray, colors: np.ndarray, radius: float,
+               hollow: np.ndarray | None = None) -> None:
+    """Draw filled discs in place (rings where ``hollow``); points with a non-finite coordinate are skipped."""
     height, width = image.shape[:2]
-    for (x, y), color in zip(points, colors):
+    ring = max(1.0, radius / 3.0)
+    for i, ((x, y), color) in enumerate(zip(points, colors)):
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
         top, bottom = max(math.ceil(y - radius), 0), min(math.floor(y + radius) + 1, height)
@@ -106,7 +108,10 @@ def _draw_dots(image: np.ndarray, points: np.ndarray, colors: np.ndarray, radius
             continue
         rows = np.arange(top, bottom)[:, None]
         cols = np.arange(left, right)[None, :]
-        disc = (rows - y) ** 2 + (cols - x) ** 2 <= radius**2
+        squared = (rows - y) ** 2 + (cols - x) ** 2
+        disc = squared <= radius**2
+        if hollow is not None and hollow[i]:
+            disc &= squared > (radius - ring) ** 2
         image[top:bottom, left:right][disc] = color
 
 
@@ -119,6 +124,7 @@ def overlay(
     points: ArrayLike | None = None,
     point_colors: ArrayLike | None = None,
     point_radius: float | None = None,
+    point_visible: ArrayLike | None = None,
 ) -> np.ndarray:
     """Blend coloured masks (and optional keypoints) on a frame; return (H, W, 3) ``uint8``.
 
@@ -126,7 +132,8 @@ def overlay(
     ``(1 - alpha) * frame + alpha * colour``. With ``contours``, each object's inner 1 px boundary
     is drawn in its opaque colour. ``points`` (N, 2) (x, y) are drawn as filled discs of radius
     ``point_radius`` (default ``max(2, max(H, W) / 160)``), coloured by ``point_colors`` (N, 3) or
-    by the palette (point i gets the colour of id i + 1); non-finite points are skipped. ``frame``
+    by the palette (point i gets the colour of id i + 1); non-finite points are skipped. With
+    ``point_visible`` (N,) bool, hidden points are drawn as rings (hollow circles) instead. ``frame``
     may also be a float (3, H, W) tensor in [0, 1] (see :func:`as_uint8_rgb`).
     """
     image = as_uint8_rgb(frame_rgb_uint8)
@@ -146,7 +153,13 @@ def overlay(
     if points is not None:
         xy = _as_points(points)
         radius = point_radius if point_radius is not None else max(2.0, max(image.shape[:2]) / 160.0)
-        _draw_dots(result, xy, _point_colors(len(xy), point_colors), radius)
+        hidden = None
+        if point_visible is not None:
+            shown = to_numpy(point_visible) if isinstance(point_visible, torch.Tensor) else np.asarray(point_visible)
+            if shown.shape != (len(xy),):
+                raise InputError(f"expected point_visible of shape ({len(xy)},) bool, got shape {shown.shape}")
+            hidden = ~shown.astype(bool)
+        _draw_dots(result, xy, _point_colors(len(xy), point_colors), radius, hidden)
     return result
 
 

@@ -51,15 +51,24 @@ def _number(value: float) -> float | None:
     return round(float(value), _COORD_DECIMALS) if math.isfinite(value) else None
 
 
+def _as_visible(visible: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if visible is None:
+        return None
+    array = to_numpy(visible) if isinstance(visible, torch.Tensor) else np.asarray(visible)
+    if array.shape != shape:
+        raise InputError(f"expected visible of shape {shape} (T, N) bool matching the points, got {describe(array)}")
+    return array.astype(bool)
+
+
 def write_points_json(
     path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str], *,
-    point_names: Sequence[str] | None = None,
+    point_names: Sequence[str] | None = None, visible: ArrayLike | None = None,
 ) -> Path:
-    """Write (T, N, 2) point tracks and (T, N) scores as JSON; return the path.
+    """Write (T, N, 2) point tracks and (T, N) scores (and visibility) as JSON; return the path.
 
     Layout: ``{"frame_names": [T frame names], "point_names": [N names], "points": T x N x [x, y],
-    "scores": T x N}`` (point names default to ``p0, p1, ...``; stcorr 0.1.0 called the frame names
-    ``"names"``), values
+    "scores": T x N}`` plus ``"visible": T x N`` booleans when ``visible`` is given (point names default
+    to ``p0, p1, ...``; stcorr 0.1.0 called the frame names ``"names"``), values
     rounded to 4 decimals, non-finite values written as ``null``. ``np.array(data["points"],
     dtype=float)`` loads the tracks back (``null`` becomes NaN).
     """
@@ -70,6 +79,9 @@ def write_points_json(
         "points": [[[_number(x), _number(y)] for x, y in frame] for frame in xy],
         "scores": [[_number(s) for s in frame] for frame in conf],
     }
+    shown = _as_visible(visible, conf.shape)
+    if shown is not None:
+        data["visible"] = shown.tolist()
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -81,15 +93,18 @@ def write_points_json(
 
 def write_points_csv(
     path: PathLike, points: ArrayLike, scores: ArrayLike, names: Sequence[str], *,
-    point_names: Sequence[str] | None = None,
+    point_names: Sequence[str] | None = None, visible: ArrayLike | None = None,
 ) -> Path:
     """Write point tracks as CSV with columns ``frame,frame_name,point_id,x,y,score,point_name``, one row per
-    point and frame (stcorr 0.1.0 called ``frame_name`` ``name``).
+    point and frame (stcorr 0.1.0 called ``frame_name`` ``name``), and a last column ``visible`` (1 or 0)
+    when ``visible`` is given.
 
     Values are rounded to 4 decimals; non-finite values are left empty.
     """
     xy, conf, frame_names = _as_tracks(points, scores, names)
     labels = _point_names(xy.shape[1], point_names)
+    shown = _as_visible(visible, conf.shape)
+    extra = ["visible"] if shown is not None else []
 
     def cell(value: float) -> float | str:
         number = _number(value)
@@ -98,10 +113,12 @@ def write_points_csv(
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["frame", "frame_name", "point_id", "x", "y", "score", "point_name"])
+            writer.writerow(["frame", "frame_name", "point_id", "x", "y", "score", "point_name", *extra])
             for t, name in enumerate(frame_names):
                 for n in range(xy.shape[1]):
-                    writer.writerow([t, name, n, cell(xy[t, n, 0]), cell(xy[t, n, 1]), cell(conf[t, n]), labels[n]])
+                    flag = [int(shown[t, n])] if shown is not None else []
+                    writer.writerow([t, name, n, cell(xy[t, n, 0]), cell(xy[t, n, 1]), cell(conf[t, n]), labels[n],
+                                     *flag])
 
     return write_atomic(path, write)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from stcorr.errors import InputError
@@ -25,6 +26,7 @@ from stcorr.features import (
     device_type_of,
     encode_batch,
 )
+from stcorr.io.frames import FrameSource, open_frames
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.options import PropagationOptions, resolve_options
 from stcorr.propagation.passes import (
@@ -46,6 +48,7 @@ from stcorr.propagation.passes import (
     working_source,
 )
 from stcorr.propagation.session import PropagationSession
+from stcorr.propagation.tracking import track_points
 
 __all__ = [
     "FramePrediction", "FrameResult", "PropagationResult", "iter_propagate", "iter_propagate_batch",
@@ -267,13 +270,28 @@ def propagate_labels(
 
     Returns:
         a :class:`PropagationResult`; frames hold uint8 ids (255 where no label reached a pixel).
-        For long videos use :func:`iter_propagate`, which streams.
+        For long videos use :func:`iter_propagate`, which streams. Keypoints given at one frame (no
+        ``anchors``, no ``return_probabilities``) are tracked by :func:`~stcorr.propagation.tracking.track_points`:
+        ``points`` (T, N, 2), ``visible`` (T, N) bool and ``point_scores`` (T, N), the estimated probability
+        that each point is visible (1 at frame ``start``). With anchors, keypoints carry no visibility
+        (``visible`` is None) and ``point_scores`` are the decoded heatmaps' peaks.
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype, backend=backend)
+    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
+    if anchors is None and not return_probabilities and prompt_kind(first_labels, source.original_size) == "points":
+        if len(source) < 2:
+            raise InputError(f"propagation needs at least 2 frames, got {len(source)}")
+        frame_order(len(source), start, "forward")  # start is a frame index
+        xy = make_prompt(first_labels, start, Geometry.of(source, model), (1, 1), opts).image.points
+        queries = np.concatenate([np.full((len(xy), 1), start, np.float64), xy], axis=1)
+        tracks = track_points(model, source, queries, options=opts, max_side=max_side, size=size, resample=resample,
+                              batch_size=batch_size, dtype=dtype, fusion_weights=fusion_weights)
+        return PropagationResult(labels=None, confidence=None, ids=tuple(range(len(xy))), points=tracks.points,
+                                 point_scores=tracks.scores, visible=tracks.visible)
     session = PropagationSession(
-        model, frames, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size,
+        model, source, options=opts, max_side=max_side, size=size, resample=resample, batch_size=batch_size,
         dtype=dtype, fusion_weights=fusion_weights, return_probabilities=return_probabilities, keep=False,
     )
     if session.num_frames < 2:

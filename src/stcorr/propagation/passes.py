@@ -88,6 +88,7 @@ class FramePrediction:
     probabilities: np.ndarray | None = None  # (K, H, W) float32, on request
     points: np.ndarray | None = None  # (N, 2) float32 (x, y) pixels
     point_scores: np.ndarray | None = None  # (N,) float32
+    visible: np.ndarray | None = None  # (N,) bool, keypoints tracked with visibility (track_points)
 
     def __iter__(self) -> Iterator[Any]:
         if self.points is not None:
@@ -109,6 +110,7 @@ class PropagationResult:
     probabilities: np.ndarray | None = None  # (T, K, H, W) float32 when requested
     points: np.ndarray | None = None  # (T, N, 2) for keypoints
     point_scores: np.ndarray | None = None  # (T, N) for keypoints
+    visible: np.ndarray | None = None  # (T, N) bool for keypoints given at one frame (see track_points)
 
 
 @dataclass(frozen=True)
@@ -416,4 +418,5 @@ def collect(predictions: list[FramePrediction | None]) -> PropagationResult:
         probabilities=_stack([p.probabilities for p in frames]),
         points=_stack([p.points for p in frames]),
         point_scores=_stack([p.point_scores for p in frames]),
+        visible=_stack([p.visible for p in frames]),
     )

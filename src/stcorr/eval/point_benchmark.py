@@ -1,0 +1,289 @@
+"""The offline point benchmark: tracks with occlusion ground truth on semi-synthetic videos, scored like TAP-Vid.
+
+Videos come from :mod:`stcorr.eval.synthetic` with three objects at 256x256 (their paths cross, later objects
+occlude earlier ones). Points are a grid (every ``spacing`` px of object coordinates) on each object that a
+later object passes in front of; a point's track is exact (the object's pose), and it is visible at frame t
+when the pixel it falls in shows that object (and lies inside the frame), else occluded. Videos whose points
+are never occluded are skipped: scenes are taken in seed order until ``videos`` of them are found.
+
+Every method tracks the TAP-Vid queries (``first`` and ``strided``, :mod:`stcorr.eval.tapvid`) with
+:func:`stcorr.propagation.tracking.track_points` at 256x256 and is scored with
+:func:`stcorr.metrics.tapvid.compute_tapvid_metrics`. Rows: each model with its visibility, and the same
+tracks with every point called visible ("all visible", what a tracker without visibility reports).
+
+The visibility model's constants (:data:`stcorr.propagation.tracking.DEFAULT_VISIBILITY`) are fitted on other
+scenes (from ``fit_seed`` on, disjoint from the scored ones) by
+``python -m stcorr.eval offline --fit-visibility``, which also scores the fitted model and its ablations (one
+term, or similarity + cycle).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stcorr.eval.sources import photo_library
+from stcorr.eval.synthetic import SyntheticVideo, make_video
+from stcorr.eval.tapvid import Queries, TapVidVideo, predict_video, sample_queries, score_video
+from stcorr.features import Encoder
+from stcorr.metrics.tapvid import evaluation_mask, mean_metrics
+from stcorr.propagation.tracking import DEFAULT_VISIBILITY, VisibilityModel
+
+__all__ = [
+    "PointBenchmarkConfig",
+    "PointBenchmarkReport",
+    "point_video",
+    "benchmark_videos",
+    "fit_visibility",
+    "fit_on_scenes",
+    "fit_and_ablate",
+    "TERMS",
+    "ABLATIONS",
+    "run_point_benchmark",
+    "POINT_METHODS",
+]
+
+logger = logging.getLogger(__name__)
+
+POINT_METHODS: tuple[str, ...] = ("efficientnet-lite0",)
+"""The baselines of the point benchmark: the ImageNet baseline (the others of the offline benchmark are far weaker
+at tracking and would only add minutes)."""
+_MAX_SEEDS = 200
+
+
+@dataclass(frozen=True)
+class PointBenchmarkConfig:
+    """What the point benchmark runs; :meth:`quick` is the reduced version used by the tests."""
+
+    videos: int = 4
+    first_seed: int = 0
+    fit_seed: int = 1000  # the visibility model is fitted on scenes from this seed on
+    num_frames: int = 24
+    size: tuple[int, int] = (256, 256)
+    spacing: float = 12.0
+    query_modes: tuple[str, ...] = ("first", "strided")
+
+    @classmethod
+    def quick(cls) -> PointBenchmarkConfig:
+        """2 videos of 12 frames at 128x128, queries from the first visible frame."""
+        return cls(videos=2, num_frames=12, size=(128, 128), spacing=10.0, query_modes=("first",))
+
+
+def point_video(video: SyntheticVideo, spacing: float) -> TapVidVideo:
+    """Exact tracks and visibility of grid points on the objects of ``video`` that later objects occlude."""
+    scene, masks = video.scene, video.masks
+    count, (height, width) = len(video.frames), scene.size
+    tracks, occluded = [], []
+    for k, obj in enumerate(scene.objects[:-1]):
+        reach = obj.extent
+        axis = np.arange(-reach, reach + 1e-9, spacing)
+        local = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+        local = local[obj.contains(local)]
+        if len(local) == 0:
+            continue
+        xy = np.stack([scene.track(k, local, t) for t in range(count)], axis=1)  # (n, T, 2)
+        col, row = np.round(xy[..., 0]).astype(int), np.round(xy[..., 1]).astype(int)
+        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        shown = np.zeros_like(inside)
+        frames = np.broadcast_to(np.arange(count), inside.shape)
+        shown[inside] = masks[frames[inside], row[inside], col[inside]] == k + 1
+        tracks.append(xy)
+        occluded.append(~shown)
+    points = np.concatenate(tracks) if tracks else np.zeros((0, count, 2))
+    hidden = np.concatenate(occluded) if occluded else np.zeros((0, count), bool)
+    keep = (~hidden).any(axis=1)
+    normalised = (points[keep] + 0.5) / np.array([width, height])
+    return TapVidVideo(video.name, video.frames, normalised.astype(np.float32), hidden[keep])
+
+
+def benchmark_videos(config: PointBenchmarkConfig, first_seed: int | None = None) -> list[TapVidVideo]:
+    """``config.videos`` point videos with occlusions, from the scenes of ``first_seed`` (default
+    ``config.first_seed``) on, in seed order."""
+    library = photo_library()
+    found: list[TapVidVideo] = []
+    start = config.first_seed if first_seed is None else first_seed
+    for seed in range(start, start + _MAX_SEEDS):
+        video = make_video(seed, config.num_frames, size=config.size, num_objects=3, photos=library)
+        points = point_video(video, config.spacing)
+        # an occlusion that starts after a visible frame: a point that goes behind another object
+        visible_then_hidden = (~points.occluded[:, :-1] & points.occluded[:, 1:]).any()
+        if len(points.points) and visible_then_hidden:
+            found.append(points)
+        if len(found) == config.videos:
+            return found
+    raise RuntimeError(f"only {len(found)} scenes with occlusions among seeds {start}..{start + _MAX_SEEDS - 1}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Visibility: fitting the logistic model
+
+
+TERMS = ("similarity", "cycle", "best")
+"""The measures a visibility model may use: appearance, cycle consistency, presence (see
+:mod:`stcorr.propagation.tracking`)."""
+
+
+def fit_visibility(similarity: np.ndarray, cycle: np.ndarray, best: np.ndarray, visible: np.ndarray,
+                   use: Sequence[str] = TERMS, iterations: int = 50) -> VisibilityModel:
+    """Logistic regression (Newton's method, a tiny ridge) of ``visible`` on the terms of ``use``: similarity,
+    ``-log1p(cycle error)`` and best similarity; the weights of the other terms are 0."""
+    unknown = set(use) - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown terms {sorted(unknown)}; expected some of {TERMS}")
+    values = {"similarity": np.ravel(similarity), "cycle": -np.log1p(np.ravel(cycle)), "best": np.ravel(best)}
+    x = np.stack([np.ones_like(values["similarity"])] + [values[t] for t in TERMS if t in use], axis=1)
+    x = x.astype(np.float64)
+    y = np.ravel(visible).astype(np.float64)
+    w = np.zeros(x.shape[1])
+    ridge = 1e-6 * len(y) * np.eye(len(w))
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        step = np.linalg.solve((x * (p * (1 - p))[:, None]).T @ x + ridge, x.T @ (p - y) + ridge @ w)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    fitted = dict(zip([t for t in TERMS if t in use], (float(v) for v in w[1:])))
+    return VisibilityModel(float(w[0]), fitted.get("similarity", 0.0), fitted.get("cycle", 0.0),
+                           fitted.get("best", 0.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class _Tracked:
+    """One method's tracks of one video and query mode, with what visibility is decided from."""
+
+    queries: Queries
+    tracks: np.ndarray  # (n, T, 2) raster
+    similarity: np.ndarray  # (n, T)
+    cycle: np.ndarray  # (n, T)
+    best: np.ndarray  # (n, T)
+
+
+def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str) -> list[_Tracked]:
+    out = []
+    for video in videos:
+        queries = sample_queries(video, mode)
+        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256")
+        out.append(_Tracked(queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
+    return out
+
+
+def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel | None) -> dict[str, float]:
+    per_video = []
+    for item in tracked:
+        if visibility is None:
+            occluded = np.zeros(item.tracks.shape[:2], bool)
+        else:
+            occluded = visibility.probability(item.similarity, item.cycle, item.best) < 0.5
+            query_frames = item.queries.query_points[:, 0].astype(int)
+            occluded[np.arange(len(occluded)), query_frames] = False
+        per_video.append({k: np.array([v]) for k, v in score_video(item.queries, item.tracks, occluded,
+                                                                   mode).items()})
+    return mean_metrics(per_video)
+
+
+@dataclass(frozen=True)
+class PointBenchmarkReport:
+    """Rows (method -> query mode -> TAP-Vid means over videos) and what was run."""
+
+    config: PointBenchmarkConfig
+    rows: dict[str, dict[str, dict[str, float]]]
+    videos: dict[str, dict[str, Any]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_markdown(self) -> str:
+        modes = self.config.query_modes
+        cells = " | ".join(f"{m}: AJ | {m}: <δavg | {m}: OA" for m in modes)
+        tracks = sum(v["tracks"] for v in self.videos.values())
+        lines = [
+            f"Point tracking with occlusion (TAP-Vid metrics, %): {len(self.videos)} semi-synthetic videos of "
+            f"{self.config.num_frames} frames at {self.config.size[1]}x{self.config.size[0]}, {tracks} tracks",
+            "",
+            f"| method | {cells} |",
+            "|---|" + "---:|" * (3 * len(modes)),
+        ]
+        for name, by_mode in self.rows.items():
+            values = " | ".join(
+                f"{100 * by_mode[m]['average_jaccard']:.1f} | {100 * by_mode[m]['average_pts_within_thresh']:.1f} | "
+                f"{100 * by_mode[m]['occlusion_accuracy']:.1f}" for m in modes
+            )
+            lines.append(f"| {name} | {values} |")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "rows": self.rows, "videos": self.videos, "seconds": self.seconds}
+
+
+def _video_info(videos: Sequence[TapVidVideo]) -> dict[str, dict[str, Any]]:
+    return {
+        v.name: {"tracks": int(len(v.points)), "occluded_fraction": float(v.occluded.mean())} for v in videos
+    }
+
+
+def run_point_benchmark(
+    models: dict[str, Encoder],
+    *,
+    config: PointBenchmarkConfig = PointBenchmarkConfig(),
+    visibility: VisibilityModel = DEFAULT_VISIBILITY,
+) -> PointBenchmarkReport:
+    """Score every model of ``models`` (name -> encoder) with its visibility and with every point visible."""
+    videos = benchmark_videos(config)
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    seconds = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
+        seconds[name] = time.perf_counter() - start
+        logger.info("point benchmark %s: %.1f s", name, seconds[name])
+        rows[name] = {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
+        rows[f"{name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
+    return PointBenchmarkReport(config, rows, _video_info(videos), seconds)
+
+
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "similarity only": ("similarity",),
+    "cycle only": ("cycle",),
+    "presence only": ("best",),
+    "similarity + cycle": ("similarity", "cycle"),
+}
+
+
+def fit_on_scenes(model: Encoder, config: PointBenchmarkConfig) -> dict[str, VisibilityModel]:
+    """Visibility models fitted on the fitting scenes (from ``config.fit_seed``, disjoint from the scored ones):
+    ``"all terms"`` and the :data:`ABLATIONS`."""
+    videos = benchmark_videos(config, first_seed=config.fit_seed)
+    columns: dict[str, list[np.ndarray]] = {"similarity": [], "cycle": [], "best": [], "visible": []}
+    for mode in config.query_modes:
+        for item in _track_all(model, videos, mode):
+            scored = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
+            for key, values in (("similarity", item.similarity), ("cycle", item.cycle), ("best", item.best),
+                                ("visible", ~item.queries.occluded)):
+                columns[key].append(values[scored])
+    sim, cycle, best, visible = (np.concatenate(columns[k]) for k in ("similarity", "cycle", "best", "visible"))
+    fitted = {"all terms": fit_visibility(sim, cycle, best, visible)}
+    fitted.update({name: fit_visibility(sim, cycle, best, visible, terms) for name, terms in ABLATIONS.items()})
+    return fitted
+
+
+def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmarkConfig()) -> str:
+    """Fit the visibility models on the fitting scenes (:func:`fit_on_scenes`) and score each on the scored
+    scenes: the fitted constants, then the table (``python -m stcorr.eval offline --fit-visibility``)."""
+    from stcorr.loading import load_encoder
+
+    model = load_encoder(model_name, device="cpu")
+    fitted = fit_on_scenes(model, config)
+    videos = benchmark_videos(config)
+    tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
+    rows = {f"{model_name}, {label}": {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
+            for label, visibility in fitted.items()}
+    rows[f"{model_name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
+    constants = "\n".join(f"{label}: {visibility}" for label, visibility in fitted.items())
+    return constants + "\n\n" + PointBenchmarkReport(config, rows, _video_info(videos)).to_markdown()

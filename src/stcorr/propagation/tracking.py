@@ -1,0 +1,266 @@
+"""Point tracking with visibility: queries ``(t, x, y)`` at any frame, tracked both ways (CoTracker-style API).
+
+Each query point is propagated as a Gaussian heatmap (the keypoint path of :mod:`stcorr.propagation.passes`)
+from its own query frame forwards to the last frame and backwards to frame 0. Queries of one frame share a
+pass (their heatmaps are channels of one propagation, each channel independent of the others: the kernel's
+affinities do not depend on the labels), and every frame is encoded once for all passes.
+
+Visibility is a three-part test at every frame t of a track, all against the query frame tq:
+
+- **appearance**: the cosine similarity between the feature at the tracked point (bilinear on the feature
+  grid of frame t) and the query's feature at frame tq;
+- **presence**: the query feature's best cosine similarity over every cell of frame t (low when nothing in
+  frame t looks like the query any more, whatever the track did);
+- **cycle consistency**: the tracked point's feature is matched back into the whole query frame (best cell,
+  sub-cell soft-argmax over its 3x3 neighbourhood, as :func:`~stcorr.propagation.matching.match_points`);
+  ``cycle_error`` is the distance from that return point to the query, in pixels of the frame rescaled to
+  256x256 (the TAP-Vid raster), so a point gone behind another object, whose tracked position now shows the
+  occluder, returns elsewhere.
+
+``scores`` combine the three into the estimated probability that the point is visible, a logistic model fitted on
+the offline point benchmark (:mod:`stcorr.eval.point_benchmark`; its fitting seeds are not its scoring seeds)
+and ``visible = scores >= 0.5``. The query frame itself is visible with score 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stcorr.errors import InputError
+from stcorr.features import Encoder, check_batch_size
+from stcorr.io.frames import FrameSource
+from stcorr.propagation.kernel import LabelPropagator
+from stcorr.propagation.matching import _cell_centres, _near_best, _sample, _to_cells
+from stcorr.propagation.options import PropagationOptions, resolve_options
+from stcorr.propagation.passes import Geometry, decode, features_in_order, make_prompt, working_source
+
+__all__ = ["PointTracks", "VisibilityModel", "DEFAULT_VISIBILITY", "track_points"]
+
+CYCLE_RASTER = 256.0
+"""``cycle_error`` is measured in pixels of the frame rescaled to this many pixels per side (TAP-Vid's 256x256)."""
+
+
+@dataclass(frozen=True)
+class VisibilityModel:
+    """``P(visible) = sigmoid(bias + w_sim * similarity + w_best * best_similarity - w_cycle * log1p(cycle_error))``.
+
+    ``cycle_error`` in pixels at 256x256 (:data:`CYCLE_RASTER`).
+    """
+
+    bias: float
+    w_sim: float
+    w_cycle: float
+    w_best: float = 0.0
+
+    def probability(self, similarity: np.ndarray, cycle_error: np.ndarray,
+                    best_similarity: np.ndarray | None = None) -> np.ndarray:
+        logit = self.bias + self.w_sim * similarity - self.w_cycle * np.log1p(cycle_error)
+        if self.w_best:
+            logit = logit + self.w_best * best_similarity
+        return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+
+
+DEFAULT_VISIBILITY = VisibilityModel(bias=-6.663, w_sim=0.855, w_cycle=0.499, w_best=12.558)
+"""Fitted by ``python -m stcorr.eval offline --fit-visibility`` on the embedded model (see
+:mod:`stcorr.eval.point_benchmark`)."""
+
+
+@dataclass
+class PointTracks:
+    """Tracks of N query points through T frames, at the frames' original size.
+
+    ``points`` (T, N, 2) float32 (x, y) pixels (pixel centres at integers); ``visible`` (T, N) bool;
+    ``scores`` (T, N) float32, the estimated probability that the point is visible there (1 at its query
+    frame); ``similarity`` (T, N) the cosine similarity of the tracked feature to the query's;
+    ``cycle_error`` (T, N) pixels at 256x256 of the return match to the query frame (0 at the query frame);
+    ``best_similarity`` (T, N) the query feature's best cosine similarity over frame t;
+    ``queries`` (N, 3) ``(t, x, y)`` as given.
+    """
+
+    points: np.ndarray
+    visible: np.ndarray
+    scores: np.ndarray
+    similarity: np.ndarray
+    cycle_error: np.ndarray
+    best_similarity: np.ndarray
+    queries: np.ndarray
+
+
+def _check_queries(queries: Any, count: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        array = np.asarray(queries.detach().cpu().numpy() if isinstance(queries, torch.Tensor) else queries,
+                           dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"queries must be (N, 3) numbers (t, x, y); got {queries!r:.80}") from exc
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+        raise InputError(f"queries must have shape (N, 3) as (t, x, y) with N >= 1, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise InputError("queries must be finite numbers (t, x, y)")
+    frames = array[:, 0]
+    if not np.all(frames == np.round(frames)) or frames.min() < 0 or frames.max() >= count:
+        raise InputError(f"query frames must be integers in [0, {count - 1}] (the video has {count} frames), "
+                         f"got {sorted(set(frames.tolist()))[:10]}")
+    height, width = size
+    xy = array[:, 1:].astype(np.float32)
+    outside = (xy[:, 0] < 0) | (xy[:, 0] > width - 1) | (xy[:, 1] < 0) | (xy[:, 1] > height - 1)
+    if outside.any():
+        raise InputError(f"queries {np.flatnonzero(outside).tolist()[:10]} lie outside the {width}x{height} "
+                         f"frames; (x, y) must be within [0, {width - 1}] x [0, {height - 1}] pixels")
+    return frames.astype(np.int64), xy
+
+
+def _to_working(points: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Original-size pixels (..., 2) -> working-size pixels (pixel centres at integers)."""
+    scale = np.array([geometry.working[1] / geometry.original[1], geometry.working[0] / geometry.original[0]])
+    return (points + 0.5) * scale - 0.5
+
+
+class _QueryFrame:
+    """The query frame's features and the queries' features, to test tracked points against."""
+
+    def __init__(self, features: torch.Tensor, points: np.ndarray, geometry: Geometry) -> None:
+        self.features, self.geometry = features, geometry
+        self.points = points  # (N, 2) original pixels
+        cells = _to_cells(torch.from_numpy(_to_working(points, geometry)).float().to(features.device),
+                          geometry.stride)
+        self.queries = _sample(features, cells)  # (N, C)
+
+    def measure(self, features: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(similarity, cycle_error at 256x256, best similarity) of tracked ``points`` (N, 2, original pixels) in
+        frame ``features``."""
+        cells = _to_cells(torch.from_numpy(_to_working(points, self.geometry)).float().to(features.device),
+                          self.geometry.stride)
+        tracked = _sample(features, cells)  # (N, C)
+        similarity = (tracked * self.queries).sum(dim=1)
+        back = self._match_back(tracked)
+        original = (back + 0.5) * torch.tensor([self.geometry.original[1] / self.geometry.working[1],
+                                                self.geometry.original[0] / self.geometry.working[0]]) - 0.5
+        raster = torch.tensor([CYCLE_RASTER / self.geometry.original[1], CYCLE_RASTER / self.geometry.original[0]])
+        error = ((original - torch.from_numpy(self.points).float()) * raster).norm(dim=1)
+        best = (self.queries @ features.flatten(1)).amax(dim=1)
+        return (similarity.cpu().numpy().astype(np.float32), error.numpy().astype(np.float32),
+                best.cpu().numpy().astype(np.float32))
+
+    def _match_back(self, tracked: torch.Tensor, topk: int = 5, temperature: float = 0.07) -> torch.Tensor:
+        """Working pixels (N, 2) of each feature's sub-cell match in the query frame."""
+        h, w = self.features.shape[-2:]
+        similarity = tracked @ self.features.flatten(1)
+        values, index = _near_best(similarity, (h, w)).topk(min(topk, 9, h * w), dim=1)
+        weights = torch.softmax(values / temperature, dim=1).nan_to_num(0.0)
+        xs = _cell_centres(w, self.geometry.stride, tracked.device)[index % w]
+        ys = _cell_centres(h, self.geometry.stride, tracked.device)[index // w]
+        return torch.stack([(weights * xs).sum(1), (weights * ys).sum(1)], dim=1).cpu()
+
+
+class _Features:
+    """Frame features at the working size: encoded once and kept when several passes need them, else streamed."""
+
+    def __init__(self, model: Encoder, source: FrameSource, keep: bool, batch_size: int,
+                 dtype: torch.dtype | None, fusion_weights: Sequence[float] | None) -> None:
+        self._args = (model, source, batch_size, dtype, fusion_weights)
+        self._kept: list[torch.Tensor] | None = None
+        if keep:
+            self._kept = list(features_in_order(model, source, range(len(source)), batch_size, dtype, fusion_weights))
+
+    def in_order(self, order: range) -> Iterator[torch.Tensor]:
+        if self._kept is not None:
+            return (self._kept[t] for t in order)
+        model, source, batch_size, dtype, fusion_weights = self._args
+        return features_in_order(model, source, order, batch_size, dtype, fusion_weights)
+
+
+def _track_from(
+    features: _Features, t_query: int, points: np.ndarray, count: int, geometry: Geometry,
+    options: PropagationOptions, progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One query frame's points through every frame: (T, n, 2) points, (T, n) similarity, cycle error and best
+    similarity."""
+    tracks = np.zeros((count, len(points), 2), np.float32)
+    similarity = np.ones((count, len(points)), np.float32)
+    cycle = np.zeros((count, len(points)), np.float32)
+    best = np.ones((count, len(points)), np.float32)
+    tracks[t_query] = points
+    if progress:
+        progress(1)
+    for order in (range(t_query, count), range(t_query, -1, -1)):
+        if len(order) < 2:
+            continue
+        stream = features.in_order(order)
+        first = next(stream)
+        prompt = make_prompt(points, t_query, geometry, tuple(first.shape[-2:]), options)
+        propagator = LabelPropagator(first, prompt.grid.to(first.device), options)
+        query = _QueryFrame(first, points, geometry)
+        for t, feats in zip(order[1:], stream):
+            grid_probs = propagator.step(feats)[0]
+            tracks[t] = decode(t, grid_probs, "points", prompt.labels, geometry, options).points
+            similarity[t], cycle[t], best[t] = query.measure(feats, tracks[t])
+            if progress:
+                progress(1)
+    return tracks, similarity, cycle, best
+
+
+def track_points(
+    model: Encoder,
+    frames: Any,
+    queries: np.ndarray | torch.Tensor | Sequence[Sequence[float]],
+    *,
+    options: PropagationOptions | None = None,
+    max_side: int | None = None,
+    size: tuple[int, int] | None = None,
+    resample: str | None = None,
+    batch_size: int = 8,
+    dtype: torch.dtype | None = None,
+    fusion_weights: Sequence[float] | None = None,
+    visibility: VisibilityModel = DEFAULT_VISIBILITY,
+    progress: Callable[[int], None] | None = None,
+    **option_keywords: Any,
+) -> PointTracks:
+    """Track query points ``(t, x, y)`` (pixels of the original frames) through the whole video, both ways.
+
+    Args:
+        model: an encoder (e.g. :func:`stcorr.load_model`), or a sequence of encoders fused late.
+        frames: anything :func:`stcorr.io.frames.open_frames` accepts.
+        queries: (N, 3) ``(t, x, y)``: each point's query frame (an integer) and position in it.
+        options: :class:`~stcorr.propagation.options.PropagationOptions` (keywords such as ``context=`` or
+            ``sigma=`` override its fields).
+        max_side, size, resample: the working size (as :func:`stcorr.propagate_labels`: by default 640 px on
+            the longest side on CPU, full size on accelerators; ``max_side=0`` full size); results come at the
+            original size.
+        batch_size, dtype, fusion_weights: feature extraction (see :func:`stcorr.extract_features`).
+        visibility: the :class:`VisibilityModel` turning the three measures into ``scores``.
+        progress: called with 1 for every frame tracked (T calls per query frame), e.g. a progress bar's update.
+
+    Returns:
+        :class:`PointTracks`. Each query's track is independent of the other queries. With queries at more than
+        one frame, every frame's features are kept in memory (T x C x H/s x W/s float32) and reused by all
+        passes; with one query frame they stream.
+    """
+    opts = resolve_options(options, **option_keywords)
+    check_batch_size(batch_size)
+    source = working_source(frames, model, max_side=max_side, size=size, resample=resample)
+    count = len(source)
+    if count < 1:
+        raise InputError("the video has no frames")
+    geometry = Geometry.of(source, model)
+    query_frames, xy = _check_queries(queries, count, geometry.original)
+    groups = sorted(set(query_frames.tolist()))
+    features = _Features(model, source, len(groups) > 1, batch_size, dtype, fusion_weights)
+    n = len(xy)
+    points = np.zeros((count, n, 2), np.float32)
+    similarity = np.ones((count, n), np.float32)
+    cycle = np.zeros((count, n), np.float32)
+    best = np.ones((count, n), np.float32)
+    for t_query in groups:
+        members = np.flatnonzero(query_frames == t_query)
+        group = _track_from(features, t_query, xy[members], count, geometry, opts, progress)
+        points[:, members], similarity[:, members], cycle[:, members], best[:, members] = group
+    scores = visibility.probability(similarity, cycle, best)
+    at_query = np.arange(count)[:, None] == query_frames[None, :]
+    scores[at_query] = 1.0
+    return PointTracks(points, scores >= 0.5, scores, similarity, cycle, best,
+                       np.concatenate([query_frames[:, None].astype(np.float32), xy], axis=1))
