@@ -25,6 +25,7 @@ and a message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -37,7 +38,7 @@ from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset
 from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, shard_device, shard_from_env
 from stcorr.errors import StcorrError
 from stcorr.eval import predict
-from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, run_offline
+from stcorr.eval.offline import BASELINE_METHODS, SPLITS, OfflineConfig, run_offline, split_seeds
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
 from stcorr.metrics import jhmdb
@@ -133,6 +134,9 @@ def _cmd_jhmdb(args: argparse.Namespace) -> int:
 def _cmd_offline(args: argparse.Namespace) -> int:
     config = OfflineConfig.quick() if args.quick else OfflineConfig()
     try:
+        if args.videos is not None or args.split is not None:
+            seeds = split_seeds(args.split or "tune", len(config.seeds) if args.videos is None else args.videos)
+            config = dataclasses.replace(config, seeds=seeds)
         baselines = BASELINE_METHODS if args.baselines is None else args.baselines
         report = run_offline(args.models, config=config, device=args.device, progress=True, baselines=baselines)
     except ImportError as exc:
@@ -245,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     offline_parser.add_argument("--json", type=Path, help="write every score to this JSON file")
     offline_parser.add_argument(
         "--quick", action="store_true", help="a reduced run (fewer and shorter videos, smaller pairs)"
+    )
+    offline_parser.add_argument(
+        "--videos", type=int, metavar="N",
+        help="synthetic videos per split (default: 8, --quick 3); e.g. --videos 40 for decisions worth a point",
+    )
+    offline_parser.add_argument(
+        "--split", choices=SPLITS,
+        help="seeds of the synthetic videos: tune (0..N-1, the default; decide here), heldout (1000..1000+N-1; "
+        "only to confirm a decision) or all (both)",
     )
     offline_parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     offline_parser.set_defaults(func=_cmd_offline)
