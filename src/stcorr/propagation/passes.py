@@ -31,7 +31,7 @@ from stcorr.propagation.labels import (
     confidence_map,
     decode_ids,
     mask_to_onehot,
-    resize_ids_nearest,
+    mask_to_working,
     resize_soft,
     to_grid,
     upsample,
@@ -178,8 +178,9 @@ def make_prompt(
 ) -> _Prompt:
     """Labels given at the original size, as the (K, h, w) grid labels of the working size and the frame's output.
 
-    A mask becomes one channel per id of ``ids`` (default: the ids it holds); it is resized to the working size
-    with PIL nearest, soft labels and keypoint heatmaps bilinearly.
+    A mask becomes one channel per id of ``ids`` (default: the ids it holds), brought to the working size by
+    :func:`~stcorr.propagation.labels.mask_to_working` (area averaging for ``label_downsampling="area"``, else
+    PIL nearest); soft labels and keypoint heatmaps are resized bilinearly.
     """
     array = _as_array(labels)
     kind = _prompt_kind(array, geometry.original, what)
@@ -202,7 +203,7 @@ def make_prompt(
     else:
         probs, label_set = mask_to_onehot(array, ids)
         frame_ids = array.astype(np.uint8)
-        small = probs if working == original else mask_to_onehot(resize_ids_nearest(array, working), label_set.ids)[0]
+        small = mask_to_working(array, probs, label_set, working, options.label_downsampling)
     image = FramePrediction(t, label_set.ids, labels=frame_ids, confidence=np.ones(original, np.float32),
                             probabilities=probs.numpy() if return_probabilities else None)
     return _Prompt(kind, to_grid(small, grid, geometry.stride, options.label_downsampling), label_set, image)
