@@ -70,6 +70,14 @@ def _reference(variant: str, maps, links: dict, video, ids, working, original) -
     return ref.decode(ref.propagate(links[(fusion, weight)], first), ids, working, original)
 
 
+def _network(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The frozen network of a Lite model (its fused stage blocks) or of the Lite0 baseline (its blocks)."""
+    encoder = load_encoder(name, device="cpu").float()
+    if hasattr(encoder, "stage_blocks"):
+        return encoder, tuple(encoder.stage_blocks)
+    return encoder.network, tuple(encoder.blocks)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="tune", choices=("tune", "heldout"))
@@ -77,12 +85,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--scale", type=float, default=1.0, help="original size = working size x scale")
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
+    parser.add_argument("--network", default="embedded-lite2-s8",
+                        help="whose frozen EfficientNet-Lite blocks feed the ref rows (a Lite model or efficientnet-lite0)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     original = (round(WORKING[0] * args.scale), round(WORKING[1] * args.scale))
     working = WORKING
-    network = load_encoder("embedded-lite2-s8", device="cpu")  # the default model: its backbone feeds ref rows
+    network, blocks = _network(args.network)
     models: dict[str, torch.nn.Module] = {}
     library = photo_library()
     per_video: dict[str, dict[str, float]] = {v: {} for v in args.variants}
@@ -101,7 +111,7 @@ def main() -> None:
                 predicted = stcorr.propagate_labels(model, video.frames, video.masks[0], size=size).labels
             else:
                 if maps is None:
-                    maps = ref.stage_maps(network, network.stage_blocks, ref.frames_tensor(video.frames, working))
+                    maps = ref.stage_maps(network, blocks, ref.frames_tensor(video.frames, working))
                 predicted = _reference(variant, maps, links, video, ids, working, original)
             seconds[variant] += time.perf_counter() - start
             scores, jf = _score(video, predicted)
@@ -127,7 +137,7 @@ def _write(args, original, working, per_video, objects, seconds) -> None:
         rows[v] = row
     data = {"benchmark": "fusion-ablation (issue 21 part 4)", "split": args.split, "videos": len(per_video[base]),
             "frames": args.frames, "original_size": original, "working_size": working,
-            "options": "context 20, radius 12, top-10, temperature 0.07, API defaults for lib rows",
+            "network": args.network, "options": "context 20, radius 12, top-10, temperature 0.07, API defaults for lib rows",
             "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "torch": torch.__version__, "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_suffix(".tmp")

@@ -139,9 +139,10 @@ def _resize_to_grid(x: torch.Tensor, source_stride: int, stride: int, size: tupl
 class EfficientNetLite0Encoder(_ParameterDevice):
     """ImageNet EfficientNet-Lite0 features on a dense grid (a baseline; not a ResNet).
 
-    The outputs of the MBConv ``blocks`` are each brought to the ``stride`` grid (bilinear upsampling
-    for coarser blocks, average pooling for finer ones), then L2-normalised along channels and
-    concatenated, so each block weighs equally in the cosine similarity at every cell. Block strides are
+    The outputs of the MBConv ``blocks`` are each L2-normalised along channels, brought to the
+    ``stride`` grid (bilinear upsampling for coarser blocks, average pooling for finer ones) and
+    concatenated, like :class:`~stcorr.model.LiteCorrespondenceModel` (where an upsampled block's vector
+    is shorter where its neighbours disagree). Block strides are
     ``EFFICIENTNET_BLOCK_STRIDES`` (2, 4, 4, 8, 8, 16 x 6, 32 x 5); the default (4, 10) joins the last
     stride-8 block (40 ch) with the last 112-channel stride-16 block: in nearest-neighbour matching of
     grid cells between photos and their warped copies it beat every single block and came within 0.01
@@ -176,7 +177,7 @@ class EfficientNetLite0Encoder(_ParameterDevice):
         size = (math.ceil(rgb.shape[-2] / self.stride), math.ceil(rgb.shape[-1] / self.stride))
         outputs = self.network.block_outputs(normalize_imagenet(rgb), self.blocks)
         parts = [
-            F.normalize(_resize_to_grid(x, EFFICIENTNET_BLOCK_STRIDES[i], self.stride, size), dim=1)
+            _resize_to_grid(F.normalize(x, dim=1), EFFICIENTNET_BLOCK_STRIDES[i], self.stride, size)
             for i, x in zip(self.blocks, outputs)
         ]
         return torch.cat(parts, dim=1)
