@@ -45,7 +45,7 @@ def test_options_are_frozen_and_validated_once():
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.radius = 5
     for bad in (dict(context=-1), dict(radius=1.5), dict(topk=0), dict(temperature=0), dict(sigma=float("inf")),
-                dict(label_downsampling="cubic"), dict(minmax_normalize=1), dict(compute_dtype=torch.int8)):
+                dict(label_downsampling="area"), dict(minmax_normalize=1), dict(compute_dtype=torch.int8)):
         with pytest.raises(InputError):
             PropagationOptions(**bad)
     assert options.replace(radius=None, context=5) == PropagationOptions(radius=3, topk=4, context=5)

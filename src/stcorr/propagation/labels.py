@@ -5,13 +5,13 @@ Encoding (image -> grid):
 - an integer mask (H, W) becomes one channel per id present (void 255 excluded: void pixels carry no
   label), sorted by id;
 - soft labels (K, H, W) are used as they are;
-- downsampling to the grid is ``"area"`` (the fraction of each stride x stride cell every label covers:
-  the mean of the one-hot probabilities over the cell's pixels, a partial last cell averaging the pixels
-  it has), ``"bilinear"`` (antialiased bilinear on the one-hot probabilities: a tent two cells wide, so
-  labels also spread into the neighbouring cells) or ``"nearest"`` (the official protocol: PIL-style
-  nearest sampling of the id map, which can drop objects smaller than a cell);
 - a mask given at another size than the working size is brought there (:func:`mask_to_working`) by area
-  averaging of its one-hot map for ``"area"``, by PIL nearest resampling of its ids otherwise.
+  averaging of its one-hot map (each working pixel gets the fraction of its original pixels each id covers,
+  so no object is moved or dropped), or, for ``"nearest"``, by PIL nearest resampling of its ids (the
+  official protocol);
+- downsampling to the grid is ``"bilinear"`` (default: antialiased bilinear on the one-hot
+  probabilities, so thin and small objects keep a soft presence on the grid) or ``"nearest"`` (the
+  official protocol: PIL-style nearest sampling of the id map, which can drop objects smaller than a cell).
 
 Decoding (grid -> image): soft labels are upsampled bilinearly to the encoder's padded size
 (grid x stride, align_corners=False, matching the convolution geometry) and cropped to (H, W);
@@ -117,11 +117,6 @@ def to_grid(probs: torch.Tensor, grid: tuple[int, int], stride: int, method: str
         rows = _nearest_exact_indices(height, h, stride)
         cols = _nearest_exact_indices(width, w, stride)
         return probs[:, rows][:, :, cols].float()
-    if method == "area":
-        if (h, w) != (-(-height // stride), -(-width // stride)):
-            raise InputError(f"a ({height}, {width}) image has a ({-(-height // stride)}, {-(-width // stride)}) "
-                             f"grid at stride {stride}, not {grid}")
-        return F.avg_pool2d(probs[None].float(), stride, ceil_mode=True)[0]
     padded = F.pad(probs[None].float(), (0, w * stride - width, 0, h * stride - height), mode="replicate")
     return F.interpolate(padded, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
 
@@ -129,16 +124,16 @@ def to_grid(probs: torch.Tensor, grid: tuple[int, int], stride: int, method: str
 def mask_to_working(
     mask: np.ndarray, onehot: torch.Tensor, labels: LabelSet, size: tuple[int, int], method: str
 ) -> torch.Tensor:
-    """One-hot labels (K, H, W) of the integer ``mask`` at the working ``size``, ready for :func:`to_grid`.
+    """One-hot labels (K, H, W) of the integer ``mask`` brought to the working ``size``, ready for :func:`to_grid`.
 
-    ``"area"`` averages the one-hot map over the original pixels each working pixel covers (no object is
-    moved or dropped by the resize); the other methods resize the ids with PIL nearest (the reference's way).
+    Area averaging of the one-hot map (the fraction of the original pixels under each working pixel that
+    each id covers), except for ``method="nearest"``: PIL nearest resampling of the ids, the official protocol.
     """
     if tuple(onehot.shape[-2:]) == tuple(size):
         return onehot
-    if method == "area":
-        return F.interpolate(onehot[None].float(), size=tuple(size), mode="area")[0]
-    return mask_to_onehot(resize_ids_nearest(mask, size), labels.ids)[0]
+    if method == "nearest":
+        return mask_to_onehot(resize_ids_nearest(mask, size), labels.ids)[0]
+    return F.interpolate(onehot[None].float(), size=tuple(size), mode="area")[0]
 
 
 def upsample(grid_probs: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from stcorr.propagation._backend import BACKENDS
 
 __all__ = ["PropagationOptions", "resolve_options", "DOWNSAMPLING"]
 
-DOWNSAMPLING = ("area", "bilinear", "nearest")
+DOWNSAMPLING = ("bilinear", "nearest")
 _COMPUTE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
 
 

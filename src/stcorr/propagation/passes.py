@@ -179,8 +179,8 @@ def make_prompt(
     """Labels given at the original size, as the (K, h, w) grid labels of the working size and the frame's output.
 
     A mask becomes one channel per id of ``ids`` (default: the ids it holds), brought to the working size by
-    :func:`~stcorr.propagation.labels.mask_to_working` (area averaging for ``label_downsampling="area"``, else
-    PIL nearest); soft labels and keypoint heatmaps are resized bilinearly.
+    :func:`~stcorr.propagation.labels.mask_to_working` (area averaging of the one-hot map; PIL nearest for
+    ``label_downsampling="nearest"``); soft labels and keypoint heatmaps are resized bilinearly.
     """
     array = _as_array(labels)
     kind = _prompt_kind(array, geometry.original, what)
