@@ -173,6 +173,9 @@ def _max_side(args: argparse.Namespace) -> int | None:
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
     if args.session is not None:
+        if args.mask is not None or args.resize_mask:
+            raise InputError("--session replays the session's own anchors; --mask/--resize-mask cannot be given "
+                             "with it. Drop --mask, or drop --session to propagate that mask")
         return _replay_session(args)
     if args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")

@@ -16,7 +16,7 @@ from stcorr.errors import InputError
 from stcorr.io.frames import FrameSource, open_frames
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size",
-           "default_batch_size"]
+           "check_fusion_weights", "default_batch_size"]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -68,6 +68,12 @@ def _fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     return [float(w) for w in values]
 
 
+def check_fusion_weights(model: Encoder, weights: Sequence[float] | None) -> None:
+    """:class:`InputError` unless ``weights`` is None or one finite, non-negative weight per model of ``model``
+    (a single model counts as one), not all 0; called before any frame is encoded."""
+    _fusion_weights(len(_models(model)), weights)
+
+
 def _encode_one(model: torch.nn.Module, rgb: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.inference_mode(), _autocast(device, dtype):
@@ -90,10 +96,10 @@ def encode_batch(
     fusion is the weight**2-weighted mean of the models' cosine similarities.
     """
     models = _models(model)
+    weights = _fusion_weights(len(models), fusion_weights)
     if len(models) == 1:
         return _encode_one(models[0], rgb, dtype)
     feature_stride(models)
-    weights = _fusion_weights(len(models), fusion_weights)
     parts = [_encode_one(m, rgb, dtype) for m in models]
     device = parts[0].device
     fused = torch.cat([w * part.to(device) for w, part in zip(weights, parts)], dim=1)
@@ -152,6 +158,7 @@ def iter_features(
     Same inputs and options as :func:`extract_features`; only one batch of frames is in memory at once.
     """
     _prepare(model, device, batch_size)
+    check_fusion_weights(model, fusion_weights)
     source = frames if isinstance(frames, FrameSource) else open_frames(frames)
     for batch in batch_frames(source, batch_size):
         yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, check_batch_size, encode_batch
+from stcorr.features import Encoder, check_batch_size, check_fusion_weights, encode_batch
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.options import PropagationOptions, resolve_options
 from stcorr.propagation.passes import (
@@ -46,9 +46,9 @@ __all__ = [
 
 
 def _checked_anchors(first_labels: LabelsInput, anchors: Any, start: int, count: int, geometry: Geometry,
-                     opts: PropagationOptions) -> dict[int, LabelsInput]:
-    """Check the first labels and every anchor (indices, kind, size, ids) before any feature work."""
-    checked = check_anchors(anchors, count, start)
+                     opts: PropagationOptions, direction: str) -> dict[int, LabelsInput]:
+    """Check the first labels and every anchor (indices on the pass, kind, size, ids) before any feature work."""
+    checked = check_anchors(anchors, count, start, direction)
     first = make_prompt(first_labels, start, geometry, (1, 1), opts)
     for t, labels in checked.items():
         what = f"the anchor at frame {t}"
@@ -89,9 +89,11 @@ def iter_propagate(
 
     Streams: holds only the context (frame ``start``, anchors met so far and the last ``context`` frames'
     features and soft labels), so memory does not grow with the video's length. Frame ``start`` yields the
-    given labels; ``anchors`` met on the way join the context. Both directions, corrections and caching:
-    :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments;
-    all of them (labels, anchors, start, batch size, options) are checked before the first frame is encoded.
+    given labels; ``anchors`` met on the way join the context (an anchor the pass never reaches, before
+    ``start`` going forward or after it going backward, raises :class:`InputError`). Both directions,
+    corrections and caching: :class:`~stcorr.propagation.session.PropagationSession`. See
+    :func:`propagate_labels` for the arguments; all of them (labels, anchors, start, batch size, options) are
+    checked before the first frame is encoded.
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
@@ -99,8 +101,9 @@ def iter_propagate(
     source = working_source(frames, max_side=max_side, size=size, resample=resample)
     order = frame_order(len(source), start, direction)
     check_batch_size(batch_size)
+    check_fusion_weights(model, fusion_weights)
     geometry = Geometry.of(source, model)
-    anchors = _checked_anchors(first_labels, anchors, start, len(source), geometry, opts)
+    anchors = _checked_anchors(first_labels, anchors, start, len(source), geometry, opts, direction)
     propagator: LabelPropagator | None = None
     first: _Prompt | None = None
     for t, features in zip(order, features_in_order(model, source, order, batch_size, dtype, fusion_weights)):
@@ -156,6 +159,7 @@ def iter_propagate_batch(
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype, backend=backend)
+    check_fusion_weights(model, fusion_weights)
     sources = [working_source(v, max_side=max_side, size=size, resample=resample) for v in videos]
     if not sources or len(first_labels) != len(sources):
         raise InputError(f"expected first labels for each of {len(sources)} videos (at least one), "

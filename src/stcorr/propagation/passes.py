@@ -9,6 +9,9 @@ Labels are given and results returned at the frames' original size; the encoder 
 - keypoints (N, 2) as (x, y) pixels: propagated as Gaussian heatmaps (``sigma`` px, the JHMDB protocol)
   and decoded per frame by the top-5 weighted mean; outputs are (N, 2) points and (N,) scores (the
   decoded heatmap's peak value; 0 and (-1, -1) when the heatmap vanished).
+
+On frames 2 pixels wide an (H, 2) array fits both a mask and H keypoints: uint8 or bool is read as a mask,
+floats as keypoints, any other integer dtype raises :class:`InputError` asking which it is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stcorr.checks import to_numpy
 from stcorr.errors import InputError
 from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride
 from stcorr.io.frames import FrameSource, open_frames
@@ -119,12 +123,12 @@ class Geometry:
 
 
 def _as_array(labels: LabelsInput) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        return labels.detach().cpu().numpy()
-    return np.asarray(labels)
+    return to_numpy(labels)
 
 
 def _prompt_kind(array: np.ndarray, size: tuple[int, int], what: str = "first labels") -> str:
+    if array.shape == size and size[1] == 2:  # (H, 2): a mask of a 2-pixel-wide video, or H keypoints
+        return _mask_or_points(array, what)
     if array.shape == size:
         return "mask"
     if array.ndim == 3 and array.shape[1:] == size:
@@ -135,6 +139,20 @@ def _prompt_kind(array: np.ndarray, size: tuple[int, int], what: str = "first la
         f"{what} of shape {array.shape} do not fit frames of size {size}: expected an integer mask "
         f"{size}, soft labels (K, {size[0]}, {size[1]}), or keypoints (N, 2); resize the mask to the frames "
         "(nearest neighbour) or open the frames at the mask's size"
+    )
+
+
+def _mask_or_points(array: np.ndarray, what: str) -> str:
+    """The rule for an (H, 2) array on frames H pixels high and 2 wide: uint8 or bool is a mask (as read from a
+    mask PNG), floats are keypoints; any other integer dtype is ambiguous (:class:`InputError`)."""
+    if array.dtype == np.uint8 or array.dtype == np.bool_:
+        return "mask"
+    if array.dtype.kind == "f":
+        return "points"
+    raise InputError(
+        f"{what} of shape {array.shape} and dtype {array.dtype} could be a mask of these {array.shape[0]}x2-pixel "
+        "frames or as many (x, y) keypoints; say which: a mask as uint8 (np.asarray(mask, np.uint8)), keypoints "
+        "as floats (np.asarray(points, np.float32))"
     )
 
 
@@ -251,9 +269,10 @@ def frame_order(count: int, start: int, direction: str) -> range:
     return range(start, count) if direction == "forward" else range(start, -1, -1)
 
 
-def check_anchors(anchors: Any, count: int, start: int) -> dict[int, LabelsInput]:
+def check_anchors(anchors: Any, count: int, start: int, direction: str | None = None) -> dict[int, LabelsInput]:
     """``anchors`` as ``{frame: labels}``: a mapping whose keys are integers in [0, count) other than ``start``
-    (:class:`InputError` otherwise, before any feature work)."""
+    and, for one pass in ``direction``, on the frames that pass reaches (:class:`InputError` otherwise, before
+    any feature work: an anchor a pass never meets would otherwise be dropped unnoticed)."""
     if anchors is None:
         return {}
     if not isinstance(anchors, Mapping):
@@ -269,6 +288,13 @@ def check_anchors(anchors: Any, count: int, start: int) -> dict[int, LabelsInput
             raise InputError(f"the anchor at frame {t} is outside the video's {count} frames (0..{count - 1})")
         if t == start:
             raise InputError(f"the anchor at frame {t} is the start frame; give those labels as first_labels")
+        if direction is not None and (t < start if direction == "forward" else t > start):
+            side = "before" if direction == "forward" else "after"
+            raise InputError(
+                f"the anchor at frame {t} lies {side} start={start}, so a {direction} pass never reaches it; "
+                "give anchors on the pass's side of start, or use propagate_labels / PropagationSession, "
+                "which run both directions"
+            )
         checked[int(t)] = labels
     return checked
 
