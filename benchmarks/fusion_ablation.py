@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="original size = working size x scale")
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--network", default="embedded-lite2-s8",
-                        help="whose frozen EfficientNet-Lite blocks feed the ref rows (a Lite model or efficientnet-lite0)")
+                        help="frozen network of the ref rows (a Lite model or efficientnet-lite0)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -137,7 +137,8 @@ def _write(args, original, working, per_video, objects, seconds) -> None:
         rows[v] = row
     data = {"benchmark": "fusion-ablation (issue 21 part 4)", "split": args.split, "videos": len(per_video[base]),
             "frames": args.frames, "original_size": original, "working_size": working,
-            "network": args.network, "options": "context 20, radius 12, top-10, temperature 0.07, API defaults for lib rows",
+            "network": args.network,
+            "options": "context 20, radius 12, top-10, temperature 0.07, API defaults for lib rows",
             "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "torch": torch.__version__, "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_suffix(".tmp")

@@ -44,7 +44,8 @@ def frames_tensor(frames: np.ndarray, working: tuple[int, int] | None = None) ->
 
 
 @torch.inference_mode()
-def stage_maps(network: torch.nn.Module, blocks: Sequence[int], rgb: torch.Tensor, batch: int = 8) -> list[torch.Tensor]:
+def stage_maps(network: torch.nn.Module, blocks: Sequence[int], rgb: torch.Tensor,
+               batch: int = 8) -> list[torch.Tensor]:
     """Raw outputs of ``blocks`` of an EfficientNet-Lite (its ``block_outputs``), float32, for all frames."""
     outs: list[list[torch.Tensor]] = [[] for _ in blocks]
     for i in range(0, len(rgb), batch):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stcorr.eval import main
 from stcorr.errors import InputError
+from stcorr.eval import main
 from stcorr.eval.offline import OfflineConfig, block_segments, grid_points, seed_split, split_seeds
 from stcorr.eval.pairs import OCCLUSION_TOLERANCE, load_pair, read_opencv_matrix, stereo_pair
 from stcorr.eval.sources import opencv_data_dir, skimage_photos

@@ -247,8 +247,8 @@ def _paired_differences(report: OfflineReport) -> dict[str, dict[str, Any]]:
     result = {}
     for m in report.methods[:-1]:
         diff = paired_bootstrap(m.per_video, last.per_video)
-        result[m.name] = {"minus": last.name, "mean": _number(diff.mean), "ci95": [_number(diff.low), _number(diff.high)],
-                          "videos": diff.videos}
+        result[m.name] = {"minus": last.name, "mean": _number(diff.mean),
+                          "ci95": [_number(diff.low), _number(diff.high)], "videos": diff.videos}
     return result
 
 
