@@ -19,16 +19,18 @@ PACKAGE_DIR = Path(stcorr.__file__).parent
 # Lowest first; a module belongs to the first layer with a prefix matching its dotted name.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("stcorr._version", "stcorr.errors", "stcorr.device", "stcorr.checks", "stcorr.color",
-              "stcorr._atomic", "stcorr.distributed", "stcorr.paths", "stcorr.baseline_catalog")),
+              "stcorr._atomic", "stcorr._signals", "stcorr.distributed", "stcorr.paths", "stcorr.baseline_catalog",
+              "stcorr.working_size")),
     ("weight files", ("stcorr.checkpoint", "stcorr.hub", "stcorr.manifest")),
     ("io", ("stcorr.io", "stcorr.frames", "stcorr.outputs", "stcorr.datasets")),
-    ("features", ("stcorr.features",)),
+    ("features", ("stcorr.features", "stcorr.onnx_encoder")),
     ("propagation", ("stcorr.propagation",)),
     ("encoder", ("stcorr.encoder", "stcorr.efficientnet")),
     ("model", ("stcorr.model",)),
     ("weights loader", ("stcorr.baselines", "stcorr.loading")),
     ("metrics", ("stcorr.metrics",)),
-    ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app")),
+    ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app",
+                      "stcorr.video_jobs", "stcorr.batch_manifest", "stcorr.batch")),
     ("entry points", ("stcorr.cli", "stcorr.__main__", "stcorr")),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stcorr.errors import InputError, StcorrError
+from stcorr.working_size import CPU_MAX_SIDE
 
 __all__ = ["main", "build_parser"]
 
@@ -51,7 +53,8 @@ def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazil
         return "installed" if module and util.find_spec(module) is not None else f"needs pip install {pip_name}"
     converted = release_dir(entry.name) / "model.safetensors"
     on_disk = converted.is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
-    return "on disk" if on_disk else "not on disk (Google Drive)"
+    pin = "" if entry.sha256 else ", unpinned"  # the authors publish no checksum for their Google Drive files
+    return f"on disk{pin}" if on_disk else f"not on disk (Google Drive{pin})"
 
 
 def _model_rows() -> list[dict]:
@@ -149,102 +152,107 @@ def _progress_bar(total: int, unit: str = "frame"):  # noqa: ANN202 - tqdm insta
     return tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
-def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel or a baseline
-    from stcorr.loading import load_encoder
-
-    return load_encoder(args.model, device=args.device)
-
-
 def working_max_side(max_side: int | None, device_type: str) -> int | None:
     """The longest side frames are processed at: ``--max-side`` as given (0 = full resolution), else
-    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators."""
-    if max_side is None:
-        return CPU_MAX_SIDE if device_type == "cpu" else None
-    if max_side < 0:
-        raise InputError(f"--max-side must be a positive number of pixels or 0 (full resolution), got {max_side}")
-    return max_side or None
+    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators (the Python API's default too)."""
+    from stcorr.working_size import working_max_side as resolve
+
+    return resolve(max_side, device_type, name="--max-side")
 
 
-def _max_side(args: argparse.Namespace) -> int | None:
+def _max_side(args: argparse.Namespace) -> int:
+    """The library's ``max_side`` for ``--max-side``: the resolved working size, 0 for full resolution."""
     from stcorr.device import resolve_device
 
-    return working_max_side(args.max_side, resolve_device(args.device).type)
+    return working_max_side(args.max_side, resolve_device(args.device).type) or 0
+
+
+def _run_video_job(args: argparse.Namespace, **prompt: Path | None) -> int:
+    """``propagate`` / ``points``: one video's job (:func:`stcorr.video_jobs.run_video_job`), its lines printed."""
+    from stcorr.loading import load_encoder
+    from stcorr.video_jobs import VideoRequest, run_video_job
+
+    request = VideoRequest(args.video, **prompt, frame=args.frame, max_frames=args.max_frames, model=args.model,
+                           overlay=args.overlay, resize_mask=getattr(args, "resize_mask", False),
+                           confidence=getattr(args, "confidence", False),
+                           overlay_pngs=getattr(args, "overlay_pngs", None))
+    if request.kind != "session":  # a session replays its own working size and options
+        request = dataclasses.replace(request, max_side=_max_side(args))
+        settings = _propagation_options(args)
+    else:
+        settings = dict(options=None, batch_size=1)
+    outcome = run_video_job(request, args.out, encoder=lambda name: load_encoder(name, device=args.device),
+                            overwrite=getattr(args, "overwrite", False), bar=_progress_bar, **settings)
+    for line in outcome.lines:
+        print(line)
+    return 0
+
+
+def _refuse_session_extras(args: argparse.Namespace) -> None:
+    """``--session`` replays the session's anchors and writes its masks only: options it would ignore are refused."""
+    ignored = [option for option, given in (("--mask", args.mask is not None), ("--frame", args.frame != 0),
+                                            ("--resize-mask", args.resize_mask), ("--confidence", args.confidence),
+                                            ("--overlay", args.overlay is not None),
+                                            ("--overlay-pngs", args.overlay_pngs is not None)) if given]
+    if ignored:
+        raise InputError(f"--session replays the session's own anchors and writes its masks only, so "
+                         f"{', '.join(ignored)} would be ignored; drop {'it' if len(ignored) == 1 else 'them'}, or "
+                         "use --mask without --session")
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
     if args.session is not None:
-        if args.mask is not None or args.resize_mask:
-            raise InputError("--session replays the session's own anchors; --mask/--resize-mask cannot be given "
-                             "with it. Drop --mask, or drop --session to propagate that mask")
-        return _replay_session(args)
+        _refuse_session_extras(args)
+        return _run_video_job(args, session=args.session)
     if args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
-    from stcorr.io.frames import open_frames
-    from stcorr.pipelines import load_first_mask, propagate_video_mask
-
-    source = open_frames(args.video, max_frames=args.max_frames)
-    mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
-    model = _open_model(args)
-    with _progress_bar(len(source)) as bar:
-        job = propagate_video_mask(model, args.video, mask, args.out, start=args.frame, max_side=_max_side(args),
-                                   max_frames=args.max_frames,
-                                   overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
-                                   write_confidence=args.confidence, overwrite=args.overwrite,
-                                   progress=bar.update, **_propagation_options(args))
-    print(f"wrote {job.frames} masks to {job.masks_dir}")
-    if job.confidence_dir:
-        print(f"wrote confidence maps to {job.confidence_dir}")
-    if job.overlay:
-        print(f"wrote overlay video {job.overlay}")
-    return 0
+    return _run_video_job(args, mask=args.mask)
 
 
-def _replay_session(args: argparse.Namespace) -> int:
-    """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
-    from stcorr.io.frames import open_frames
-    from stcorr.loading import load_encoder
-    from stcorr.pipelines import claim_png_folder
-    from stcorr.propagation.session import PropagationSession
-    from stcorr.session_files import read_session_file, write_session_masks
+def _cmd_propagate_many(args: argparse.Namespace) -> int:
+    """Exit code 0 when every video is done (or was done earlier), 1 when some failed (see DIR/summary.json)."""
+    from stcorr.batch import ManySettings, run_many
+    from stcorr.batch_manifest import read_manifest
+    from stcorr.distributed import shard_device, shard_from_env
+    from stcorr.propagation.options import PropagationOptions
 
-    data = read_session_file(args.session)
-    claim_png_folder(args.out / "masks", args.overwrite)  # refuse an earlier run's PNGs before loading anything
-    model_name = args.model if args.model is not None else data.get("model_name")
-    max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
-    frames = open_frames(args.video, max_frames=max_frames)
-    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
-    with _progress_bar(len(session.stale_frames())) as bar:
-        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update, overwrite=args.overwrite)
-    print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
-          f"wrote {session.num_frames} masks to {masks_dir}")
-    return 0
+    if args.batch_videos < 1:
+        raise InputError(f"--batch-videos must be at least 1, got {args.batch_videos}")
+    rows = read_manifest(args.manifest)
+    shard = shard_from_env()
+    device = shard_device(shard, args.device)
+    options = PropagationOptions(context=args.context, radius=args.radius, topk=args.topk,
+                                 temperature=args.temperature)
+    settings = ManySettings(model=args.model, device=str(device), options=options,
+                            max_side=working_max_side(args.max_side, device.type) or 0, max_frames=args.max_frames,
+                            batch_size=working_batch_size(args.batch_size, device.type),
+                            batch_videos=args.batch_videos, resize_mask=args.resize_mask,
+                            confidence=args.confidence, overlay=args.overlay, overlay_pngs=args.overlay_pngs,
+                            overwrite=args.overwrite)
+    result = run_many(rows, args.out, settings, shard=shard, progress=True)
+    if shard.is_main:
+        for video in result.summary["videos"]:
+            if video["status"] == "failed":
+                error = video["error"]
+                print(f"failed: {video['name']} (manifest line {video['line']}): {error['type']}: {error['message']}",
+                      file=sys.stderr)
+        counts = result.summary["counts"]
+        print(f"{counts['done']} videos done, {counts['skipped']} already done, {counts['failed']} failed: "
+              f"{args.out / 'summary.json'}")
+    return 1 if result.failed else 0
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
     from stcorr.app import launch
 
+    allowed = [name for value in args.allowed_hosts for name in value.split(",")]
     launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side,
-           max_frames=args.max_frames, device=args.device)
+           max_frames=args.max_frames, device=args.device, allowed_hosts=allowed, max_upload_mb=args.max_upload_mb)
     return 0
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
-    from stcorr.io.frames import open_frames
-    from stcorr.io.tracks import read_points_file
-    from stcorr.pipelines import track_video_points
-
-    source = open_frames(args.video, max_frames=args.max_frames)
-    points, names = read_points_file(args.points)
-    model = _open_model(args)
-    with _progress_bar(len(source)) as bar:
-        path = track_video_points(model, args.video, points, names, args.out, start=args.frame,
-                                  max_side=_max_side(args), max_frames=args.max_frames, overlay_path=args.overlay,
-                                  progress=bar.update,
-                                  **_propagation_options(args))
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
-    if args.overlay:
-        print(f"wrote overlay video {args.overlay}")
-    return 0
+    return _run_video_job(args, points=args.points)
 
 
 def _cmd_sheet(args: argparse.Namespace) -> int:
@@ -254,13 +262,20 @@ def _cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
-CPU_MAX_SIDE = 640  # default working size on CPU: longest side in pixels (outputs keep the input's size)
-
 _PROPAGATE_EXAMPLE = """example:
   stcorr propagate --video clip.mp4 --mask first.png --out out/ --overlay out/overlay.mp4
   stcorr propagate --video frames/ --mask 00030.png --frame 30 --max-side 0 --device cuda   # full size on a GPU
 
 Writes out/masks/<frame>.png (palette PNGs at the input's size) and, with --overlay, an mp4.
+"""
+
+_MANY_EXAMPLE = """example:
+  printf 'name,video,mask\\ncat,cat.mp4,cat_first.png\\ndog,dog_frames/,dog_00000.png\\n' > videos.csv
+  stcorr propagate-many --manifest videos.csv --out out/ --overlay
+  torchrun --standalone --nproc_per_node 4 -m stcorr propagate-many --manifest videos.csv --out out/
+
+Writes out/<name>/masks/<frame>.png per video (as `stcorr propagate`) and out/summary.json. Run it again
+to resume: finished videos are skipped, unfinished ones redone. Exit code 1 if some video failed.
 """
 
 _POINTS_EXAMPLE = """example:
@@ -287,11 +302,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def _add_video_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="a video file or a folder of JPEG/PNG frames")
     parser.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
+    parser.add_argument("--out", type=Path, default=Path("stcorr_out"), help="output folder")
+    parser.add_argument("--overlay", type=Path, help="also write an overlay video here (e.g. out.mp4)")
+    _add_model_arguments(parser)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, its device, the working size and the propagation options (every propagating command)."""
     parser.add_argument("--model", default=None,
                         help="model name, hf-hub:org/repo, folder, checkpoint, or a baseline (lab-pixels, random-r18, "
                              "efficientnet-lite0); `stcorr models` lists the names (default: the embedded model)")
-    parser.add_argument("--out", type=Path, default=Path("stcorr_out"), help="output folder")
-    parser.add_argument("--overlay", type=Path, help="also write an overlay video here (e.g. out.mp4)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument("--max-side", type=int,
                         help=f"process frames downscaled to this longest side in pixels, 0 = full resolution; outputs "
@@ -331,6 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
                            help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
 
+    many = add_command("propagate-many", "propagate many videos listed in a manifest (CSV or JSON lines), "
+                       "resumably; scales over processes with torchrun", _MANY_EXAMPLE)
+    many.add_argument("--manifest", type=Path, required=True,
+                      help="CSV (with a header) or JSON lines: one row per video (see the README)")
+    many.add_argument("--out", type=Path, required=True,
+                      help="output folder: DIR/<name>/ per video as `stcorr propagate` writes it, DIR/summary.json")
+    _add_model_arguments(many)
+    many.add_argument("--resize-mask", action="store_true", help="resize masks of another size (nearest)")
+    many.add_argument("--confidence", action="store_true", help="also write DIR/<name>/confidence/ PNGs")
+    many.add_argument("--overlay", action="store_true", help="also write DIR/<name>/overlay.mp4")
+    many.add_argument("--overlay-pngs", action="store_true", help="also write DIR/<name>/overlay/ PNGs")
+    many.add_argument("--batch-videos", type=int, default=1, metavar="N",
+                      help="propagate up to N mask videos annotated on frame 0 with one working size together "
+                           "(one encoder pass and one batched kernel step per frame; for GPUs)")
+    many.add_argument("--overwrite", action="store_true",
+                      help="redo every video (default: skip the videos an earlier run completed, redo the others)")
+    many.set_defaults(func=_cmd_propagate_many)
+
     points = add_command("points", "track points given on one frame through a video", _POINTS_EXAMPLE)
     _add_video_job_arguments(points)
     points.add_argument("--points", required=True, type=Path,
@@ -348,11 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help="browser app: paint a mask, propagate, correct frames, export (stcorr[app])")
     app.add_argument("video", nargs="?", help="a video file or a folder of frames to open at start")
     app.add_argument("--model", default=None, help="model name or path (default: the embedded model)")
-    app.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    app.add_argument("--max-side", type=int,
+                     help=f"process frames downscaled to this longest side in pixels, 0 = full resolution; masks "
+                          f"keep the input's size (default: {CPU_MAX_SIDE} on CPU, full resolution on CUDA)")
     app.add_argument("--max-frames", type=int, help="use only the first N frames")
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
+    app.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES",
+                     help="also answer requests for these host names (comma-separated, repeatable; '*' = any). "
+                          "By default the app answers only localhost names and the --host address, which stops "
+                          "DNS-rebinding pages")
+    app.add_argument("--max-upload-mb", type=float, default=500, help="largest upload in MB (default 500)")
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
@@ -380,12 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for a typed stcorr error)."""
+    """Run the command line; returns the exit code (2 for a typed stcorr error, 130 after Ctrl-C, 143 after
+    SIGTERM)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from stcorr._signals import Interrupted, handled_interrupts
+
     try:
-        return args.func(args)
+        with handled_interrupts():
+            return args.func(args)
     except StcorrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: temporary files are gone, finished frames complete
+        print("error: interrupted; the frames written so far are complete, temporary files were removed",
+              file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130

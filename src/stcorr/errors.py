@@ -20,6 +20,7 @@ __all__ = [
     "DataReadError",
     "VideoReadError",
     "OutputWriteError",
+    "ManifestError",
 ]
 
 
@@ -65,3 +66,12 @@ class VideoReadError(DataReadError):
 
 class OutputWriteError(StcorrError, OSError):
     """An output cannot be written (folder not writable, encoder unavailable, ...)."""
+
+
+class ManifestError(InputError):
+    """A row of a ``propagate-many`` manifest is malformed (the message names the line and the field)."""
+
+    def __init__(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.field = field

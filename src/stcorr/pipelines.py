@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stcorr.errors import InputError, OutputWriteError
+from stcorr._signals import uninterrupted
+from stcorr.errors import InputError
 from stcorr.features import Encoder
+from stcorr.io.claims import check_apart, claim_png_folder, output_lock
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
 from stcorr.io.render import overlay, write_image
@@ -32,15 +34,20 @@ from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "MaskJob",
+    "MaskOutputs",
     "propagate_video_mask",
     "track_video_points",
     "render_overlay_video",
     "read_points_file",
     "write_overlay_pngs",
     "contact_sheet",
+    "claim_png_folder",
+    "check_mask_job_outputs",
 ]
 
 Progress = Callable[[int], None]
+MAX_SHEET_WIDTH = 32768  # widest contact sheet in pixels
+MAX_SHEET_PIXELS = 200_000_000  # largest contact sheet (width x height); 2.4 GB of float RGB while resizing
 
 
 @dataclass(frozen=True)
@@ -66,16 +73,9 @@ def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resi
     return mask
 
 
-def claim_png_folder(folder: Path, overwrite: bool) -> None:
-    """A folder of per-frame PNGs must not mix runs: refuse one holding PNGs, or with ``overwrite`` empty it."""
-    earlier = sorted(folder.glob("*.png")) if folder.is_dir() else []
-    if earlier and not overwrite:
-        raise OutputWriteError(
-            f"{folder} already holds {len(earlier)} PNGs from an earlier run, which would mix with this run's; "
-            "pass --overwrite (overwrite=True) to delete them first, or choose another output folder"
-        )
-    for path in earlier:
-        path.unlink()
+def _path_of(video: Any) -> Any:
+    """The path of a video given as one (else None: arrays and lists cannot be overwritten)."""
+    return video if isinstance(video, (str, os.PathLike)) else None
 
 
 def _session(model: Encoder, video: Any, options: PropagationOptions | None, max_side: int | None,
@@ -102,6 +102,7 @@ def propagate_video_mask(
     progress: Progress | None = None,
     options: PropagationOptions | None = None,
     batch_size: int = 8,
+    inputs: Sequence[str | os.PathLike[str]] = (),
     **option_keywords: Any,
 ) -> MaskJob:
     """Propagate ``mask`` (ids at the video's original size) and write ``out_dir/masks/<frame>.png``.
@@ -116,33 +117,116 @@ def propagate_video_mask(
 
     A PNG folder of this job (``masks/``, ``confidence/``, ``overlay_dir``) that already holds PNGs raises
     :class:`~stcorr.errors.OutputWriteError` before any work, so two runs never mix; ``overwrite=True``
-    deletes those PNGs first. Overlay videos and other files are replaced atomically.
+    deletes those PNGs first. Outputs that are, or hold, an input (``video`` or one of ``inputs``, e.g. the
+    mask's file) are refused before anything is deleted; ``out_dir`` (and ``overlay_dir``) are locked for the
+    run, so a second run into them fails at once. A frame's mask and confidence map are written together
+    (an interrupt of the command line waits for the pair). Overlay videos and other files are replaced
+    atomically.
     """
+    outputs = MaskOutputs(out_dir, overlay_path=overlay_path, overlay_dir=overlay_dir,
+                          write_confidence=write_confidence)
+    outputs.check(video, inputs)
     session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     if mask.shape != session.frame_size:
         raise InputError(f"mask of shape {mask.shape} does not match the frames' size {session.frame_size}")
-    masks_dir = Path(out_dir) / "masks"
-    confidence_dir = Path(out_dir) / "confidence" if write_confidence else None
-    for folder in (masks_dir, confidence_dir, overlay_dir):
-        if folder is not None:
-            claim_png_folder(Path(folder), overwrite)
-    session.add_mask(start, mask)
-    streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
-    with _streamed_overlay(video, streamed, max_frames) as draw:
-        for prediction in session.propagate():
-            name = session.frame_names[prediction.t]
-            write_mask_png(masks_dir / f"{name}.png", prediction.labels)
-            draw(prediction.labels)
-            if confidence_dir is not None:
-                write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
-            if progress:
-                progress(1)
-    if overlay_path is not None and streamed is None:
-        render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames)
-    written = Path(overlay_path) if overlay_path is not None else None
-    if overlay_dir is not None:
-        write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
-    return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
+    with outputs.locked():
+        outputs.claim(overwrite)
+        session.add_mask(start, mask)
+        # frames come in video order when start is 0: the overlay is then drawn as they come
+        with outputs.writing(video, in_order=start == 0, max_frames=max_frames) as write:
+            for prediction in session.propagate():
+                write(session.frame_names[prediction.t], prediction.labels, prediction.confidence)
+                if progress:
+                    progress(1)
+    return outputs.job(session.num_frames)
+
+
+class MaskOutputs:
+    """One video's mask outputs as :func:`propagate_video_mask` writes them: ``out_dir/masks/<frame>.png``,
+    optionally ``out_dir/confidence/<frame>.png``, an overlay mp4 and a folder of overlay PNGs.
+
+    Shared by every writer of per-video mask outputs (one video, or several propagated together), so they
+    write the same files with the same safeguards. Use: :meth:`check` (before anything is loaded), then
+    :meth:`locked` around :meth:`claim`, :meth:`writing` (around the predictions) and :meth:`job`.
+    """
+
+    # HOOK: a per-video output computed from every frame's result (e.g. reliability.json) belongs in `writing`,
+    # so that `stcorr propagate` and both paths of `stcorr propagate-many` (one video, batched) write it.
+
+    def __init__(self, out_dir: str | os.PathLike[str], *, overlay_path: str | os.PathLike[str] | None = None,
+                 overlay_dir: str | os.PathLike[str] | None = None, write_confidence: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.masks_dir = self.out_dir / "masks"
+        self.confidence_dir = self.out_dir / "confidence" if write_confidence else None
+        self.overlay_path = Path(overlay_path) if overlay_path is not None else None
+        self.overlay_dir = Path(overlay_dir) if overlay_dir is not None else None
+
+    def check(self, video: Any, inputs: Sequence[str | os.PathLike[str] | None] = ()) -> None:
+        """Refuse outputs that are, or hold, an input (``video`` or one of ``inputs``) or share a path
+        (:func:`~stcorr.io.claims.check_apart`); nothing is created or deleted."""
+        check_apart([_path_of(video), *inputs],
+                    folders={"the masks folder": self.masks_dir, "the confidence folder": self.confidence_dir,
+                             "the overlay PNG folder (--overlay-pngs)": self.overlay_dir},
+                    files={"the overlay video (--overlay)": self.overlay_path})
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold :func:`~stcorr.io.claims.output_lock` on ``out_dir`` (and on the overlay PNG folder when it lies
+        outside) for the block: a second run into them fails at once."""
+        chosen: list[Path] = []
+        for folder in (self.out_dir, self.overlay_dir):
+            if folder is None:
+                continue
+            real = Path(os.path.realpath(folder))
+            if not any(real == other or other in real.parents for other in chosen):
+                chosen.append(real)
+        with ExitStack() as stack:
+            for folder in chosen:
+                stack.enter_context(output_lock(folder))
+            yield
+
+    def claim(self, overwrite: bool) -> None:
+        """Refuse PNG folders holding an earlier run's PNGs (:func:`claim_png_folder`); ``overwrite`` empties them."""
+        for folder in (self.masks_dir, self.confidence_dir, self.overlay_dir):
+            if folder is not None:
+                claim_png_folder(folder, overwrite)
+
+    @contextmanager
+    def writing(self, video: Any, *, in_order: bool, max_frames: int | None
+                ) -> Iterator[Callable[[str, np.ndarray, np.ndarray | None], None]]:
+        """A function ``write(frame name, labels, confidence)`` for each prediction; ``in_order`` (frames come
+        0, 1, 2, ...) draws the overlay video as they come, else it is rendered from the masks at the end. A
+        frame's mask and confidence map are written together (an interrupt of the command line waits for the
+        pair)."""
+        streamed = self.overlay_path if in_order else None
+        with _streamed_overlay(video, streamed, max_frames) as draw:
+            def write(name: str, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+                with uninterrupted():
+                    write_mask_png(self.masks_dir / f"{name}.png", labels)
+                    if self.confidence_dir is not None:
+                        write_confidence_png(self.confidence_dir / f"{name}.png", confidence)
+                draw(labels)
+
+            yield write
+        if self.overlay_path is not None and streamed is None:
+            render_overlay_video(video, self.masks_dir, self.overlay_path, max_frames=max_frames)
+        if self.overlay_dir is not None:
+            write_overlay_pngs(video, self.masks_dir, self.overlay_dir, max_frames=max_frames)
+
+    def job(self, frames: int) -> MaskJob:
+        return MaskJob(self.masks_dir, self.confidence_dir, self.overlay_path, frames)
+
+
+def check_mask_job_outputs(video: Any, out_dir: str | os.PathLike[str], *, write_confidence: bool = False,
+                           overlay_path: str | os.PathLike[str] | None = None,
+                           overlay_dir: str | os.PathLike[str] | None = None,
+                           inputs: Sequence[str | os.PathLike[str] | None] = ()) -> tuple[Path, Path | None]:
+    """The masks and confidence folders of :func:`propagate_video_mask`, once checked to be apart from the
+    inputs and from each other (:meth:`MaskOutputs.check`); nothing is created or deleted."""
+    outputs = MaskOutputs(out_dir, overlay_path=overlay_path, overlay_dir=overlay_dir,
+                          write_confidence=write_confidence)
+    outputs.check(video, inputs)
+    return outputs.masks_dir, outputs.confidence_dir
 
 
 @contextmanager
@@ -205,29 +289,41 @@ def track_video_points(
     progress: Progress | None = None,
     options: PropagationOptions | None = None,
     batch_size: int = 8,
+    inputs: Sequence[str | os.PathLike[str]] = (),
     **option_keywords: Any,
 ) -> Path:
-    """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``."""
-    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
-    tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
-    scores = np.zeros((session.num_frames, len(points)), np.float32)
-    session.add_points(start, points)
-    for prediction in session.propagate():
-        valid = prediction.point_scores > 0
-        tracks[prediction.t] = np.where(valid[:, None], prediction.points, np.nan)
-        scores[prediction.t] = prediction.point_scores
-        if progress:
-            progress(1)
+    """Track (x, y) points given at frame ``start`` (original pixels); write ``points.json`` and ``points.csv``.
+
+    Outputs that are an input (``video`` or one of ``inputs``, e.g. the points file) are refused first;
+    ``out_dir`` is locked for the run (a second run into it fails at once)."""
     out = Path(out_dir)
-    write_points_json(out / "points.json", tracks, scores, session.frame_names, point_names=names)
-    write_points_csv(out / "points.csv", tracks, scores, session.frame_names, point_names=names)
-    if overlay_path:
-        render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
+    check_apart([_path_of(video), *inputs], files={"points.json": out / "points.json",
+                                                  "points.csv": out / "points.csv", "the overlay video": overlay_path})
+    session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
+    with output_lock(out):
+        tracks = np.full((session.num_frames, len(points), 2), np.nan, np.float32)
+        scores = np.zeros((session.num_frames, len(points)), np.float32)
+        session.add_points(start, points)
+        for prediction in session.propagate():
+            valid = prediction.point_scores > 0
+            tracks[prediction.t] = np.where(valid[:, None], prediction.points, np.nan)
+            scores[prediction.t] = prediction.point_scores
+            if progress:
+                progress(1)
+        write_points_json(out / "points.json", tracks, scores, session.frame_names, point_names=names)
+        write_points_csv(out / "points.csv", tracks, scores, session.frame_names, point_names=names)
+        if overlay_path:
+            render_overlay_video(video, None, overlay_path, points=tracks, max_frames=max_frames)
     return out / "points.json"
 
 
 def contact_sheet(video: Any, indices: Sequence[int], path: str | os.PathLike[str], *, width: int = 1200) -> Path:
-    """Write the frames ``indices`` of ``video`` side by side as one image (PNG/JPEG), ``width`` px wide."""
+    """Write the frames ``indices`` of ``video`` side by side as one image (PNG/JPEG), ``width`` px wide
+    (1 to :data:`MAX_SHEET_WIDTH`). The image may not replace the video or one of its frames."""
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_SHEET_WIDTH:
+        raise InputError(f"the sheet's width must be a whole number of pixels from 1 to {MAX_SHEET_WIDTH}, "
+                         f"got {width!r}; e.g. --width 1200")
+    check_apart([_path_of(video)], files={"the sheet": path})
     source = open_frames(video)
     wanted = sorted(set(indices))
     if not wanted or wanted[0] < 0 or wanted[-1] >= len(source):
@@ -240,5 +336,9 @@ def contact_sheet(video: Any, indices: Sequence[int], path: str | os.PathLike[st
             break
     strip = torch.cat([picked[t] for t in indices], dim=2)
     height = max(1, round(strip.shape[1] * width / strip.shape[2]))
+    if height * width > MAX_SHEET_PIXELS:
+        raise InputError(f"a sheet {width} px wide would be {height} px high ({height * width / 1e6:.0f} million "
+                         f"pixels, the limit is {MAX_SHEET_PIXELS / 1e6:.0f} million); give a smaller --width or "
+                         "fewer frames")
     resized = F.interpolate(strip[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return write_image(path, resized[0].clamp(0, 1))

@@ -29,6 +29,7 @@ from stcorr.pipelines import load_first_mask
 from stcorr.propagation.options import PropagationOptions
 from stcorr.propagation.session import PropagationSession
 from stcorr.session_files import complete, session_to_json, write_session_file
+from stcorr.working_size import working_max_side
 
 __all__ = ["Workbench", "Progress", "MAX_PIXELS"]
 
@@ -75,14 +76,16 @@ class Workbench:
         model: an encoder (from :func:`stcorr.loading.load_encoder`).
         model_name: the name or path it was loaded from (written into the exported session).
         video: a video file or a folder of frames.
-        max_side: process frames downscaled to this longest side (results come back at the original size).
+        max_side: process frames downscaled to this longest side (results come back at the original size);
+            None: the default (640 on CPU, full size on accelerators), 0: full size.
         max_frames: use only the first N frames.
         options: propagation options (context, radius, top-k, temperature).
     """
 
     def __init__(self, model: Any, model_name: str | None, video: str | Path, *, max_side: int | None = None,
                  max_frames: int | None = None, options: PropagationOptions | None = None) -> None:
-        check_video_size(video, max_side, max_frames=max_frames)
+        max_side = working_max_side(max_side, model.device.type) or 0  # the CLI's default; 0 = full size
+        check_video_size(video, max_side or None, max_frames=max_frames)
         self.video = str(video)
         self.model_name = model_name
         self.max_frames = max_frames
@@ -93,12 +96,13 @@ class Workbench:
 
     # -- what the browser shows ------------------------------------------------------------------
     def mask(self, t: int) -> np.ndarray:
-        """The mask of frame t: its anchor, else its propagated result, else empty."""
-        anchors = self.session.anchors
-        if t in anchors:
-            return anchors[t]
+        """The mask frame t shows: its up-to-date result (an anchor's objects as given, the others
+        propagated), else its anchor, else empty."""
         result = self.session.result(t)
-        return result.labels if result is not None else np.zeros(self.session.frame_size, np.uint8)
+        if result is not None:
+            return result.labels
+        anchors = self.session.anchors
+        return anchors[t] if t in anchors else np.zeros(self.session.frame_size, np.uint8)
 
     def editor_value(self, t: int) -> dict[str, Any]:
         """The ImageEditor value for frame t: the frame as background and its mask as the paint layer."""
@@ -138,10 +142,13 @@ class Workbench:
 
     # -- edits -----------------------------------------------------------------------------------
     def set_mask(self, t: int, ids: np.ndarray) -> bool:
-        """Make ``ids`` the anchor of frame t unless it equals what frame t shows already; True if changed.
+        """Make ``ids`` the anchor of frame t for the objects the user edited there; True if changed.
 
-        An empty mask on a frame that is not an anchor yet is no correction and is ignored; an empty anchor
-        is removed (propagation then needs another one).
+        The edited objects are the ids whose pixels differ from what frame t shows (painted or erased): the
+        anchor is authoritative for those only (``add_mask(..., objects=edited)``), every other object keeps
+        its propagated labels at t, and the session re-predicts the frames on both sides of t. An empty
+        mask on a frame that is not an anchor yet is no correction and is ignored; an empty anchor is
+        removed (propagation then needs another one).
         """
         ids = np.asarray(ids, np.uint8)
         if ids.shape != tuple(self.session.frame_size):
@@ -151,9 +158,12 @@ class Workbench:
         if t in anchors and not ids.any():
             self.session.remove_anchor(t)
             return True
-        if np.array_equal(ids, self.mask(t)):
+        shown = self.mask(t)
+        changed = ids != shown
+        edited = sorted((set(np.unique(ids[changed]).tolist()) | set(np.unique(shown[changed]).tolist())) - {0, 255})
+        if not edited:
             return False
-        self.session.add_mask(t, ids)
+        self.session.add_mask(t, ids, objects=edited)
         return True
 
     def set_layer(self, t: int, layer: np.ndarray | None) -> bool:
@@ -172,7 +182,11 @@ class Workbench:
             raise InputError(f"there is no object {object_id}; the objects are {self.session.object_ids}")
         for t, ids in self.session.anchors.items():
             if (ids == object_id).any():
-                self.set_mask(t, np.where(ids == object_id, 0, ids).astype(np.uint8))
+                rest = np.where(ids == object_id, 0, ids).astype(np.uint8)
+                if rest.any():
+                    self.session.add_mask(t, rest, objects=[object_id])  # the anchor's other objects stay
+                else:
+                    self.session.remove_anchor(t)
 
     # -- propagation and export ------------------------------------------------------------------
     def propagate(self) -> Iterator[Progress]:
