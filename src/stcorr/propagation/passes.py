@@ -349,16 +349,13 @@ def _leading_cells(mask: np.ndarray, ids: Sequence[int], working: tuple[int, int
                    method: str) -> dict[int, int]:
     """Per id: the feature cells where it is the largest label once ``mask`` is brought to the grid of the
     working size (as :func:`make_prompt` does), i.e. where propagation can pick it up again."""
-    small = resize_ids_nearest(mask, working)
-    present = [i for i in ids if np.any(small == i)]
-    if not present:
-        return {i: 0 for i in ids}
-    probs, _ = mask_to_onehot(np.where(np.isin(small, present), small, 0), sorted({0, *present}))
+    order = sorted({0, *ids})
+    kept = np.where(np.isin(mask, order), mask, 0)  # other ids count as background here
+    onehot, labels = mask_to_onehot(kept, order)
+    small = mask_to_working(kept, onehot, labels, working, method)
     grid = (math.ceil(working[0] / stride), math.ceil(working[1] / stride))
-    on_grid = to_grid(probs, grid, stride, method)
-    winner = on_grid.argmax(dim=0)
-    order = sorted({0, *present})
-    return {i: int((winner == order.index(i)).sum()) if i in present else 0 for i in ids}
+    winner = to_grid(small, grid, stride, method).argmax(dim=0)
+    return {i: int((winner == order.index(i)).sum()) for i in ids}
 
 
 def _size_for(original: tuple[int, int], max_side: int) -> tuple[int, int]:
