@@ -79,6 +79,24 @@ def test_fused_features_are_normalised_stage_outputs_upsampled_and_concatenated(
     torch.testing.assert_close(out[:, 48:], up[..., : grid[0], : grid[1]])
 
 
+def test_embedded_fusion_normalises_each_stage_on_its_own_grid_then_upsamples():
+    """The default model's fusion, kept after issue 21's ablation (README model card): stage 3 has unit norm
+    at every stride-8 cell; stage 5 is normalised on its stride-16 grid, then interpolated, so its vectors are
+    at most unit length and shorter where neighbouring cells disagree (its share of the cosine shrinks)."""
+    model = stcorr.load_model(device="cpu")
+    rgb = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    rgb[..., 16:48, 24:64] = torch.tensor([0.9, 0.2, 0.1]).view(3, 1, 1)
+    with torch.no_grad():
+        out = model(rgb)
+        s3, s5 = model.block_outputs(normalize_imagenet(rgb), list(model.stage_blocks))
+    split = s3.shape[1]
+    up = F.interpolate(F.normalize(s5, dim=1), scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, torch.cat([F.normalize(s3, dim=1), up[..., :8, :12]], dim=1))
+    fine, coarse = out[0, :split].norm(dim=0), out[0, split:].norm(dim=0)
+    torch.testing.assert_close(fine, torch.ones_like(fine), atol=1e-3, rtol=0)
+    assert coarse.max() <= 1 + 1e-3 and coarse.mean() < 0.97 and coarse.min() < 0.9
+
+
 @_needs("efficientnet-lite0")
 def test_lite0_model_equals_the_lite0_baseline():
     from stcorr.baselines import load_baseline

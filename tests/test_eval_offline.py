@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stcorr.errors import InputError
 from stcorr.eval import main
-from stcorr.eval.offline import block_segments, grid_points
+from stcorr.eval.offline import OfflineConfig, block_segments, grid_points, seed_split, split_seeds
 from stcorr.eval.pairs import OCCLUSION_TOLERANCE, load_pair, read_opencv_matrix, stereo_pair
 from stcorr.eval.sources import opencv_data_dir, skimage_photos
 from stcorr.eval.synthetic import make_scene, make_video
+from stcorr.eval.uncertainty import paired_bootstrap, standard_error
 from stcorr.manifest import default_model_name
 
 pytest.importorskip("skimage")
@@ -177,3 +179,49 @@ def test_offline_runs_only_the_baselines_asked_for(tmp_path: Path, capsys) -> No
     assert list(json.loads(out.read_text())["methods"]) == ["held-still", "lab-pixels"]
     assert main(["offline", "--quick", "--baselines", "imagenet-r50"]) == 2
     assert "unknown baselines" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# Splits and uncertainty (issue 21: decisions on "tune", confirmed on "heldout")
+
+
+def test_splits_are_disjoint_and_the_default_run_is_the_start_of_tune() -> None:
+    tune, heldout = split_seeds("tune", 40), split_seeds("heldout", 40)
+    assert tune == tuple(range(40)) and heldout == tuple(range(1000, 1040)) and not set(tune) & set(heldout)
+    assert split_seeds("all", 3) == (0, 1, 2, 1000, 1001, 1002)
+    assert OfflineConfig().seeds == split_seeds("tune", 8) and OfflineConfig.quick().seeds == split_seeds("tune", 3)
+    assert OfflineConfig.enlarged(5, "heldout").seeds == heldout[:5]
+    assert [seed_split(s) for s in (0, 999, 1000)] == ["tune", "tune", "heldout"]
+    for bad in (dict(split="test", videos=3), dict(split="tune", videos=0), dict(split="tune", videos=1001)):
+        with pytest.raises(InputError):
+            split_seeds(**bad)
+
+
+def test_standard_error_and_paired_bootstrap_by_hand() -> None:
+    assert standard_error([1.0, 3.0]) == pytest.approx(1.0)  # sd sqrt(2) / sqrt(2)
+    assert np.isnan(standard_error([1.0]))
+    a = {"v1": 0.5, "v2": 0.7, "v3": 0.9}
+    same_shift = paired_bootstrap(a, {k: v - 0.1 for k, v in a.items()})  # every video 0.1 better: no doubt
+    assert (same_shift.mean, same_shift.low, same_shift.high, same_shift.videos) == pytest.approx((0.1, 0.1, 0.1, 3))
+    mixed = paired_bootstrap({"v1": 1.0, "v2": 0.0, "v3": 0.5, "extra": 0.3}, {"v1": 0.0, "v2": 1.0, "v3": 0.5})
+    assert mixed.videos == 3 and mixed.mean == pytest.approx(0.0) and mixed.low < -0.3 and mixed.high > 0.3
+    with pytest.raises(InputError):
+        paired_bootstrap({"v1": 1.0}, {"v1": 0.0})
+
+
+def test_offline_split_option_runs_heldout_seeds_and_reports_paired_intervals(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "offline.json"
+    args = ["offline", "--quick", "--baselines", "held-still", "--models", "lab-pixels", "--videos", "2",
+            "--split", "heldout", "--json", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert [v["seed"] for v in data["videos"].values()] == [1000, 1001]
+    assert {v["split"] for v in data["videos"].values()} == {"heldout"} and "1000, 1001 (heldout)" in printed
+    diff = data["paired_differences"]["held-still"]
+    per_video = {name: m["synthetic"]["per_video_J&F"] for name, m in data["methods"].items()}
+    expected = np.mean([per_video["held-still"][k] - per_video["lab-pixels"][k] for k in per_video["lab-pixels"]])
+    assert diff["minus"] == "lab-pixels" and diff["mean"] == pytest.approx(expected, abs=3e-6)  # each rounded to 1e-6
+    assert diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+    assert data["methods"]["lab-pixels"]["synthetic"]["per_video_J&F_SE"] > 0
+    assert "paired bootstrap 95 % CI" in printed

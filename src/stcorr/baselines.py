@@ -141,7 +141,8 @@ class EfficientNetLite0Encoder(_ParameterDevice):
 
     The outputs of the MBConv ``blocks`` are each L2-normalised along channels, brought to the
     ``stride`` grid (bilinear upsampling for coarser blocks, average pooling for finer ones) and
-    concatenated, so each block weighs equally in the cosine similarity. Block strides are
+    concatenated, like :class:`~stcorr.model.LiteCorrespondenceModel` (where an upsampled block's vector
+    is shorter where its neighbours disagree). Block strides are
     ``EFFICIENTNET_BLOCK_STRIDES`` (2, 4, 4, 8, 8, 16 x 6, 32 x 5); the default (4, 10) joins the last
     stride-8 block (40 ch) with the last 112-channel stride-16 block: in nearest-neighbour matching of
     grid cells between photos and their warped copies it beat every single block and came within 0.01

@@ -312,8 +312,12 @@ class LiteCorrespondenceModel(EfficientNetLite, ModelBase, **_HUB_CARD):
 
     The outputs of ``stages`` (1-based; default 3 = the last stride-8 stage and 5 = the last stride-16
     stage) are each L2-normalised along channels, brought to the stride-8 grid (bilinear upsampling by the
-    stride ratio, then cropped to ceil(H/8) x ceil(W/8)) and concatenated, so each stage weighs equally in
-    the cosine similarity; ``projection`` > 0 adds a learned bias-free 1x1 convolution to that many
+    stride ratio, then cropped to ceil(H/8) x ceil(W/8)) and concatenated. Normalising before upsampling
+    gives each stage unit norm on its own grid; an upsampled cell whose coarse neighbours disagree (object
+    edges, texture) gets a shorter stride-16 vector, so there the stride-8 stage dominates the cosine. This
+    is deliberate: normalising after upsampling (equal shares at every cell) was measured 4.5 J&F points worse
+    on the offline benchmark's synthetic videos and 1.5 better on its real pairs (issue 21; README model
+    card). ``projection`` > 0 adds a learned bias-free 1x1 convolution to that many
     channels. Blocks deeper than the last fused stage (and the ImageNet head) are not built, so the
     weights hold only what the features use.
 

@@ -26,6 +26,7 @@ and a message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ from stcorr.datasets import DavisDataset, JhmdbDataset, VipDataset
 from stcorr.distributed import BARRIER_TIMEOUT, all_succeeded, process_group, shard_device, shard_from_env
 from stcorr.errors import StcorrError
 from stcorr.eval import predict, tapvid
-from stcorr.eval.offline import BASELINE_METHODS, OfflineConfig, default_models, run_offline
+from stcorr.eval.offline import BASELINE_METHODS, SPLITS, OfflineConfig, default_models, run_offline, split_seeds
 from stcorr.eval.point_benchmark import POINT_METHODS, PointBenchmarkConfig, fit_and_ablate, run_point_benchmark
 from stcorr.eval.scoring import evaluate_davis, evaluate_jhmdb, evaluate_vip, write_davis_csv
 from stcorr.loading import load_encoder
@@ -143,6 +144,9 @@ def _cmd_offline(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {}
     try:
         if not args.points_only:
+            if args.videos is not None or args.split is not None:
+                seeds = split_seeds(args.split or "tune", len(config.seeds) if args.videos is None else args.videos)
+                config = dataclasses.replace(config, seeds=seeds)
             report = run_offline(args.models, config=config, device=args.device, progress=True, baselines=baselines)
             print(report.to_markdown())
             data = report.to_json()
@@ -328,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     offline_parser.add_argument("--json", type=Path, help="write every score to this JSON file")
     offline_parser.add_argument(
         "--quick", action="store_true", help="a reduced run (fewer and shorter videos, smaller pairs)"
+    )
+    offline_parser.add_argument(
+        "--videos", type=int, metavar="N",
+        help="synthetic videos per split (default: 8, --quick 3); e.g. --videos 40 for decisions worth a point",
+    )
+    offline_parser.add_argument(
+        "--split", choices=SPLITS,
+        help="seeds of the synthetic videos: tune (0..N-1, the default; decide here), heldout (1000..1000+N-1; "
+        "only to confirm a decision) or all (both)",
     )
     offline_parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     points_group = offline_parser.add_mutually_exclusive_group()

@@ -20,6 +20,13 @@ Two parts, every method run through the same code:
   propagated with the DAVIS preset of the model's stride and scored with DAVIS J&F over frames
   1 .. T-2, objects pooled over all videos (the DAVIS-2017 semi-supervised protocol).
 
+  Seeds come in two disjoint splits (:func:`split_seeds`): ``tune`` (seeds 0, 1, 2, ...; the default
+  run's 8 videos are its first 8) for choosing anything, and ``heldout`` (seeds 1000, 1001, ...) only to
+  confirm a choice made on ``tune``. :meth:`OfflineConfig.enlarged` (CLI ``--videos N --split``) runs
+  N videos of a split (or of both). The report gives each method's per-video standard error and, for
+  every method against the last one, a paired bootstrap 95 % interval of the J&F difference
+  (:mod:`stcorr.eval.uncertainty`), so a difference can be told from the choice of videos.
+
 Methods: ``held-still`` (no model: frame 0's mask repeated, every point kept in place), the baselines
 ``lab-pixels``, ``random-r18`` and ``efficientnet-lite0`` (:mod:`stcorr.baselines`), then the models
 asked for (default: the embedded model, when this build ships one). Seconds per method cover its
@@ -44,6 +51,7 @@ from stcorr.eval.predict import propagate_mask
 from stcorr.eval.presets import EvalPreset, preset_for
 from stcorr.eval.sources import photo_library
 from stcorr.eval.synthetic import SyntheticVideo, make_video
+from stcorr.eval.uncertainty import paired_bootstrap, standard_error
 from stcorr.features import Encoder, feature_stride
 from stcorr.metrics import davis
 from stcorr.propagation.matching import match_points
@@ -51,6 +59,10 @@ from stcorr.propagation.matching import match_points
 __all__ = [
     "HELD_STILL",
     "BASELINE_METHODS",
+    "SPLITS",
+    "HELDOUT_SEED_BASE",
+    "split_seeds",
+    "seed_split",
     "OfflineConfig",
     "PairScores",
     "MethodScores",
@@ -66,6 +78,26 @@ logger = logging.getLogger(__name__)
 HELD_STILL = "held-still"
 BASELINE_METHODS: tuple[str, ...] = (HELD_STILL, "lab-pixels", "random-r18", "efficientnet-lite0")
 _MIN_KEPT_AREA = 0.25
+SPLITS: tuple[str, ...] = ("tune", "heldout", "all")
+HELDOUT_SEED_BASE = 1000
+"""First seed of the ``heldout`` split; ``tune`` seeds count from 0 (far below it for any practical size)."""
+
+
+def split_seeds(split: str, videos: int) -> tuple[int, ...]:
+    """The seeds of ``videos`` synthetic videos of ``split``: ``tune`` 0..N-1, ``heldout`` 1000..1000+N-1,
+    ``all`` both (2N videos). Decide on ``tune``; ``heldout`` only confirms."""
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if isinstance(videos, bool) or not isinstance(videos, int) or not 1 <= videos <= HELDOUT_SEED_BASE:
+        raise InputError(f"videos must be an integer in 1..{HELDOUT_SEED_BASE}, got {videos!r}")
+    tune = tuple(range(videos))
+    heldout = tuple(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + videos))
+    return {"tune": tune, "heldout": heldout, "all": tune + heldout}[split]
+
+
+def seed_split(seed: int) -> str:
+    """``"tune"`` or ``"heldout"``: the split a seed belongs to."""
+    return "heldout" if seed >= HELDOUT_SEED_BASE else "tune"
 
 
 @dataclass(frozen=True)
@@ -85,6 +117,11 @@ class OfflineConfig:
     def quick(cls) -> OfflineConfig:
         """3 videos of 8 frames at 200x160, pairs at 256 px."""
         return cls(seeds=(0, 1, 2), num_frames=8, size=(160, 200), pair_max_side=256)
+
+    @classmethod
+    def enlarged(cls, videos: int = 40, split: str = "tune") -> OfflineConfig:
+        """The full run's settings with ``videos`` synthetic videos of ``split`` (see :func:`split_seeds`)."""
+        return cls(seeds=split_seeds(split, videos))
 
 
 @dataclass(frozen=True)
@@ -137,7 +174,7 @@ class OfflineReport:
         thresholds = "/".join(f"{t:g}" for t in c.pck_thresholds)
         lines = [
             f"Offline benchmark: {len(self.videos)} semi-synthetic videos ({c.num_frames} frames, "
-            f"{c.size[1]}x{c.size[0]}, seeds {', '.join(map(str, c.seeds))}), DAVIS J&F over frames 1..T-2; "
+            f"{c.size[1]}x{c.size[0]}, seeds {_describe_seeds(c.seeds)}), DAVIS J&F over frames 1..T-2; "
             f"real pairs at longest side {c.pair_max_side} px: PCK@{thresholds} px of matched grid points, "
             "J&F of a transferred block grid. Percent.",
             "",
@@ -154,6 +191,7 @@ class OfflineReport:
                 row += [" / ".join(f"{scores.pck[t]:.1f}" for t in c.pck_thresholds), _pct(scores.jf)]
             row.append(f"{m.seconds:.1f}")
             lines.append("| " + " | ".join(row) + " |")
+        lines += _uncertainty_lines(self)
         notes = [f"Absent pair {name}: {reason}" for name, reason in self.absent.items()]
         notes += [f"Skipped method {name}: {reason}" for name, reason in self.skipped.items()]
         return "\n".join(lines + ([""] + notes if notes else []))
@@ -165,6 +203,7 @@ class OfflineReport:
             synthetic = {k: _number(v) for k, v in m.synthetic.as_dict().items()}
             synthetic["num_objects"] = m.synthetic.num_objects
             synthetic["per_video_J&F"] = {k: _number(v) for k, v in m.per_video.items()}
+            synthetic["per_video_J&F_SE"] = _number(standard_error(list(m.per_video.values())))
             pairs = {
                 name: {
                     "PCK": {f"{t:g}px": _number(v) for t, v in s.pck.items()},
@@ -183,7 +222,47 @@ class OfflineReport:
             "skipped": self.skipped,
             "data_seconds": round(self.data_seconds, 3),
             "methods": methods,
+            "paired_differences": _paired_differences(self),
         }
+
+
+def _describe_seeds(seeds: Sequence[int]) -> str:
+    """Seeds as runs (``0-39 (tune), 1000-1039 (heldout)``)."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1 and seed_split(seed) == seed_split(runs[-1][0]):
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(
+        (f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r))) + f" ({seed_split(r[0])})" for r in runs
+    )
+
+
+def _paired_differences(report: OfflineReport) -> dict[str, dict[str, Any]]:
+    """Per-video J&F of every method minus the last method's, with a paired bootstrap 95 % interval."""
+    if len(report.methods) < 2 or len(report.videos) < 2:
+        return {}
+    last = report.methods[-1]
+    result = {}
+    for m in report.methods[:-1]:
+        diff = paired_bootstrap(m.per_video, last.per_video)
+        result[m.name] = {"minus": last.name, "mean": _number(diff.mean),
+                          "ci95": [_number(diff.low), _number(diff.high)], "videos": diff.videos}
+    return result
+
+
+def _uncertainty_lines(report: OfflineReport) -> list[str]:
+    """Per-video standard errors and the paired differences with the last method, as Markdown notes."""
+    if len(report.videos) < 2:
+        return []
+    errors = ", ".join(f"{m.name} {_pct(standard_error(list(m.per_video.values())))}" for m in report.methods)
+    lines = ["", f"Per-video synthetic J&F standard error (points): {errors}."]
+    for name, diff in _paired_differences(report).items():
+        low, high = diff["ci95"]
+        lines.append(f"Synthetic J&F {name} - {diff['minus']}: {100 * diff['mean']:+.1f} "
+                     f"(paired bootstrap 95 % CI {100 * low:+.1f} .. {100 * high:+.1f}, {diff['videos']} videos).")
+    return lines
 
 
 def _pct(value: float) -> str:
@@ -385,6 +464,7 @@ def run_offline(
     video_info = {
         v.name: {
             "seed": v.scene.seed,
+            "split": seed_split(v.scene.seed),
             "background": v.scene.background_photo,
             "objects": [o.photo for o in v.scene.objects],
             "frames": len(v.frames),

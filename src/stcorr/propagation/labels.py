@@ -5,6 +5,10 @@ Encoding (image -> grid):
 - an integer mask (H, W) becomes one channel per id present (void 255 excluded: void pixels carry no
   label), sorted by id;
 - soft labels (K, H, W) are used as they are;
+- a mask given at another size than the working size is brought there (:func:`mask_to_working`) by area
+  averaging of its one-hot map (each working pixel gets the fraction of its original pixels each id covers,
+  so no object is moved or dropped), or, for ``"nearest"``, by PIL nearest resampling of its ids (the
+  official protocol);
 - downsampling to the grid is ``"bilinear"`` (default: antialiased bilinear on the one-hot
   probabilities, so thin and small objects keep a soft presence on the grid) or ``"nearest"`` (the
   official protocol: PIL-style nearest sampling of the id map, which can drop objects smaller than a cell).
@@ -34,6 +38,7 @@ __all__ = [
     "LabelSet",
     "mask_to_onehot",
     "to_grid",
+    "mask_to_working",
     "upsample",
     "decode_ids",
     "confidence_map",
@@ -114,6 +119,21 @@ def to_grid(probs: torch.Tensor, grid: tuple[int, int], stride: int, method: str
         return probs[:, rows][:, :, cols].float()
     padded = F.pad(probs[None].float(), (0, w * stride - width, 0, h * stride - height), mode="replicate")
     return F.interpolate(padded, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def mask_to_working(
+    mask: np.ndarray, onehot: torch.Tensor, labels: LabelSet, size: tuple[int, int], method: str
+) -> torch.Tensor:
+    """One-hot labels (K, H, W) of the integer ``mask`` brought to the working ``size``, ready for :func:`to_grid`.
+
+    Area averaging of the one-hot map (the fraction of the original pixels under each working pixel that
+    each id covers), except for ``method="nearest"``: PIL nearest resampling of the ids, the official protocol.
+    """
+    if tuple(onehot.shape[-2:]) == tuple(size):
+        return onehot
+    if method == "nearest":
+        return mask_to_onehot(resize_ids_nearest(mask, size), labels.ids)[0]
+    return F.interpolate(onehot[None].float(), size=tuple(size), mode="area")[0]
 
 
 def upsample(grid_probs: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:

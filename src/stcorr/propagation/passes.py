@@ -38,7 +38,7 @@ from stcorr.propagation.labels import (
     confidence_map,
     decode_ids,
     mask_to_onehot,
-    resize_ids_nearest,
+    mask_to_working,
     resize_soft,
     to_grid,
     upsample,
@@ -216,8 +216,9 @@ def make_prompt(
 ) -> _Prompt:
     """Labels given at the original size, as the (K, h, w) grid labels of the working size and the frame's output.
 
-    A mask becomes one channel per id of ``ids`` (default: the ids it holds); it is resized to the working size
-    with PIL nearest, soft labels and keypoint heatmaps bilinearly.
+    A mask becomes one channel per id of ``ids`` (default: the ids it holds), brought to the working size by
+    :func:`~stcorr.propagation.labels.mask_to_working` (area averaging of the one-hot map; PIL nearest for
+    ``label_downsampling="nearest"``); soft labels and keypoint heatmaps are resized bilinearly.
     """
     array = _as_array(labels)
     kind = _prompt_kind(array, geometry.original, what)
@@ -240,7 +241,7 @@ def make_prompt(
     else:
         probs, label_set = mask_to_onehot(array, ids)
         frame_ids = array.astype(np.uint8)
-        small = probs if working == original else mask_to_onehot(resize_ids_nearest(array, working), label_set.ids)[0]
+        small = mask_to_working(array, probs, label_set, working, options.label_downsampling)
     image = FramePrediction(t, label_set.ids, labels=frame_ids, confidence=np.ones(original, np.float32),
                             probabilities=probs.numpy() if return_probabilities else None)
     return _Prompt(kind, to_grid(small, grid, geometry.stride, options.label_downsampling), label_set, image)
@@ -350,16 +351,13 @@ def _leading_cells(mask: np.ndarray, ids: Sequence[int], working: tuple[int, int
                    method: str) -> dict[int, int]:
     """Per id: the feature cells where it is the largest label once ``mask`` is brought to the grid of the
     working size (as :func:`make_prompt` does), i.e. where propagation can pick it up again."""
-    small = resize_ids_nearest(mask, working)
-    present = [i for i in ids if np.any(small == i)]
-    if not present:
-        return {i: 0 for i in ids}
-    probs, _ = mask_to_onehot(np.where(np.isin(small, present), small, 0), sorted({0, *present}))
+    order = sorted({0, *ids})
+    kept = np.where(np.isin(mask, order), mask, 0)  # other ids count as background here
+    onehot, labels = mask_to_onehot(kept, order)
+    small = mask_to_working(kept, onehot, labels, working, method)
     grid = (math.ceil(working[0] / stride), math.ceil(working[1] / stride))
-    on_grid = to_grid(probs, grid, stride, method)
-    winner = on_grid.argmax(dim=0)
-    order = sorted({0, *present})
-    return {i: int((winner == order.index(i)).sum()) if i in present else 0 for i in ids}
+    winner = to_grid(small, grid, stride, method).argmax(dim=0)
+    return {i: int((winner == order.index(i)).sum()) for i in ids}
 
 
 def _size_for(original: tuple[int, int], max_side: int) -> tuple[int, int]:
