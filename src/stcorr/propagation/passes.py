@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,12 @@ from stcorr.propagation.labels import (
     upsample,
 )
 from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.reliability import ReliabilityTracker
 
 __all__ = [
     "FramePrediction",
+    "rate",
+    "new_tracker",
     "FrameResult",
     "PropagationResult",
     "Geometry",
@@ -72,6 +75,8 @@ class FramePrediction:
     probabilities: np.ndarray | None = None  # (K, H, W) float32, on request
     points: np.ndarray | None = None  # (N, 2) float32 (x, y) pixels
     point_scores: np.ndarray | None = None  # (N,) float32
+    # object id -> [0, 1], higher = more likely right (masks and soft labels; :mod:`.reliability`)
+    reliability: dict[int, float] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         if self.points is not None:
@@ -227,6 +232,27 @@ def decode(
         confidence=confidence_map(full),
         probabilities=full.cpu().numpy() if return_probabilities else None,
     )
+
+
+def rate(prediction: FramePrediction, tracker: ReliabilityTracker | None, *, anchor: bool = False) -> FramePrediction:
+    """``prediction`` with its per-object ``reliability`` from ``tracker`` (the tracker of its pass, which it
+    updates): 1 for an anchor (which becomes the reference of the frames after it). Keypoints: unchanged."""
+    if tracker is None or prediction.labels is None:
+        return prediction
+    if anchor:
+        values = tracker.anchor(prediction.labels, prediction.ids)
+    else:
+        values = tracker.observe(prediction.labels, prediction.confidence, prediction.ids)
+    return replace(prediction, reliability=values)
+
+
+def new_tracker(kind: str, geometry: Geometry) -> ReliabilityTracker | None:
+    """The reliability tracker of a pass over labels of ``kind`` (None for keypoints), measuring on one sample
+    per feature cell of the original frames."""
+    if kind == "points":
+        return None
+    scale = max(o / w for o, w in zip(geometry.original, geometry.working))
+    return ReliabilityTracker(max(1, round(geometry.stride * scale)))
 
 
 def advance(propagator: LabelPropagator, features: torch.Tensor, anchor: _Prompt | None) -> torch.Tensor:

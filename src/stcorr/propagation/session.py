@@ -42,9 +42,12 @@ from stcorr.propagation.passes import (
     decode,
     features_in_order,
     make_prompt,
+    new_tracker,
     prompt_kind,
+    rate,
     working_source,
 )
+from stcorr.propagation.reliability import RECENT_FRAMES, ReliabilityTracker
 
 __all__ = ["PropagationSession", "FrameResult"]
 
@@ -341,6 +344,7 @@ class PropagationSession:
             begin = max(t for t in stale if begin <= t < first)
             order = range(begin, end - 1, -1)
         features = self._pass_features(order)
+        tracker = self._tracker(direction, order.start)
         grid_size: tuple[int, int] | None = None
         propagator: LabelPropagator | None = None
         prompts: dict[int, _Prompt] = {}
@@ -351,20 +355,56 @@ class PropagationSession:
                 propagator = self._resume(direction, order.start, prompts, feats.device)
                 if propagator is None:  # the pass starts at the first anchor itself
                     propagator = LabelPropagator(feats, prompts[t].grid.to(feats.device), self.options)
+                    image = rate(prompts[t].image, tracker, anchor=True)
                     if t in stale:
-                        yield self._store(t, prompts[t].grid, prompts[t].image)
+                        yield self._store(t, prompts[t].grid, image)
                     continue
             anchor = prompts.get(t) if direction == "forward" else None
             grid = advance(propagator, feats, anchor)
             if t not in stale:  # an anchor whose own output is up to date: only joins the context
+                self._follow(tracker, t, anchor is not None)
                 continue
             if anchor is not None:
-                result = anchor.image
+                result = rate(anchor.image, tracker, anchor=True)
             else:
                 first_prompt = prompts[first]
-                result = decode(t, grid, first_prompt.kind, first_prompt.labels, self._geometry, self.options,
-                                self._return_probabilities)
+                result = rate(decode(t, grid, first_prompt.kind, first_prompt.labels, self._geometry, self.options,
+                                     self._return_probabilities), tracker)
             yield self._store(t, grid, result, propagator.precision_state)
+
+    def _anchor_ids(self, t: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The anchor at ``t`` as an (H, W) id map and its channel ids (soft labels: arg-max channel)."""
+        labels = self._anchors[t].labels
+        if self._anchors[t].kind == "mask":
+            return labels, self._label_ids()
+        return labels.argmax(axis=0), tuple(range(len(labels)))
+
+    def _follow(self, tracker: ReliabilityTracker | None, t: int, anchor: bool) -> None:
+        """Tell ``tracker`` about frame ``t``, an anchor or a cached prediction, as if the pass had computed it."""
+        if tracker is None:
+            return
+        if anchor:
+            tracker.anchor(*self._anchor_ids(t))
+        elif t in self._cache:
+            result = self._cache[t].result
+            tracker.features(result.labels, result.confidence, result.ids)
+
+    def _tracker(self, direction: str, begin: int) -> ReliabilityTracker | None:
+        """The reliability tracker of a pass resuming at ``begin``: it has seen the anchors met before
+        ``begin`` and the last predicted frames since the last of them (from the cache)."""
+        tracker = new_tracker(self._kind() or "mask", self._geometry)
+        first = min(self._anchors)
+        if tracker is None or begin == first:
+            return tracker
+        step = 1 if direction == "forward" else -1
+        before = list(range(first, begin, step))
+        met = [t for t in before if t == first or (direction == "forward" and t in self._anchors)]
+        for t in met:
+            self._follow(tracker, t, True)
+        predicted = [t for t in before if (t - met[-1]) * step > 0]
+        for t in predicted[-RECENT_FRAMES:]:
+            self._follow(tracker, t, False)
+        return tracker
 
     def _store(self, t: int, grid: torch.Tensor, result: FrameResult,
                precision: tuple[Any, ...] | None = None) -> FrameResult:
