@@ -189,6 +189,8 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
                                    write_confidence=args.confidence, overwrite=args.overwrite,
                                    progress=bar.update, **_propagation_options(args))
     print(f"wrote {job.frames} masks to {job.masks_dir}")
+    if job.reliability:
+        print(f"wrote per-object reliability to {job.reliability}")
     if job.confidence_dir:
         print(f"wrote confidence maps to {job.confidence_dir}")
     if job.overlay:
@@ -199,6 +201,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 def _replay_session(args: argparse.Namespace) -> int:
     """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
     from stcorr.io.frames import open_frames
+    from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
     from stcorr.loading import load_encoder
     from stcorr.pipelines import claim_png_folder
     from stcorr.propagation.session import PropagationSession
@@ -212,8 +215,10 @@ def _replay_session(args: argparse.Namespace) -> int:
     session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
     with _progress_bar(len(session.stale_frames())) as bar:
         masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update, overwrite=args.overwrite)
+    reliability = write_reliability_json(args.out / RELIABILITY_FILE, session.frame_names,
+                                         [session.result(t).reliability for t in range(session.num_frames)])
     print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
-          f"wrote {session.num_frames} masks to {masks_dir}")
+          f"wrote {session.num_frames} masks to {masks_dir} and per-object reliability to {reliability}")
     return 0
 
 

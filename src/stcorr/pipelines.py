@@ -23,6 +23,7 @@ from stcorr.errors import InputError, OutputWriteError
 from stcorr.features import Encoder
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
+from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
 from stcorr.io.render import overlay, write_image
 from stcorr.io.tracks import read_points_file, write_points_csv, write_points_json
 from stcorr.io.video import VideoWriter
@@ -51,6 +52,7 @@ class MaskJob:
     confidence_dir: Path | None
     overlay: Path | None
     frames: int
+    reliability: Path | None = None  # reliability.json (per frame and object)
 
 
 def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resize: bool = False) -> np.ndarray:
@@ -116,7 +118,8 @@ def propagate_video_mask(
 
     A PNG folder of this job (``masks/``, ``confidence/``, ``overlay_dir``) that already holds PNGs raises
     :class:`~stcorr.errors.OutputWriteError` before any work, so two runs never mix; ``overwrite=True``
-    deletes those PNGs first. Overlay videos and other files are replaced atomically.
+    deletes those PNGs first. Overlay videos and other files are replaced atomically. ``out_dir/reliability.json``
+    holds every frame's per-object reliability (:func:`~stcorr.io.reliability.write_reliability_json`).
     """
     session = _session(model, video, options, max_side, max_frames, batch_size, option_keywords)
     if mask.shape != session.frame_size:
@@ -128,8 +131,10 @@ def propagate_video_mask(
             claim_png_folder(Path(folder), overwrite)
     session.add_mask(start, mask)
     streamed = overlay_path if start == 0 else None  # frames come in video order: draw the overlay as they come
+    reliability: list[dict[int, float] | None] = [None] * session.num_frames
     with _streamed_overlay(video, streamed, max_frames) as draw:
         for prediction in session.propagate():
+            reliability[prediction.t] = prediction.reliability
             name = session.frame_names[prediction.t]
             write_mask_png(masks_dir / f"{name}.png", prediction.labels)
             draw(prediction.labels)
@@ -137,12 +142,13 @@ def propagate_video_mask(
                 write_confidence_png(confidence_dir / f"{name}.png", prediction.confidence)
             if progress:
                 progress(1)
+    reliability_path = write_reliability_json(Path(out_dir) / RELIABILITY_FILE, session.frame_names, reliability)
     if overlay_path is not None and streamed is None:
         render_overlay_video(video, masks_dir, overlay_path, max_frames=max_frames)
     written = Path(overlay_path) if overlay_path is not None else None
     if overlay_dir is not None:
         write_overlay_pngs(video, masks_dir, overlay_dir, max_frames=max_frames)
-    return MaskJob(masks_dir, confidence_dir, written, session.num_frames)
+    return MaskJob(masks_dir, confidence_dir, written, session.num_frames, reliability_path)
 
 
 @contextmanager
