@@ -98,6 +98,7 @@ class PropagationResult:
     probabilities: np.ndarray | None = None  # (T, K, H, W) float32 when requested
     points: np.ndarray | None = None  # (T, N, 2) for keypoints
     point_scores: np.ndarray | None = None  # (T, N) for keypoints
+    reliability: list[dict[int, float]] | None = None  # per frame: object id -> [0, 1]; None for keypoints
 
 
 @dataclass(frozen=True)
@@ -338,4 +339,5 @@ def collect(predictions: list[FramePrediction | None]) -> PropagationResult:
         probabilities=_stack([p.probabilities for p in frames]),
         points=_stack([p.points for p in frames]),
         point_scores=_stack([p.point_scores for p in frames]),
+        reliability=None if frames[0].reliability is None else [dict(p.reliability or {}) for p in frames],
     )
