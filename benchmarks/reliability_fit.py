@@ -23,7 +23,7 @@ from stcorr.eval.identity import IDENTITY_KINDS, make_identity_video
 from stcorr.eval.reliability import fit_logistic, object_samples, signal_aurocs
 from stcorr.eval.sources import photo_library
 from stcorr.eval.synthetic import make_video
-from stcorr.propagation.reliability import DEFAULT_MODEL, FEATURES
+from stcorr.propagation.reliability import CYCLE, DEFAULT_MODEL, FEATURES
 
 
 def seeds(text: str) -> list[int]:
@@ -36,9 +36,9 @@ def collect(model, seed_list, frames, size, photos):
     for seed in seed_list:
         for kind in IDENTITY_KINDS:
             video = make_identity_video(seed, kind, frames, size=size, photos=photos)
-            samples += object_samples(model, video.name, video.frames, video.truth)
+            samples += object_samples(model, video.name, video.frames, video.truth, cycle=True)
         video = make_video(seed, frames, size=size, photos=photos)
-        samples += object_samples(model, video.name, video.frames, video.masks)
+        samples += object_samples(model, video.name, video.frames, video.masks, cycle=True)
         print(f"seed {seed}: {len(samples)} samples", flush=True)
     return samples
 
@@ -64,6 +64,9 @@ def main() -> None:
         "confidence-only": fit_logistic(tune, ["confidence"]),
         "shape": fit_logistic(tune, ["growth", "shrink", "extent", "fragments"]),
         "shape+confidence": fit_logistic(tune, ["growth", "shrink", "extent", "fragments", "confidence"]),
+        "all+cycle": fit_logistic(tune, [*FEATURES, CYCLE]),
+        "shape+cycle": fit_logistic(tune, ["growth", "shrink", "extent", "fragments", CYCLE]),
+        "cycle-only": fit_logistic(tune, [CYCLE]),
     }
     report = {
         "model": getattr(model, "config", {}).get("name") if isinstance(getattr(model, "config", None), dict) else None,

@@ -20,6 +20,12 @@ Two parts, every method run through the same code:
   propagated with the DAVIS preset of the model's stride and scored with DAVIS J&F over frames
   1 .. T-2, objects pooled over all videos (the DAVIS-2017 semi-supervised protocol).
 
+* **Identity sequences** (:mod:`stcorr.eval.identity`, seeds ``identity_seeds``, encoders only): look-alikes
+  that cross, and an unannotated look-alike walking in next to an annotated object; identity switches and
+  leak frames per object, J&F after 0 .. ``corrections`` ground-truth corrections at the worst frame (a
+  :class:`~stcorr.propagation.session.PropagationSession` under the same preset), and the AUROC of the
+  per-object reliability for "object IoU >= 0.5" on the first pass.
+
 Methods: ``held-still`` (no model: frame 0's mask repeated, every point kept in place), the baselines
 ``lab-pixels``, ``random-r18`` and ``efficientnet-lite0`` (:mod:`stcorr.baselines`), then the models
 asked for (default: the embedded model, when this build ships one). Seconds per method cover its

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from stcorr.eval.presets import preset_for
-from stcorr.features import Encoder, feature_stride
+import torch
+
+from stcorr.features import Encoder, encode_batch, feature_stride
+from stcorr.propagation.labels import mask_to_onehot, to_grid
 from stcorr.propagation.api import iter_propagate
 from stcorr.propagation.passes import Geometry, new_tracker
-from stcorr.propagation.reliability import FEATURES, ReliabilityModel
+from stcorr.propagation.reliability import CYCLE, FEATURES, ReliabilityModel, cycle_consistency
 
 __all__ = ["ObjectSample", "object_samples", "auroc", "fit_logistic", "signal_aurocs"]
 
@@ -44,14 +47,32 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(pred & gt) / union
 
 
-def object_samples(model: Encoder, name: str, frames: np.ndarray, truth: np.ndarray) -> list[ObjectSample]:
+def _grid(model: Encoder, frames: np.ndarray, labels: np.ndarray, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (C, h, w) of one (H, W, 3) uint8 frame and its id map's one-hot (K, h, w) on the grid."""
+    rgb = torch.from_numpy(frames).permute(2, 0, 1).float()[None] / 255.0
+    features = encode_batch(model, rgb)[0]
+    onehot, _ = mask_to_onehot(np.where(labels == 255, 0, labels), ids)
+    return features, to_grid(onehot, tuple(features.shape[-2:]), feature_stride(model))
+
+
+def object_samples(model: Encoder, name: str, frames: np.ndarray, truth: np.ndarray, *,
+                   cycle: bool = False) -> list[ObjectSample]:
     """Samples of every annotated object (ids of ``truth[0]``) on frames 1 .. T-1: frame 0's mask propagated
-    through ``frames`` with the DAVIS preset of the model's stride."""
+    through ``frames`` with the DAVIS preset of the model's stride. ``cycle`` adds the feature ``"cycle"``
+    (1 - forward-backward IoU with frame 0, :func:`~stcorr.propagation.reliability.cycle_consistency`;
+    frames encoded a second time)."""
     preset = preset_for("davis", feature_stride(model))
     ids = [int(i) for i in np.unique(truth[0]) if i != 0]
     samples = []
     tracker = None
+    anchor = None
     for prediction in iter_propagate(model, frames, truth[0], options=preset.options):
+        if cycle and anchor is None:
+            anchor = _grid(model, frames[0], truth[0], prediction.ids)
+        if cycle and prediction.t > 0:
+            features, grid = _grid(model, frames[prediction.t], prediction.labels, prediction.ids)
+            ious = cycle_consistency(anchor[0], anchor[1], features, grid, preset.options)
+            cycles = {i: 1.0 - v for i, v in zip(prediction.ids, ious)}
         if tracker is None:  # the same tracker the library runs, to read its features
             working = tuple(frames.shape[1:3])
             tracker = new_tracker("mask", Geometry(working, working, feature_stride(model)))
@@ -60,7 +81,8 @@ def object_samples(model: Encoder, name: str, frames: np.ndarray, truth: np.ndar
         features = tracker.features(prediction.labels, prediction.confidence, prediction.ids)
         for k in ids:
             iou = _iou(prediction.labels == k, truth[prediction.t] == k)
-            samples.append(ObjectSample(name, prediction.t, k, iou, prediction.reliability[k], features[k]))
+            extra = {CYCLE: cycles[k]} if cycle else {}
+            samples.append(ObjectSample(name, prediction.t, k, iou, prediction.reliability[k], {**features[k], **extra}))
     return samples
 
 
@@ -119,7 +141,9 @@ def signal_aurocs(samples: Sequence[ObjectSample], model: ReliabilityModel | Non
     reliability (``reliability``)."""
     good = [s.iou >= GOOD_IOU for s in samples]
     out = {}
-    for name in FEATURES:
+    for name in (*FEATURES, CYCLE):
+        if not any(name in s.features for s in samples):
+            continue
         values = [s.features.get(name, 0.0) for s in samples]
         out[name] = auroc(values if name == "confidence" else [-v for v in values], good)
     if model is not None:

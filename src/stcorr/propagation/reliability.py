@@ -34,6 +34,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from stcorr.propagation.kernel import LabelPropagator
+from stcorr.propagation.options import PropagationOptions
 
 __all__ = [
     "FEATURES",
@@ -45,9 +49,11 @@ __all__ = [
     "object_shapes",
     "components",
     "reliability_features",
+    "cycle_consistency",
 ]
 
 FEATURES: tuple[str, ...] = ("growth", "shrink", "recent", "extent", "fragments", "jump", "confidence", "agreement")
+CYCLE = "cycle"  # 1 - forward-backward IoU (:func:`cycle_consistency`), measured by the benchmark only
 RECENT_FRAMES = 5  # frames whose median area the current one is compared with
 
 
@@ -150,6 +156,23 @@ DEFAULT_MODEL = ReliabilityModel(
     bias=3.0,
 )
 """Placeholder weights, replaced by the fitted ones (see the module doc)."""
+
+
+def cycle_consistency(anchor_features: torch.Tensor, anchor_grid: torch.Tensor, features: torch.Tensor,
+                      grid: torch.Tensor, options: PropagationOptions | None = None) -> list[float]:
+    """Forward-backward check: frame t's grid labels (K, h, w) propagated back to the anchor with the kernel
+    (frame t as the only context frame, ``options``' radius/top-k/temperature); per channel, the IoU of the
+    arg-max maps with the anchor's (K, h, w) labels on the grid. Measured in the benchmark (issue 21), not used
+    by the tracker: a label that leaked onto a look-alike maps back onto the right object, so it does not see
+    leaks (see the README)."""
+    back = LabelPropagator(features, grid, options, context=0).step(anchor_features)[0]
+    predicted, truth = back.argmax(0), anchor_grid.argmax(0)
+    out = []
+    for channel in range(grid.shape[0]):
+        p, g = predicted == channel, truth == channel
+        union = int((p | g).sum())
+        out.append(1.0 if union == 0 else int((p & g).sum()) / union)
+    return out
 
 
 class ReliabilityTracker:
