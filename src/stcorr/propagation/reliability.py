@@ -152,19 +152,22 @@ class ReliabilityModel:
 
 
 DEFAULT_MODEL = ReliabilityModel(
-    weights={"growth": -2.0, "shrink": -2.0, "recent": -2.0, "extent": -2.0, "fragments": -4.0, "jump": -2.0},
-    bias=3.0,
+    weights={"growth": -3.4823, "shrink": -2.155, "extent": -4.8594, "fragments": -2.7604, "recent": -3.2251},
+    bias=2.7126,
 )
-"""Placeholder weights, replaced by the fitted ones (see the module doc)."""
+"""Fitted (logistic regression, L2 1.0 on standardised features) on the offline benchmark's tune seeds 0-3
+(identity and regular synthetic sequences, 24 frames at 320x256, default model, DAVIS preset; 483 object-frames),
+``benchmarks/reliability_fit.py``. Pixel confidence and the centroid jump are left out: fitted with them the
+synthetic AUROC rises but clean frames of real footage (vtest) drop to 0.1-0.6, their scale does not transfer."""
 
 
 def cycle_consistency(anchor_features: torch.Tensor, anchor_grid: torch.Tensor, features: torch.Tensor,
                       grid: torch.Tensor, options: PropagationOptions | None = None) -> list[float]:
     """Forward-backward check: frame t's grid labels (K, h, w) propagated back to the anchor with the kernel
     (frame t as the only context frame, ``options``' radius/top-k/temperature); per channel, the IoU of the
-    arg-max maps with the anchor's (K, h, w) labels on the grid. Measured in the benchmark (issue 21), not used
-    by the tracker: a label that leaked onto a look-alike maps back onto the right object, so it does not see
-    leaks (see the README)."""
+    arg-max maps with the anchor's (K, h, w) labels on the grid. Measured by the benchmark, not used by the
+    tracker: a label that leaked onto a look-alike maps back onto the right object, so it does not see leaks
+    (held-out AUROC 0.48, ``benchmarks/results/reliability.json``)."""
     back = LabelPropagator(features, grid, options, context=0).step(anchor_features)[0]
     predicted, truth = back.argmax(0), anchor_grid.argmax(0)
     out = []
