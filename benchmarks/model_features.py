@@ -52,11 +52,11 @@ def main() -> None:
     models = {name: load_encoder(name, device="cpu") for name in args.models}
     best = {name: float("inf") for name in models}
     for name, model in models.items():  # warm-up
-        extract_features(model, frames[:1], batch_size=1)
+        extract_features(model, frames[:1], batch_size=1, max_side=0)
     for _ in range(args.repeats):
         for name, model in models.items():
             start = time.perf_counter()
-            extract_features(model, frames, batch_size=args.batch_size)
+            extract_features(model, frames, batch_size=args.batch_size, max_side=0)
             best[name] = min(best[name], (time.perf_counter() - start) / args.frames)
     reference = best.get(args.reference)
     rows = [

@@ -98,7 +98,7 @@ def video_features(args: argparse.Namespace) -> torch.Tensor:
     from stcorr.frames import open_frames
 
     model = load_model(args.model, device="cpu")
-    return extract_features(model, open_frames(args.video, max_frames=args.frames)).cpu()
+    return extract_features(model, open_frames(args.video, max_frames=args.frames), max_side=0).cpu()
 
 
 def proc_status_mb(field: str) -> float:

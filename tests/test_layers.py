@@ -19,10 +19,11 @@ PACKAGE_DIR = Path(stcorr.__file__).parent
 # Lowest first; a module belongs to the first layer with a prefix matching its dotted name.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("stcorr._version", "stcorr.errors", "stcorr.device", "stcorr.checks", "stcorr.color",
-              "stcorr._atomic", "stcorr.distributed", "stcorr.paths", "stcorr.baseline_catalog")),
+              "stcorr._atomic", "stcorr._signals", "stcorr.distributed", "stcorr.paths", "stcorr.baseline_catalog",
+              "stcorr.working_size")),
     ("weight files", ("stcorr.checkpoint", "stcorr.hub", "stcorr.manifest")),
     ("io", ("stcorr.io", "stcorr.frames", "stcorr.outputs", "stcorr.datasets")),
-    ("features", ("stcorr.features",)),
+    ("features", ("stcorr.features", "stcorr.onnx_encoder")),
     ("propagation", ("stcorr.propagation",)),
     ("encoder", ("stcorr.encoder", "stcorr.efficientnet")),
     ("model", ("stcorr.model",)),

@@ -16,7 +16,9 @@ from stcorr.errors import (
     CheckpointError,
     ChecksumError,
     DataReadError,
+    DeviceError,
     InputError,
+    InputNotFoundError,
     OutputWriteError,
     StcorrError,
     UnknownModelError,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from stcorr.loading import load_encoder, load_model
     from stcorr.manifest import list_models
     from stcorr.model import CorrespondenceModel
+    from stcorr.onnx_encoder import OnnxEncoder
     from stcorr.propagation.api import FramePrediction, FrameResult, PropagationResult, iter_propagate, propagate_labels
     from stcorr.propagation.matching import PointMatches, match_points
     from stcorr.propagation.options import PropagationOptions
@@ -40,6 +43,7 @@ _LAZY = {
     "load_encoder": "stcorr.loading",
     "list_models": "stcorr.manifest",
     "CorrespondenceModel": "stcorr.model",
+    "OnnxEncoder": "stcorr.onnx_encoder",
     "extract_features": "stcorr.features",
     "iter_features": "stcorr.features",
     "propagate_labels": "stcorr.propagation.api",
@@ -59,6 +63,7 @@ __all__ = [
     "load_encoder",
     "list_models",
     "CorrespondenceModel",
+    "OnnxEncoder",
     "extract_features",
     "iter_features",
     "propagate_labels",
@@ -72,6 +77,8 @@ __all__ = [
     "PointMatches",
     "StcorrError",
     "InputError",
+    "InputNotFoundError",
+    "DeviceError",
     "UnknownModelError",
     "WeightsUnavailableError",
     "ChecksumError",
@@ -92,4 +99,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    """The public names only (``__all__``), not this module's own imports."""
+    return sorted(__all__)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stcorr.errors import OutputWriteError, StcorrError
 
-__all__ = ["atomic_path", "write_atomic", "write_error", "replace_folder", "FOLDER_HINT"]
+__all__ = ["atomic_path", "write_atomic", "write_error", "replace_folder", "remove_stale_temps", "FOLDER_HINT"]
 
 
 def _current_umask() -> int:
@@ -37,9 +37,9 @@ _FOLDER_MODE = 0o777 & ~_UMASK
 
 
 def _create_temp(destination: Path) -> Path:
-    """Create an empty hidden file beside ``destination``."""
+    """Create an empty hidden file beside ``destination``, named ``.NAME.<token>.<pid>.tmp<suffix>``."""
     while True:
-        tmp = destination.parent / f".{destination.name}.{secrets.token_hex(6)}.tmp{destination.suffix}"
+        tmp = destination.parent / f".{destination.name}.{secrets.token_hex(6)}.{os.getpid()}.tmp{destination.suffix}"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -67,6 +67,34 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# ``.NAME.<12 hex>.<pid>.tmp<suffix>``; stcorr 0.1.0 wrote ``.NAME.<12 hex>.tmp<suffix>`` (no pid)
+_TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}(?:\.(?P<pid>\d+))?\.tmp(?:\.[^./]*)?$")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left in ``folder`` (only those of
+    destination ``name`` if given): a file whose pid is no longer running, or one of stcorr 0.1.0 (no pid).
+    Returns what was deleted; an unreadable folder deletes nothing."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = _TEMP_PATTERN.match(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        pid = match["pid"]
+        if pid is not None and (int(pid) == os.getpid() or _process_alive(int(pid))):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
 
 
 FOLDER_HINT = "check that its folder is a writable directory (not a file) and that the disk is not full"
@@ -183,11 +211,14 @@ def replace_folder(destination: str | os.PathLike[str]) -> Iterator[Path]:
     The old folder stays in place, complete, until the new one is complete and flushed to disk; then the two
     are swapped in one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere the old folder is first
     renamed aside to ``.NAME.*.old``, so a crash in that instant leaves it complete there) and the old one is
-    deleted. On any exception the staging folder is removed and ``destination`` is untouched. Staging folders
+    deleted. A ``destination`` that is a symbolic link replaces the folder it points to (the link stays). On any
+    exception the staging folder is removed and ``destination`` is untouched. Staging folders
     of killed processes (``.NAME.*.PID.staged``) are deleted by the next call. A ``destination`` that is a
     file, or a parent that cannot be written, raises :class:`OutputWriteError`.
     """
     destination = Path(destination)
+    if destination.is_symlink():  # replace the folder the link points to; the link itself stays
+        destination = Path(os.path.realpath(destination))
     if destination.exists() and not destination.is_dir():
         raise OutputWriteError(f"{destination} is a file, expected a folder (or a path that does not exist yet); "
                                "choose another output folder or delete the file")

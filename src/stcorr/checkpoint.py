@@ -18,8 +18,11 @@ Pickled checkpoints are read with ``torch.load(weights_only=True)``: no code is 
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import stat
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,10 +32,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stcorr._atomic import atomic_path
-from stcorr.errors import CheckpointError, OutputWriteError
+from stcorr.errors import CheckpointError, OutputWriteError, WeightsUnavailableError
 
 __all__ = [
     "read_pth",
+    "require_regular_file",
     "read_safetensors",
     "write_safetensors",
     "official_to_torchvision",
@@ -51,11 +55,49 @@ _MMCV_RULES = (
 )
 
 
+def require_regular_file(path: str | Path, what: str = "weights file") -> Path:
+    """``path`` if it is a regular file (links followed); else :class:`CheckpointError` before anything opens it
+    (opening a FIFO blocks until someone writes to it; a device never ends)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise WeightsUnavailableError(f"{what} {path} does not exist") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise CheckpointError(f"{what} {path} is {kind}, not a regular file; give the path of the weights file "
+                              "itself (a .safetensors or .pth file, or a model folder)")
+    return path
+
+
+def _check_zip_crcs(path: Path) -> None:
+    """torch.load does not check the CRC-32 that every record of a ``.pth`` zip carries; check them, so a
+    damaged file is refused instead of loading changed numbers. Old (non-zip) pickles carry no checksum."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}; the file is damaged or truncated, download "
+                              "or copy it again") from exc
+    if damaged is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: record {damaged} fails its CRC-32 check; download "
+                              "or copy it again")
+
+
 def read_pth(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a pickled PyTorch checkpoint safely (tensors only) and return its flat state dict.
 
-    Descends into a ``state_dict`` or ``model`` entry and strips a leading ``module.`` from keys.
+    Descends into a ``state_dict`` or ``model`` entry and strips a leading ``module.`` from keys. The zip's
+    CRC-32 checksums are verified first (:class:`CheckpointError` for a damaged file); keys must be strings.
     """
+    path = require_regular_file(path, "checkpoint")
+    _check_zip_crcs(path)
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
@@ -69,11 +111,16 @@ def read_pth(path: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(data, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a state dict")
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise CheckpointError(f"checkpoint {path} has keys that are not names ({', '.join(map(repr, odd[:5]))}); "
+                              "expected a state dict mapping parameter names to tensors")
     return {_strip_prefix(key, "module."): value for key, value in data.items() if isinstance(value, torch.Tensor)}
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file into a CPU state dict, turning format errors into :class:`CheckpointError`."""
+    path = require_regular_file(path)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -140,10 +187,20 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
+def _kind(dtype: torch.dtype) -> str:
+    """float, int, bool or complex: weights may change precision (float16 -> float32), never kind."""
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "int"
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load torchvision-keyed weights; stages the model does not build (e.g. layer4) are ignored.
 
-    Any other missing or unexpected key, or a shape mismatch, raises :class:`CheckpointError` listing them.
+    Any other missing or unexpected key, a shape mismatch, or a tensor of another kind of number than the
+    model's (int64, bool or complex weights for float parameters) raises :class:`CheckpointError` listing them.
     """
     expected = model.state_dict()
     built_stages = {key.split(".")[0] for key in expected}
@@ -156,9 +213,15 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         for key in set(usable) & set(expected)
         if usable[key].shape != expected[key].shape
     )
+    wrong_kind = sorted(
+        f"{key}: {usable[key].dtype} where the model has {expected[key].dtype}"
+        for key in set(usable) & set(expected)
+        if _kind(usable[key].dtype) != _kind(expected[key].dtype)
+    )
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", mismatched), ("wrong number types", wrong_kind))
         if keys
     ]
     if problems:

@@ -16,9 +16,15 @@ from stcorr.errors import InputError
 __all__ = ["describe", "to_numpy", "check_unit_range", "check_type"]
 
 
-def to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A tensor (any device) or array as a NumPy array."""
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (any device but meta, which holds no data: :class:`InputError`), array or array-like as a NumPy
+    array."""
+    if isinstance(x, torch.Tensor):
+        if x.is_meta:
+            raise InputError(f"got a {describe(x)} on the meta device, which holds no data; pass a tensor with "
+                             "values (CPU or CUDA)")
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 def describe(x: Any) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stcorr.errors import InputError, StcorrError
+from stcorr.working_size import CPU_MAX_SIDE
 
 __all__ = ["main", "build_parser"]
 
@@ -51,7 +52,8 @@ def _model_status(entry) -> str:  # noqa: ANN001 - ManifestEntry, imported lazil
         return "installed" if module and util.find_spec(module) is not None else f"needs pip install {pip_name}"
     converted = release_dir(entry.name) / "model.safetensors"
     on_disk = converted.is_file() or (stcorr_home() / f"{entry.name}.pth").is_file()
-    return "on disk" if on_disk else "not on disk (Google Drive)"
+    pin = "" if entry.sha256 else ", unpinned"  # the authors publish no checksum for their Google Drive files
+    return f"on disk{pin}" if on_disk else f"not on disk (Google Drive{pin})"
 
 
 def _model_rows() -> list[dict]:
@@ -157,18 +159,17 @@ def _open_model(args: argparse.Namespace):  # noqa: ANN202 - CorrespondenceModel
 
 def working_max_side(max_side: int | None, device_type: str) -> int | None:
     """The longest side frames are processed at: ``--max-side`` as given (0 = full resolution), else
-    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators."""
-    if max_side is None:
-        return CPU_MAX_SIDE if device_type == "cpu" else None
-    if max_side < 0:
-        raise InputError(f"--max-side must be a positive number of pixels or 0 (full resolution), got {max_side}")
-    return max_side or None
+    :data:`CPU_MAX_SIDE` on CPU and full resolution on accelerators (the Python API's default too)."""
+    from stcorr.working_size import working_max_side as resolve
+
+    return resolve(max_side, device_type, name="--max-side")
 
 
-def _max_side(args: argparse.Namespace) -> int | None:
+def _max_side(args: argparse.Namespace) -> int:
+    """The library's ``max_side`` for ``--max-side``: the resolved working size, 0 for full resolution."""
     from stcorr.device import resolve_device
 
-    return working_max_side(args.max_side, resolve_device(args.device).type)
+    return working_max_side(args.max_side, resolve_device(args.device).type) or 0
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
@@ -177,8 +178,10 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     if args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
     from stcorr.io.frames import open_frames
-    from stcorr.pipelines import load_first_mask, propagate_video_mask
+    from stcorr.pipelines import check_mask_job_outputs, load_first_mask, propagate_video_mask
 
+    check_mask_job_outputs(args.video, args.out, write_confidence=args.confidence, overlay_path=args.overlay,
+                           overlay_dir=args.overlay_pngs, inputs=[args.mask])  # before anything is loaded
     source = open_frames(args.video, max_frames=args.max_frames)
     mask = load_first_mask(args.mask, source.original_size, resize=args.resize_mask)
     model = _open_model(args)
@@ -187,7 +190,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
                                    max_frames=args.max_frames,
                                    overlay_path=args.overlay, overlay_dir=args.overlay_pngs,
                                    write_confidence=args.confidence, overwrite=args.overwrite,
-                                   progress=bar.update, **_propagation_options(args))
+                                   progress=bar.update, inputs=[args.mask], **_propagation_options(args))
     print(f"wrote {job.frames} masks to {job.masks_dir}")
     if job.reliability:
         print(f"wrote per-object reliability to {job.reliability}")
@@ -200,23 +203,34 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 def _replay_session(args: argparse.Namespace) -> int:
     """``propagate --session FILE``: rebuild the app's session from its anchors and options, write every mask."""
+    from stcorr.io.claims import check_apart, claim_png_folder, output_lock
     from stcorr.io.frames import open_frames
     from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
     from stcorr.loading import load_encoder
-    from stcorr.pipelines import claim_png_folder
     from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
+    ignored = [option for option, given in (("--mask", args.mask is not None), ("--frame", args.frame != 0),
+                                            ("--resize-mask", args.resize_mask), ("--confidence", args.confidence),
+                                            ("--overlay", args.overlay is not None),
+                                            ("--overlay-pngs", args.overlay_pngs is not None)) if given]
+    if ignored:
+        raise InputError(f"--session replays the session's own anchors and writes its masks only, so "
+                         f"{', '.join(ignored)} would be ignored; drop {'it' if len(ignored) == 1 else 'them'}, or "
+                         "use --mask without --session")
+    check_apart([args.video, args.session], folders={"the masks folder": args.out / "masks"})
     data = read_session_file(args.session)
-    claim_png_folder(args.out / "masks", args.overwrite)  # refuse an earlier run's PNGs before loading anything
-    model_name = args.model if args.model is not None else data.get("model_name")
-    max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
-    frames = open_frames(args.video, max_frames=max_frames)
-    session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
-    with _progress_bar(len(session.stale_frames())) as bar:
-        masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update, overwrite=args.overwrite)
-    reliability = write_reliability_json(args.out / RELIABILITY_FILE, session.frame_names,
-                                         [session.result(t).reliability for t in range(session.num_frames)])
+    with output_lock(args.out):
+        claim_png_folder(args.out / "masks", args.overwrite)  # refuse an earlier run's PNGs before loading anything
+        model_name = args.model if args.model is not None else data.get("model_name")
+        max_frames = args.max_frames if args.max_frames is not None else data.get("max_frames")
+        frames = open_frames(args.video, max_frames=max_frames)
+        session = PropagationSession.from_dict(data, load_encoder(model_name, device=args.device), frames)
+        with _progress_bar(len(session.stale_frames())) as bar:
+            masks_dir = write_session_masks(session, args.out / "masks", progress=bar.update,
+                                            overwrite=args.overwrite)
+        reliability = write_reliability_json(args.out / RELIABILITY_FILE, session.frame_names,
+                                             [session.result(t).reliability for t in range(session.num_frames)])
     print(f"replayed {args.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
           f"wrote {session.num_frames} masks to {masks_dir} and per-object reliability to {reliability}")
     return 0
@@ -225,8 +239,9 @@ def _replay_session(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     from stcorr.app import launch
 
+    allowed = [name for value in args.allowed_hosts for name in value.split(",")]
     launch(args.video, model=args.model, host=args.host, port=args.port, max_side=args.max_side,
-           max_frames=args.max_frames, device=args.device)
+           max_frames=args.max_frames, device=args.device, allowed_hosts=allowed, max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -234,14 +249,16 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from stcorr.io.frames import open_frames
     from stcorr.io.tracks import read_points_file
     from stcorr.pipelines import track_video_points
+    from stcorr.propagation.passes import check_points
 
     source = open_frames(args.video, max_frames=args.max_frames)
     points, names = read_points_file(args.points)
+    check_points(points, source.original_size)  # before the model and the progress bar
     model = _open_model(args)
     with _progress_bar(len(source)) as bar:
         path = track_video_points(model, args.video, points, names, args.out, start=args.frame,
                                   max_side=_max_side(args), max_frames=args.max_frames, overlay_path=args.overlay,
-                                  progress=bar.update,
+                                  progress=bar.update, inputs=[args.points],
                                   **_propagation_options(args))
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     if args.overlay:
@@ -255,8 +272,6 @@ def _cmd_sheet(args: argparse.Namespace) -> int:
     print(f"wrote {contact_sheet(args.video, args.frames, args.out, width=args.width)}")
     return 0
 
-
-CPU_MAX_SIDE = 640  # default working size on CPU: longest side in pixels (outputs keep the input's size)
 
 _PROPAGATE_EXAMPLE = """example:
   stcorr propagate --video clip.mp4 --mask first.png --out out/ --overlay out/overlay.mp4
@@ -350,11 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help="browser app: paint a mask, propagate, correct frames, export (stcorr[app])")
     app.add_argument("video", nargs="?", help="a video file or a folder of frames to open at start")
     app.add_argument("--model", default=None, help="model name or path (default: the embedded model)")
-    app.add_argument("--max-side", type=int, help="process frames downscaled to this longest side")
+    app.add_argument("--max-side", type=int,
+                     help=f"process frames downscaled to this longest side in pixels, 0 = full resolution; masks "
+                          f"keep the input's size (default: {CPU_MAX_SIDE} on CPU, full resolution on CUDA)")
     app.add_argument("--max-frames", type=int, help="use only the first N frames")
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
+    app.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES",
+                     help="also answer requests for these host names (comma-separated, repeatable; '*' = any). "
+                          "By default the app answers only localhost names and the --host address, which stops "
+                          "DNS-rebinding pages")
+    app.add_argument("--max-upload-mb", type=float, default=500, help="largest upload in MB (default 500)")
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
@@ -382,12 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for a typed stcorr error)."""
+    """Run the command line; returns the exit code (2 for a typed stcorr error, 130 after Ctrl-C, 143 after
+    SIGTERM)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from stcorr._signals import Interrupted, handled_interrupts
+
     try:
-        return args.func(args)
+        with handled_interrupts():
+            return args.func(args)
     except StcorrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: temporary files are gone, finished frames complete
+        print("error: interrupted; the frames written so far are complete, temporary files were removed",
+              file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130

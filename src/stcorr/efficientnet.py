@@ -182,6 +182,8 @@ class _SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         left, right = _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        if top == bottom and left == right:  # symmetric: the convolution pads itself, no padded copy of x
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
         return super().forward(F.pad(x, (left, right, top, bottom)))
 
 

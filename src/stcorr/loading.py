@@ -272,14 +272,23 @@ def _load_embedded_default(stride: int | None) -> Model:
     return _load_entry(load_manifest()[name], None, True, None, stride)
 
 
+def _warn_unpinned(entry: ManifestEntry, path: Path) -> None:
+    if entry.sha256 is None:
+        logger.warning("%s (%s) has no sha256 pin: the authors publish no checksum for their Google Drive "
+                       "release, so only its internal checksums (zip CRC-32 of a .pth) are checked, not that it is "
+                       "the authors' file", entry.name, path)
+
+
 def _load_release(entry: ManifestEntry, config: dict[str, Any]) -> Model:
     converted = release_dir(entry.name)
     if (converted / WEIGHTS_NAME).is_file():
+        _warn_unpinned(entry, converted / WEIGHTS_NAME)
         return ModelBase.from_folder(converted, stride=config["stride"])
     downloaded = stcorr_home() / f"{entry.name}.pth"
     if downloaded.is_file():
         verify_file(downloaded, sha256=entry.sha256, size=entry.size,
                     fix_hint=f"Download it again from {entry.release_url}")
+        _warn_unpinned(entry, downloaded)
         return load_checkpoint(downloaded, stride=config["stride"])
     raise WeightsUnavailableError(
         f"{entry.name!r} is one of the authors' released checkpoints ({entry.description}). It is hosted on "

@@ -131,7 +131,8 @@ class ModelBase(PyTorchModelHubMixin):
     def session(
         self, frames: Any, options: PropagationOptions | None = None, *, max_side: int | None = None, **kwargs: Any
     ) -> PropagationSession:
-        """An interactive :class:`~stcorr.propagation.session.PropagationSession` of this model on ``frames``."""
+        """An interactive :class:`~stcorr.propagation.session.PropagationSession` of this model on ``frames``
+        (``max_side`` None: 640 px on CPU, full size on accelerators; 0: full size)."""
         return PropagationSession(self, frames, options=options, max_side=max_side, **kwargs)
 
     def save_pretrained(  # type: ignore[override]
@@ -454,7 +455,9 @@ def read_config(path: Path) -> dict[str, Any]:
     """A ``config.json`` as a dictionary (:class:`CheckpointError` if unreadable or not a JSON object)."""
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            exc = ValueError("its JSON is nested too deeply")
         raise CheckpointError(
             f"cannot read model config {path}: {exc}; expected UTF-8 JSON as written by save_pretrained "
             "or `stcorr convert`"

@@ -39,15 +39,23 @@ def write_session_file(path: str | os.PathLike[str], data: dict[str, Any]) -> Pa
 
 
 def read_session_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a session JSON written by the app (or :func:`write_session_file`)."""
+    """Read a session JSON written by the app (or :func:`write_session_file`), checked completely
+    (:meth:`~stcorr.PropagationSession.check_dict`) before anything is built from it."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read the session file {path}: {exc}; "
                          "expected the session.json the app exports") from exc
+    except RecursionError:  # JSON nested thousands of levels deep
+        raise InputError(f"cannot read the session file {path}: it is nested too deeply to be a session; "
+                         "expected the session.json the app exports") from None
     if not isinstance(data, dict) or not {"anchors", "options", "format"} <= set(data):
         raise InputError(f"{path} is not a stcorr session (expected a JSON object with \"format\", \"options\" "
                          "and \"anchors\", as PropagationSession.to_dict writes); export one from `stcorr app`")
+    try:
+        PropagationSession.check_dict(data)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return data
 
 

@@ -10,6 +10,7 @@ import functools
 import inspect
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,10 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
     brush = gr.Brush(colors=[object_color_hex(i) for i in range(1, MAX_OBJECTS + 1)], color_mode="fixed",
                      default_color=object_color_hex(1), default_size=8)
 
+    # every export of this page goes to one temporary folder (a zip per browser tab, replaced by the next
+    # export), removed when the page is garbage-collected or the process exits
+    exports = tempfile.TemporaryDirectory(prefix="stcorr_app_")
+
     with gr.Blocks(title="stcorr app") as page:
         workbench = gr.State(None)
         shown = gr.State(0)  # the frame the editor holds
@@ -160,7 +165,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             if uploaded is None and not Path(source).exists():
                 raise gr.Error(f"{source} does not exist; give a video file or a folder of frames")
             wb = Workbench(models.get(name.strip() or None), name.strip() or None, source,
-                           max_side=int(max_px) if max_px else None, max_frames=max_frames)
+                           max_side=int(max_px) if max_px is not None else None, max_frames=max_frames)
             slider = gr.Slider(minimum=0, maximum=max(wb.session.num_frames - 1, 1), value=0, step=1)
             return (wb, 0, slider, *refresh(wb, 0, confidence))
 
@@ -234,7 +239,9 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
             progress(0, desc="exporting")
-            target = wb.export()
+            folder = Path(exports.name) / f"tab_{id(wb):x}"
+            folder.mkdir(exist_ok=True)
+            target = wb.export(folder)
             return str(target), f"exported {target.name}. {wb.status()}"
 
         @_friendly(3)
@@ -264,4 +271,5 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         mask_upload.upload(upload_mask, [workbench, mask_upload, shown, show_confidence], screen)
         export.click(do_export, [workbench, editor, shown], [exported, status])
         play.click(play_through, [workbench, shown, show_confidence], [frame, view, strip])
+    page.stcorr_exports = exports  # the folder lives as long as the page
     return page

@@ -29,6 +29,7 @@ from stcorr.pipelines import load_first_mask
 from stcorr.propagation.options import PropagationOptions
 from stcorr.propagation.session import PropagationSession
 from stcorr.session_files import complete, session_to_json, write_session_file
+from stcorr.working_size import working_max_side
 
 __all__ = ["Workbench", "Progress", "MAX_PIXELS"]
 
@@ -75,14 +76,16 @@ class Workbench:
         model: an encoder (from :func:`stcorr.loading.load_encoder`).
         model_name: the name or path it was loaded from (written into the exported session).
         video: a video file or a folder of frames.
-        max_side: process frames downscaled to this longest side (results come back at the original size).
+        max_side: process frames downscaled to this longest side (results come back at the original size);
+            None: the default (640 on CPU, full size on accelerators), 0: full size.
         max_frames: use only the first N frames.
         options: propagation options (context, radius, top-k, temperature).
     """
 
     def __init__(self, model: Any, model_name: str | None, video: str | Path, *, max_side: int | None = None,
                  max_frames: int | None = None, options: PropagationOptions | None = None) -> None:
-        check_video_size(video, max_side, max_frames=max_frames)
+        max_side = working_max_side(max_side, model.device.type) or 0  # the CLI's default; 0 = full size
+        check_video_size(video, max_side or None, max_frames=max_frames)
         self.video = str(video)
         self.model_name = model_name
         self.max_frames = max_frames

@@ -252,7 +252,7 @@ class _EncoderMethod:
         return list(propagate_mask(self.model, frames, first_mask, preset))
 
     def match(self, source: np.ndarray, target: np.ndarray, points: np.ndarray) -> np.ndarray:
-        return match_points(self.model, source, target, points).points.astype(np.float64)
+        return match_points(self.model, source, target, points, max_side=0).points.astype(np.float64)
 
     def session(self, frames: np.ndarray) -> PropagationSession:
         """An interactive session under the same preset (for the corrections protocol)."""

@@ -104,8 +104,9 @@ def propagate_masks(
 
 
 def _working(preset: EvalPreset) -> dict[str, Any]:
-    """The propagation API's options and working size of ``preset``."""
-    return dict(options=preset.options, size=preset.input_size,
+    """The propagation API's options and working size of ``preset``: its input size, or else the frames' own
+    size (``max_side=0``: never the API's default CPU working size, so protocols are the same on any device)."""
+    return dict(options=preset.options, size=preset.input_size, max_side=None if preset.input_size else 0,
                 resample=preset.resample if preset.input_size else None)
 
 

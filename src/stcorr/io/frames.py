@@ -90,6 +90,9 @@ def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
 def _check_values(array: np.ndarray | torch.Tensor, what: str) -> None:
     """Raise InputError unless ``array`` is uint8, or float with all values in [0, 1]."""
     if isinstance(array, torch.Tensor):
+        if array.is_meta:
+            raise InputError(f"{what} is a tensor on the meta device, which holds no data; pass frames with "
+                             "values (e.g. a CPU or CUDA tensor, or materialise the meta tensor first)")
         is_uint8, is_float, count = array.dtype == torch.uint8, array.is_floating_point(), array.numel()
     else:
         is_uint8, is_float, count = array.dtype == np.uint8, np.issubdtype(array.dtype, np.floating), array.size
@@ -216,10 +219,19 @@ def _natural_key(name: str) -> tuple[Any, ...]:
     return (*(int(part) if index % 2 else part.lower() for index, part in enumerate(parts)), name)
 
 
+def _too_large(path: Path, exc: Image.DecompressionBombError) -> VideoReadError:
+    return VideoReadError(
+        f"cannot read image {path}: {exc} Downscale the image, or, for a file you trust, raise Pillow's limit "
+        "(PIL.Image.MAX_IMAGE_PIXELS) before opening it"
+    )
+
+
 def _image_size(path: Path) -> Size:
     try:
         with Image.open(path) as image:
             return image.height, image.width
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise VideoReadError(f"cannot read image {path}: {exc}") from exc
 
@@ -228,6 +240,8 @@ def _load_image_file(path: Path, size: Size) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             frame = _pil_to_tensor(image)
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise VideoReadError(f"cannot read image {path}: {exc}. The file may be corrupt or truncated") from exc
     if tuple(frame.shape[1:]) != size:
@@ -352,6 +366,24 @@ def _positive_size(value: Any) -> Size:
     return int(value[0]), int(value[1])
 
 
+MAX_UPSCALE = 4
+"""A working size may enlarge each side of the frames at most this many times (or up to ``UPSCALE_FLOOR``
+pixels): upscaling adds no detail, and a size such as (20000, 30000) on small frames would need gigabytes."""
+UPSCALE_FLOOR = 1024
+
+
+def _check_upscale(original: Size, target: Size, how: str) -> Size:
+    limit = tuple(max(MAX_UPSCALE * side, UPSCALE_FLOOR) for side in original)
+    if target[0] > limit[0] or target[1] > limit[1]:
+        raise InputError(
+            f"{how} asks for a working size of {target[0]}x{target[1]} (H x W) on frames of {original[0]}x"
+            f"{original[1]}: at most {MAX_UPSCALE}x each side (or {UPSCALE_FLOOR} px) is allowed, here "
+            f"{limit[0]}x{limit[1]}, since upscaling adds no detail and costs memory. Give a smaller size, or "
+            "resize the frames yourself before passing them if you really want them this large"
+        )
+    return target
+
+
 def _target_size(size: Size, max_side: int | None, short_side: int | None, explicit: Size | None = None) -> Size:
     for name, value in (("max_side", max_side), ("short_side", short_side)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
@@ -359,7 +391,7 @@ def _target_size(size: Size, max_side: int | None, short_side: int | None, expli
     if sum(value is not None for value in (max_side, short_side, explicit)) > 1:
         raise InputError("max_side, short_side and size are exclusive; give at most one of them")
     if explicit is not None:
-        return _positive_size(explicit)
+        return _check_upscale(size, _positive_size(explicit), f"size={explicit!r}")
     height, width = size
     if max_side is not None and max(size) > max_side:
         scale = max_side / max(size)
@@ -367,7 +399,8 @@ def _target_size(size: Size, max_side: int | None, short_side: int | None, expli
         scale = short_side / min(size)
     else:
         return size
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    target = max(1, round(height * scale)), max(1, round(width * scale))
+    return _check_upscale(size, target, f"short_side={short_side}")
 
 
 class FrameSource:

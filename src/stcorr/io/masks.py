@@ -18,7 +18,8 @@ from stcorr._atomic import write_atomic
 from stcorr.checks import check_unit_range, describe, to_numpy
 from stcorr.errors import InputError, InputNotFoundError
 
-__all__ = ["davis_palette", "read_mask", "write_mask_png", "write_confidence_png", "as_ids", "SIXTEEN_BIT_MODES"]
+__all__ = ["davis_palette", "read_mask", "write_mask_png", "write_confidence_png", "as_ids", "SIXTEEN_BIT_MODES",
+           "oversized_image"]
 
 PathLike = str | os.PathLike[str]
 ArrayLike = np.ndarray | torch.Tensor
@@ -26,6 +27,13 @@ Colors = dict[int, tuple[int, ...]]
 
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 """Pillow modes of 16-bit grayscale images."""
+
+
+def oversized_image(path: PathLike, exc: Exception) -> str:
+    """The message for an image Pillow refuses to decode (``Image.DecompressionBombError``): a small file can
+    hold an image of billions of pixels, so the size is checked from the header before any pixel is read."""
+    return (f"{path} is too large to decode safely ({exc}); images above {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+            "million pixels are refused before decoding. Downscale it, or check that it is the file you meant")
 
 
 @lru_cache(maxsize=1)
@@ -167,6 +175,8 @@ def read_mask(path: str | os.PathLike[str], *, return_colors: bool = False) -> n
         ) from exc
     except IsADirectoryError as exc:
         raise InputError(f"mask {mask_path} is a folder; expected a PNG annotation of the first frame") from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"mask {oversized_image(mask_path, exc)}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"cannot read mask {mask_path}: {exc}; expected a PNG image") from exc
     return (ids, colors) if return_colors else ids

@@ -122,7 +122,13 @@ def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str
         raise InputNotFoundError(f"points file {path} does not exist; expected JSON [[x, y], ...]") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read points from {path}: {exc}; expected JSON [[x, y], ...]") from exc
+    except RecursionError as exc:
+        raise InputError(f"cannot read points from {path}: its JSON is nested too deeply; expected JSON "
+                         "[[x, y], ...]") from exc
     points = data.get("points") if isinstance(data, dict) else data
+    if _holds_bool(points):
+        raise InputError(f"{path} holds true/false where a coordinate belongs; points must be numbers, "
+                         "[[x, y], ...] in pixels")
     try:
         array = np.asarray(points, dtype=np.float32) if points is not None else np.empty((0,))
     except (TypeError, ValueError):
@@ -133,6 +139,12 @@ def read_points_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str
     if names and len(names) != len(array):
         raise InputError(f"{path} names {len(names)} points but holds {len(array)}; give one name per point")
     return array, names or [f"p{i}" for i in range(len(array))]
+
+
+def _holds_bool(points: object) -> bool:
+    """True if a JSON points list holds a boolean among its coordinates (NumPy would read it as 0 or 1)."""
+    return isinstance(points, list) and any(
+        isinstance(point, list) and any(isinstance(value, bool) for value in point) for point in points)
 
 
 def _point_names_of(data: dict, path: str | os.PathLike[str]) -> list[str]:

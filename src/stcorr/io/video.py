@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stcorr._atomic import FOLDER_HINT, atomic_path, write_error
+from stcorr._atomic import FOLDER_HINT, atomic_path, remove_stale_temps, write_error
 from stcorr.errors import InputError, OutputWriteError
 from stcorr.io.render import as_uint8_rgb
 
@@ -106,6 +106,7 @@ class VideoWriter:
         # The temporary file lives as long as this stack: closing it renames, unwinding it with an
         # exception (or garbage-collecting it) removes the temporary file.
         self._stack = ExitStack()
+        remove_stale_temps(self.path.parent, self.path.name)  # left by a killed run (kill -9 cannot clean up)
         temp_path = self._stack.enter_context(atomic_path(self.path))
         self._closed = False
         try:

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, check_batch_size, encode_batch
+from stcorr.features import (
+    Encoder,
+    check_batch_size,
+    check_fusion_weights,
+    default_batch_size,
+    device_type_of,
+    encode_batch,
+)
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.options import PropagationOptions, resolve_options
 from stcorr.propagation.passes import (
@@ -37,6 +44,7 @@ from stcorr.propagation.passes import (
     new_tracker,
     prompt_kind,
     rate,
+    warn_thin_objects,
     working_source,
 )
 from stcorr.propagation.session import PropagationSession
@@ -48,9 +56,9 @@ __all__ = [
 
 
 def _checked_anchors(first_labels: LabelsInput, anchors: Any, start: int, count: int, geometry: Geometry,
-                     opts: PropagationOptions) -> dict[int, LabelsInput]:
-    """Check the first labels and every anchor (indices, kind, size, ids) before any feature work."""
-    checked = check_anchors(anchors, count, start)
+                     opts: PropagationOptions, direction: str) -> dict[int, LabelsInput]:
+    """Check the first labels and every anchor (indices on the pass, kind, size, ids) before any feature work."""
+    checked = check_anchors(anchors, count, start, direction)
     first = make_prompt(first_labels, start, geometry, (1, 1), opts)
     for t, labels in checked.items():
         what = f"the anchor at frame {t}"
@@ -81,7 +89,7 @@ def iter_propagate(
     minmax_normalize: bool | None = None,
     sigma: float | None = None,
     return_probabilities: bool = False,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
@@ -91,28 +99,36 @@ def iter_propagate(
 
     Streams: holds only the context (frame ``start``, anchors met so far and the last ``context`` frames'
     features and soft labels), so memory does not grow with the video's length. Frame ``start`` yields the
-    given labels; ``anchors`` met on the way join the context. Both directions, corrections and caching:
-    :class:`~stcorr.propagation.session.PropagationSession`. See :func:`propagate_labels` for the arguments;
-    all of them (labels, anchors, start, batch size, options) are checked before the first frame is encoded.
+    given labels; ``anchors`` met on the way join the context (an anchor the pass never reaches, before
+    ``start`` going forward or after it going backward, raises :class:`InputError`). Both directions,
+    corrections and caching: :class:`~stcorr.propagation.session.PropagationSession`. See
+    :func:`propagate_labels` for the arguments; all of them (labels, anchors, start, batch size, options) are
+    checked before the first frame is encoded. Frame ``start`` is yielded before any frame is encoded;
+    ``batch_size`` None encodes frame by frame on CPU (so each frame comes as soon as it is ready) and 8 frames
+    at a time on accelerators.
     """
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype, backend=backend)
-    source = working_source(frames, max_side=max_side, size=size, resample=resample)
+    source = working_source(frames, model, max_side=max_side, size=size, resample=resample)
     order = frame_order(len(source), start, direction)
-    check_batch_size(batch_size)
+    batch_size = default_batch_size(device_type_of(model)) if batch_size is None else check_batch_size(batch_size)
+    check_fusion_weights(model, fusion_weights)
     geometry = Geometry.of(source, model)
-    anchors = _checked_anchors(first_labels, anchors, start, len(source), geometry, opts)
+    anchors = _checked_anchors(first_labels, anchors, start, len(source), geometry, opts, direction)
+    warn_thin_objects(first_labels, geometry, opts, what=f"frame {start}")
+    for t, labels in anchors.items():
+        warn_thin_objects(labels, geometry, opts, what=f"the anchor at frame {t}")
+    first = make_prompt(first_labels, start, geometry, geometry.grid, opts, return_probabilities)
+    tracker = new_tracker(first.kind, geometry)
+    yield rate(first.image, tracker, anchor=True)  # the given labels: no need to wait for the encoder
     propagator: LabelPropagator | None = None
-    first: _Prompt | None = None
-    tracker = None
     for t, features in zip(order, features_in_order(model, source, order, batch_size, dtype, fusion_weights)):
         grid = tuple(features.shape[-2:])
-        if first is None:
-            first = make_prompt(first_labels, t, geometry, grid, opts, return_probabilities)
+        if propagator is None:
+            if grid != first.grid.shape[-2:]:  # an encoder whose grid is not ceil(size / stride)
+                first = make_prompt(first_labels, t, geometry, grid, opts, return_probabilities)
             propagator = LabelPropagator(features, first.grid.to(features.device), opts)
-            tracker = new_tracker(first.kind, geometry)
-            yield rate(first.image, tracker, anchor=True)
             continue
         anchor = None
         if t in anchors:
@@ -160,7 +176,8 @@ def iter_propagate_batch(
     opts = resolve_options(options, context=context, radius=radius, topk=topk, temperature=temperature,
                            label_downsampling=label_downsampling, minmax_normalize=minmax_normalize, sigma=sigma,
                            compute_dtype=compute_dtype, backend=backend)
-    sources = [working_source(v, max_side=max_side, size=size, resample=resample) for v in videos]
+    check_fusion_weights(model, fusion_weights)
+    sources = [working_source(v, model, max_side=max_side, size=size, resample=resample) for v in videos]
     if not sources or len(first_labels) != len(sources):
         raise InputError(f"expected first labels for each of {len(sources)} videos (at least one), "
                          f"got {len(first_labels)}")
@@ -171,6 +188,7 @@ def iter_propagate_batch(
     geometries = [Geometry.of(source, model) for source in sources]
     for b, (labels, geometry) in enumerate(zip(first_labels, geometries)):
         make_prompt(labels, 0, geometry, (1, 1), opts, what=f"the first labels of video {b}")
+        warn_thin_objects(labels, geometry, opts, what=f"frame 0 of video {b}")
     lengths = [len(source) for source in sources]
     if min(lengths) < 1:
         raise InputError(f"every video of a batch needs at least one frame, got lengths {lengths}")
@@ -239,11 +257,15 @@ def propagate_labels(
             fields (context, radius, topk, temperature, label_downsampling, minmax_normalize, sigma,
             compute_dtype, backend: see there; ``backend="auto"`` uses the fused Triton kernel on CUDA when
             Triton is installed, else the torch kernel).
-        max_side, size: propagate at a reduced working size (longest side, or an explicit (H, W)); frames are
-            decoded and results returned at the original size (probabilities upsampled before the arg-max).
+        max_side, size: propagate at a reduced working size (longest side in pixels, or an explicit (H, W));
+            frames are decoded and results returned at the original size (probabilities upsampled before the
+            arg-max). ``max_side`` None (default) is the command line's: 640 px on CPU, full size on
+            accelerators; ``max_side=0`` is the full size. An object the working size leaves smaller than a
+            few feature cells is logged as a warning, with the ``max_side`` that keeps it.
         resample: how frames are resized to the working size (:data:`stcorr.io.frames.RESAMPLING`).
         return_probabilities: also return the (T, K, H, W) probabilities (large: K x 4 bytes per pixel).
-        batch_size: frames encoded per forward pass.
+        batch_size: frames encoded per forward pass (:func:`iter_propagate`: default 1 on CPU, 8 on
+            accelerators).
         dtype: autocast dtype of the encoder (``torch.bfloat16``/``torch.float16``).
         fusion_weights: per-model weights for late fusion.
 

@@ -55,6 +55,7 @@ import numbers
 from collections import deque
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -162,7 +163,15 @@ def _check_device(features: torch.Tensor, device: torch.device, what: str) -> No
 def _check_labels(labels: object, what: str, hw: tuple[int, int], k: int | None, device: torch.device) -> torch.Tensor:
     """Validate a (K, h, w) soft label map; return it as float32 on ``device``."""
     if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
-        raise InputError(f"{what}: expected soft labels of shape (K, h, w), got {_shape(labels)}")
+        given = _shape(labels)
+        if isinstance(labels, np.ndarray):
+            given = f"a numpy array of shape {labels.shape}, dtype {labels.dtype}"
+        raise InputError(
+            f"{what}: expected soft labels on the feature grid, a float torch.Tensor of shape (K, h, w) = "
+            f"(labels, {hw[0]}, {hw[1]}), got {given}. The kernel works on the feature grid: for an integer mask "
+            "at image size use stcorr.propagate_labels(model, frames, mask), or convert it yourself with "
+            "stcorr.propagation.labels.mask_to_onehot and to_grid"
+        )
     if tuple(labels.shape[1:]) != hw:
         raise InputError(
             f"{what}: labels must cover the feature grid (h, w) = {hw}, got labels of shape {tuple(labels.shape)}"

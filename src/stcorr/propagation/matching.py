@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from stcorr.errors import InputError
-from stcorr.features import Encoder, encode_batch, feature_stride
+from stcorr.features import Encoder, device_type_of, encode_batch, feature_stride
 from stcorr.io.frames import FrameSource, open_frames
+from stcorr.working_size import working_max_side
 
 __all__ = ["PointMatches", "match_points"]
 
@@ -55,6 +56,19 @@ def _single_frame(frame: Any) -> torch.Tensor:
     if len(source) != 1:
         raise InputError(f"expected one frame (an image), got {len(source)} frames")
     return source[0]
+
+
+def _working(image: torch.Tensor, max_side: int | None, other: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``image`` scaled by the factor that brings the longest side of it and ``other`` to ``max_side`` (never up),
+    and its (x, y) scale factors (None: not scaled)."""
+    height, width = image.shape[-2:]
+    longest = max(*image.shape[-2:], *other.shape[-2:])
+    if max_side is None or longest <= max_side:
+        return image, None
+    size = (max(1, round(height * max_side / longest)), max(1, round(width * max_side / longest)))
+    resized = open_frames(image[None]).resized(size=size)[0]
+    return resized, torch.tensor([size[1] / width, size[0] / height])
 
 
 def _cell_centres(length: int, stride: int, device: torch.device) -> torch.Tensor:
@@ -113,6 +127,7 @@ def match_points(
     temperature: float = 0.07,
     dtype: torch.dtype | None = None,
     fusion_weights: Sequence[float] | None = None,
+    max_side: int | None = None,
 ) -> PointMatches:
     """Find each (x, y) pixel of ``frame_a`` in ``frame_b``.
 
@@ -128,6 +143,10 @@ def match_points(
         temperature: softmax temperature of the soft-argmax weights.
         dtype: autocast dtype of the encoder (``torch.bfloat16``/``torch.float16``); default float32.
         fusion_weights: per-model weights when ``model`` is a sequence fused late (default: equal).
+        max_side: encode both frames scaled by one factor so that the longest side of either is at most this
+            many pixels (``radius`` counts cells of that working size); ``0`` = full size; default: 640 px on
+            CPU and full size on accelerators, as everywhere in stcorr. Points are given and returned in the
+            frames' own pixels.
 
     Returns:
         :class:`PointMatches` with sub-cell (x, y) in ``frame_b``, scores and the mutual-NN flag.
@@ -151,6 +170,10 @@ def match_points(
     if radius is not None and (isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0):
         raise InputError(f"radius must be None (search all of frame_b) or an integer >= 0 (cells), got {radius!r}")
     stride = feature_stride(model)
+    side = working_max_side(max_side, device_type_of(model))
+    (image_a, scale_a), (image_b, scale_b) = _working(image_a, side, image_b), _working(image_b, side, image_a)
+    if scale_a is not None:
+        points = (points + 0.5) * scale_a - 0.5  # pixel centres of frame A at the working size
     feats_a = encode_batch(model, image_a[None], dtype=dtype, fusion_weights=fusion_weights)[0]
     feats_b = encode_batch(model, image_b[None], dtype=dtype, fusion_weights=fusion_weights)[0].to(feats_a.device)
     shape_a, shape_b = tuple(feats_a.shape[-2:]), tuple(feats_b.shape[-2:])
@@ -163,6 +186,8 @@ def match_points(
     xs = _cell_centres(shape_b[1], stride, feats_a.device)[index % shape_b[1]]
     ys = _cell_centres(shape_b[0], stride, feats_a.device)[index // shape_b[1]]
     matched = torch.stack([(weights * xs).sum(1), (weights * ys).sum(1)], dim=1)
+    if scale_b is not None:
+        matched = (matched + 0.5) / scale_b.to(matched.device) - 0.5  # back to frame B's own pixels
 
     best = index[:, 0]
     best_cells = torch.stack([best % shape_b[1], best // shape_b[1]], dim=1).float()

@@ -9,10 +9,15 @@ Labels are given and results returned at the frames' original size; the encoder 
 - keypoints (N, 2) as (x, y) pixels: propagated as Gaussian heatmaps (``sigma`` px, the JHMDB protocol)
   and decoded per frame by the top-5 weighted mean; outputs are (N, 2) points and (N,) scores (the
   decoded heatmap's peak value; 0 and (-1, -1) when the heatmap vanished).
+
+On frames 2 pixels wide an (H, 2) array fits both a mask and H keypoints: uint8 or bool is read as a mask,
+floats as keypoints, any other integer dtype raises :class:`InputError` asking which it is.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,12 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from stcorr.checks import to_numpy
 from stcorr.errors import InputError
-from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride
-from stcorr.io.frames import FrameSource, open_frames
+from stcorr.features import Encoder, batch_frames, encode_batch, feature_stride, working_frames
+from stcorr.io.frames import FrameSource
 from stcorr.propagation.heatmaps import decode_heatmaps_topk, draw_gaussian_heatmaps
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.labels import (
+    VOID,
     LabelSet,
     confidence_map,
     decode_ids,
@@ -52,15 +59,24 @@ __all__ = [
     "advance",
     "frame_order",
     "check_anchors",
+    "check_points",
     "frames_in_order",
     "features_in_order",
     "working_source",
+    "warn_thin_objects",
     "collect",
 ]
 
 LabelsInput = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
 DIRECTIONS = ("forward", "backward")
 KEYPOINT_TOPK = 5  # pixels averaged when decoding a keypoint heatmap (the JHMDB protocol)
+# An object leading (being the largest label in) fewer feature cells than THIN_CELLS at the working size is
+# warned about: on vtest.avi at max_side=240 the two walkers leading 0 cells vanish from frame 1, one leading
+# 1 cell at 320 keeps a quarter of its area; the advice is the max_side where it leads SAFE_CELLS (kept there).
+THIN_CELLS = 2
+SAFE_CELLS = 4
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,14 +139,19 @@ class Geometry:
     def of(cls, source: FrameSource, model: Encoder) -> Geometry:
         return cls(tuple(source.size), tuple(source.original_size), feature_stride(model))
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the feature grid: ceil(working size / stride)."""
+        return math.ceil(self.working[0] / self.stride), math.ceil(self.working[1] / self.stride)
+
 
 def _as_array(labels: LabelsInput) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        return labels.detach().cpu().numpy()
-    return np.asarray(labels)
+    return to_numpy(labels)
 
 
 def _prompt_kind(array: np.ndarray, size: tuple[int, int], what: str = "first labels") -> str:
+    if array.shape == size and size[1] == 2:  # (H, 2): a mask of a 2-pixel-wide video, or H keypoints
+        return _mask_or_points(array, what)
     if array.shape == size:
         return "mask"
     if array.ndim == 3 and array.shape[1:] == size:
@@ -144,6 +165,20 @@ def _prompt_kind(array: np.ndarray, size: tuple[int, int], what: str = "first la
     )
 
 
+def _mask_or_points(array: np.ndarray, what: str) -> str:
+    """The rule for an (H, 2) array on frames H pixels high and 2 wide: uint8 or bool is a mask (as read from a
+    mask PNG), floats are keypoints; any other integer dtype is ambiguous (:class:`InputError`)."""
+    if array.dtype == np.uint8 or array.dtype == np.bool_:
+        return "mask"
+    if array.dtype.kind == "f":
+        return "points"
+    raise InputError(
+        f"{what} of shape {array.shape} and dtype {array.dtype} could be a mask of these {array.shape[0]}x2-pixel "
+        "frames or as many (x, y) keypoints; say which: a mask as uint8 (np.asarray(mask, np.uint8)), keypoints "
+        "as floats (np.asarray(points, np.float32))"
+    )
+
+
 def _soft_labels(array: np.ndarray) -> torch.Tensor:
     if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)) or array.min() < 0:
         raise InputError("soft labels must be finite, non-negative numbers (one channel per label)")
@@ -154,7 +189,8 @@ def _soft_labels(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.float32))
 
 
-def _check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def check_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, 2) (x, y) pixels inside an image of ``size`` (H, W), as float32 (:class:`InputError` otherwise)."""
     height, width = size
     if points.dtype.kind not in "iuf":
         example = points[0].tolist() if len(points) else []
@@ -191,7 +227,7 @@ def make_prompt(
     kind = _prompt_kind(array, geometry.original, what)
     original, working = geometry.original, geometry.working
     if kind == "points":
-        points = _check_points(array, original)
+        points = check_points(array, original)
         heatmaps = resize_soft(draw_gaussian_heatmaps(points, original, options.sigma), working)
         label_set = LabelSet(tuple(range(len(points))))
         if ids is not None and tuple(ids) != label_set.ids:
@@ -277,9 +313,10 @@ def frame_order(count: int, start: int, direction: str) -> range:
     return range(start, count) if direction == "forward" else range(start, -1, -1)
 
 
-def check_anchors(anchors: Any, count: int, start: int) -> dict[int, LabelsInput]:
+def check_anchors(anchors: Any, count: int, start: int, direction: str | None = None) -> dict[int, LabelsInput]:
     """``anchors`` as ``{frame: labels}``: a mapping whose keys are integers in [0, count) other than ``start``
-    (:class:`InputError` otherwise, before any feature work)."""
+    and, for one pass in ``direction``, on the frames that pass reaches (:class:`InputError` otherwise, before
+    any feature work: an anchor a pass never meets would otherwise be dropped unnoticed)."""
     if anchors is None:
         return {}
     if not isinstance(anchors, Mapping):
@@ -295,6 +332,13 @@ def check_anchors(anchors: Any, count: int, start: int) -> dict[int, LabelsInput
             raise InputError(f"the anchor at frame {t} is outside the video's {count} frames (0..{count - 1})")
         if t == start:
             raise InputError(f"the anchor at frame {t} is the start frame; give those labels as first_labels")
+        if direction is not None and (t < start if direction == "forward" else t > start):
+            side = "before" if direction == "forward" else "after"
+            raise InputError(
+                f"the anchor at frame {t} lies {side} start={start}, so a {direction} pass never reaches it; "
+                "give anchors on the pass's side of start, or use propagate_labels / PropagationSession, "
+                "which run both directions"
+            )
         checked[int(t)] = labels
     return checked
 
@@ -316,14 +360,74 @@ def features_in_order(model: Encoder, source: FrameSource, order: range, batch_s
         yield from encode_batch(model, batch, dtype=dtype, fusion_weights=fusion_weights)
 
 
-def working_source(frames: Any, *, max_side: int | None = None, size: tuple[int, int] | None = None,
+def working_source(frames: Any, model: Encoder, *, max_side: int | None = None, size: tuple[int, int] | None = None,
                    resample: str | None = None) -> FrameSource:
-    """``frames`` as a :class:`FrameSource` yielding the working size: ``max_side`` / ``size`` resize it
-    (from the original frames); without them a given source keeps its own size."""
-    source = frames if isinstance(frames, FrameSource) else open_frames(frames)
-    if max_side is None and size is None and resample is None:
-        return source
-    return source.resized(max_side=max_side, size=size, resample=resample)
+    """``frames`` as a :class:`FrameSource` yielding the working size of ``model``'s device:
+    :func:`stcorr.features.working_frames` (``max_side`` None: 640 px on CPU, full size on accelerators;
+    0: full size; an explicit ``size``, or a source already opened at a reduced size, is kept)."""
+    return working_frames(frames, model, max_side=max_side, size=size, resample=resample)
+
+
+# -- objects the working size makes too small ---------------------------------------------------------------
+
+
+def _leading_cells(mask: np.ndarray, ids: Sequence[int], working: tuple[int, int], stride: int,
+                   method: str) -> dict[int, int]:
+    """Per id: the feature cells where it is the largest label once ``mask`` is brought to the grid of the
+    working size (as :func:`make_prompt` does), i.e. where propagation can pick it up again."""
+    small = resize_ids_nearest(mask, working)
+    present = [i for i in ids if np.any(small == i)]
+    if not present:
+        return {i: 0 for i in ids}
+    probs, _ = mask_to_onehot(np.where(np.isin(small, present), small, 0), sorted({0, *present}))
+    grid = (math.ceil(working[0] / stride), math.ceil(working[1] / stride))
+    on_grid = to_grid(probs, grid, stride, method)
+    winner = on_grid.argmax(dim=0)
+    order = sorted({0, *present})
+    return {i: int((winner == order.index(i)).sum()) if i in present else 0 for i in ids}
+
+
+def _size_for(original: tuple[int, int], max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(original))
+    return max(1, round(original[0] * scale)), max(1, round(original[1] * scale))
+
+
+def _keeping_max_side(mask: np.ndarray, ids: Sequence[int], geometry: Geometry, method: str) -> int | None:
+    """The smallest ``max_side`` (a multiple of 32 above the working size's) at which every one of ``ids`` leads
+    :data:`SAFE_CELLS` cells; None when even the full size does not."""
+    full = max(geometry.original)
+    for side in [*range((max(geometry.working) // 32 + 1) * 32, full, 32), full]:
+        cells = _leading_cells(mask, ids, _size_for(geometry.original, side), geometry.stride, method)
+        if min(cells.values()) >= SAFE_CELLS:
+            return side
+    return None
+
+
+def warn_thin_objects(labels: LabelsInput, geometry: Geometry, options: PropagationOptions, *,
+                      what: str = "the first labels") -> list[int]:
+    """Log a warning naming each object (mask id other than 0) that leads fewer than :data:`THIN_CELLS` feature
+    cells at the working size (such an object is likely lost after a frame or two), with the ``max_side`` that
+    keeps it. Returns those ids. Soft labels and keypoints are not checked."""
+    array = _as_array(labels)
+    if array.shape != tuple(geometry.original) or array.dtype.kind not in "iu":
+        return []
+    ids = [int(i) for i in np.unique(array) if i not in (0, VOID)]
+    cells = _leading_cells(array, ids, geometry.working, geometry.stride, options.label_downsampling)
+    thin = [i for i in ids if cells[i] < THIN_CELLS]
+    if not thin:
+        return []
+    keeping = _keeping_max_side(array, thin, geometry, options.label_downsampling)
+    height, width = geometry.working
+    advice = (f"max_side={keeping} or more keeps {'it' if len(thin) == 1 else 'them'}" if keeping is not None
+              else f"even the full size (max_side=0) gives fewer than {SAFE_CELLS} cells")
+    shown = ", ".join(f"{i} ({cells[i]} cell{'s' if cells[i] != 1 else ''})" for i in thin)
+    logger.warning(
+        "%s: object%s %s lead%s fewer than %d feature cells at the working size %dx%d (max_side=%d) and may vanish "
+        "from the next frames; %s",
+        what, "s" if len(thin) > 1 else "", shown, "" if len(thin) > 1 else "s", THIN_CELLS, width, height,
+        max(geometry.working), advice,
+    )
+    return thin
 
 
 def _stack(values: list[np.ndarray | None]) -> np.ndarray | None:

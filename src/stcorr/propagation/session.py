@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stcorr.checks import to_numpy
 from stcorr.errors import InputError
-from stcorr.features import Encoder, check_batch_size, encode_batch, feature_stride
+from stcorr.features import Encoder, check_batch_size, check_fusion_weights, encode_batch, feature_stride
 from stcorr.propagation.kernel import LabelPropagator
 from stcorr.propagation.labels import VOID
 from stcorr.propagation.options import PropagationOptions, resolve_options
@@ -45,9 +46,11 @@ from stcorr.propagation.passes import (
     new_tracker,
     prompt_kind,
     rate,
+    warn_thin_objects,
     working_source,
 )
 from stcorr.propagation.reliability import RECENT_FRAMES, ReliabilityTracker
+from stcorr.propagation.session_format import check_session_dict
 
 __all__ = ["PropagationSession", "FrameResult"]
 
@@ -82,7 +85,9 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 def _unrle(data: Mapping[str, Any]) -> np.ndarray:
-    values = np.repeat(np.asarray(data["values"], np.int64), np.asarray(data["counts"], np.int64))
+    """The uint8 mask of a run-length dict already checked by :func:`check_session_dict` (so never larger than
+    its ``shape``, which ``from_dict`` compared with the frames)."""
+    values = np.repeat(np.asarray(data["values"], np.uint8), np.asarray(data["counts"], np.int64))
     return values.reshape(data["shape"])
 
 
@@ -97,7 +102,8 @@ class PropagationSession:
             fused kernel, which supports everything a session needs: anchors and resuming from cached
             predictions with ``remember``).
         max_side, size: work at a reduced size (longest side, or an explicit (H, W)); results come at the
-            original size, probabilities upsampled before the arg-max.
+            original size, probabilities upsampled before the arg-max. ``max_side`` None (default): 640 px on
+            CPU, full size on accelerators (:func:`stcorr.features.working_frames`); 0: full size.
         resample: frame resampling to the working size (see :data:`stcorr.io.frames.RESAMPLING`).
         batch_size, dtype, fusion_weights: feature extraction (see :func:`stcorr.extract_features`).
         return_probabilities: results also carry the (K, H, W) probabilities.
@@ -124,10 +130,15 @@ class PropagationSession:
     ) -> None:
         feature_stride(model)  # an encoder module, or a sequence of them with one stride (else InputError)
         check_batch_size(batch_size)
+        check_fusion_weights(model, fusion_weights)
         self.model = model
         self.options = resolve_options(options, **option_keywords)
-        self.max_side, self.size, self.resample = max_side, size, resample
-        self._source = working_source(frames, max_side=max_side, size=size, resample=resample)
+        self._source = working_source(frames, model, max_side=max_side, size=size, resample=resample)
+        if max_side is None and size is None:  # the device's default: record the size in effect (None = full)
+            reduced = self._source.size != self._source.original_size
+            max_side = max(self._source.size) if reduced else None
+        # to_dict replays them on any device; max_side None there = full size (0 is not stored)
+        self.max_side, self.size, self.resample = max_side or None, size, resample
         self._display = self._source.resized() if self._source.size != self._source.original_size else self._source
         self._geometry = Geometry.of(self._source, model)
         self._batch_size, self._dtype, self._fusion_weights = batch_size, dtype, fusion_weights
@@ -189,7 +200,9 @@ class PropagationSession:
 
         Replaces an earlier anchor at ``t``; ids not seen before become new objects from ``t`` on.
         """
-        array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        array = to_numpy(mask)
+        if array.dtype.kind in "iu" and array.size and 0 <= array.min() and array.max() <= 255:
+            array = array.astype(np.uint8)  # explicitly a mask, even where (H, 2) could read as keypoints
         if array.shape != self.frame_size:
             raise InputError(
                 f"the mask of frame {t} has shape {array.shape}, the frames are {self.frame_size} (H, W); "
@@ -216,7 +229,7 @@ class PropagationSession:
         ``ids``, when given, are the only ids a mask may hold (:class:`InputError` otherwise).
         """
         t = self._check_frame_index(t)
-        array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.array(labels)
+        array = np.array(to_numpy(labels))
         what = f"the labels of frame {t}"
         kind = prompt_kind(array, self.frame_size, what)
         others = {a.kind for frame, a in self._anchors.items() if frame != t}
@@ -228,6 +241,7 @@ class PropagationSession:
         # Validate now (ids, ranges, shapes), so that a bad anchor never enters the session.
         grid = (1, 1)
         prompt = make_prompt(array, t, self._geometry, grid, self.options, ids=ids, what=what)
+        warn_thin_objects(array, self._geometry, self.options, what=f"frame {t}")
         if kind != "mask":
             self._check_same_channels(t, prompt)
         self._version += 1
@@ -493,12 +507,15 @@ class PropagationSession:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], model: Encoder, frames: Any, **kwargs: Any) -> PropagationSession:
-        """A session with the anchors, options and working size of ``data`` (from :meth:`to_dict`)."""
-        if not isinstance(data, Mapping) or data.get("format") != _SESSION_FORMAT:
-            raise InputError("expected a dictionary written by PropagationSession.to_dict (format 1)")
+        """A session with the anchors, options and working size of ``data`` (from :meth:`to_dict`).
+
+        ``data`` is checked completely first (:meth:`check_dict`); masks are decoded only once the frames are
+        known to have the size ``data`` was saved for.
+        """
+        cls.check_dict(data)
         size = tuple(data["size"]) if data.get("size") is not None else None
         session = cls(model, frames, options=PropagationOptions.from_dict(data["options"]),
-                      max_side=data.get("max_side"), size=size, resample=data.get("resample"), **kwargs)
+                      max_side=data.get("max_side") or 0, size=size, resample=data.get("resample"), **kwargs)
         if list(session.frame_size) != list(data["frame_size"]) or session.num_frames != data["num_frames"]:
             raise InputError(
                 f"the session was saved for {data['num_frames']} frames of {tuple(data['frame_size'])}, these frames "
@@ -506,5 +523,11 @@ class PropagationSession:
             )
         for anchor in data["anchors"]:
             labels = _unrle(anchor) if anchor["kind"] == "mask" else np.asarray(anchor["array"], np.float32)
-            session.add_labels(int(anchor["frame"]), labels)
+            session.add_labels(anchor["frame"], labels)
         return session
+
+    @staticmethod
+    def check_dict(data: Any) -> None:
+        """Raise :class:`InputError` (naming the field and the fix) unless ``data`` is a complete, consistent
+        session dictionary of a format this version reads; allocates nothing from the numbers it holds."""
+        check_session_dict(data, formats=(_SESSION_FORMAT,))

@@ -8,6 +8,7 @@ are read by the package's one weights loader (:func:`stcorr.loading.read_backbon
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -45,9 +46,12 @@ __all__ = [
     "read_resume_checkpoint",
     "checkpoint_to_resume",
     "check_resumable",
+    "check_run_folder",
+    "make_run_folder",
     "rng_state",
     "set_rng_state",
     "CHECKPOINT_FORMAT",
+    "payload_digest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,8 +104,39 @@ def export_run(
     return model
 
 
+_DIGEST_KEY = "sha256"
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Feed ``value`` (nested dicts, lists, tensors, numbers, strings) to ``digest`` in a canonical order."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    elif isinstance(value, Mapping):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{value!r}".encode())
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """sha256 of a checkpoint's content (every tensor's bytes, dtype and shape, and every other value), without
+    its own ``"sha256"`` entry: torch does not check its zip CRCs, so damaged tensor data would load unnoticed."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in payload.items() if key != _DIGEST_KEY})
+    return digest.hexdigest()
+
+
 def write_checkpoint(out: Path, step: int, payload: Mapping[str, Any], keep_last: int) -> None:
-    """Write ``checkpoints/step_<step>.pt`` atomically, then keep only the last ``keep_last`` (0: all).
+    """Write ``checkpoints/step_<step>.pt`` atomically, with the sha256 of its content inside
+    (:func:`payload_digest`, checked by :func:`read_checkpoint`), then keep only the last ``keep_last`` (0: all).
 
     A write that fails (a full disk surfaces as torch's "unexpected pos") raises :class:`OutputWriteError`
     naming the free space; the earlier checkpoints are untouched.
@@ -109,7 +144,7 @@ def write_checkpoint(out: Path, step: int, payload: Mapping[str, Any], keep_last
     path = out / CHECKPOINT_DIR / f"step_{step:08d}.pt"
     with atomic_path(path) as tmp:
         try:
-            torch.save(dict(payload), tmp)
+            torch.save({**payload, _DIGEST_KEY: payload_digest(payload)}, tmp)
         except (RuntimeError, OSError) as exc:
             free = shutil.disk_usage(tmp.parent).free / 2**20
             raise OutputWriteError(
@@ -151,7 +186,35 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read training checkpoint {path} ({reason}); it is truncated or corrupt") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an stcorr training checkpoint")
+    if _DIGEST_KEY not in checkpoint:
+        logger.warning("%s has no checksum (written by an older stcorr): its content cannot be verified", path)
+    elif payload_digest(checkpoint) != checkpoint[_DIGEST_KEY]:
+        raise CheckpointError(f"training checkpoint {path} is corrupt: its content does not match the sha256 stored "
+                              "in it (the file was damaged after it was written); resume from an earlier checkpoint")
     return checkpoint
+
+
+def check_run_folder(out: Path) -> None:
+    """Before any work: ``out`` must be a folder (or not exist yet) that this process can create and write to
+    (:class:`InputError` for a file, :class:`OutputWriteError` for a read-only or otherwise unwritable place)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; the run folder holds checkpoints, the log and the "
+                         "model: choose a folder path (new or holding a run to resume)")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"--out {out} cannot be created: {existing} is a file; choose another folder path")
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"cannot write the run folder {out}: {existing or out} is not writable (read-only "
+                               "disk or no permission); choose an --out on a writable disk")
+
+
+def make_run_folder(out: Path) -> None:
+    """Create the run folder (:class:`OutputWriteError` naming the reason if the system refuses)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create the run folder {out}: {exc.strerror or exc}; choose an --out on a "
+                               "writable disk") from exc
 
 
 def checkpoint_to_resume(out: Path, resume: str | None) -> Path | None:

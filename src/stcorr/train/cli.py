@@ -79,6 +79,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,8 +140,14 @@ def _add_run_options(parser: argparse.ArgumentParser, stage: str) -> None:
     _add_config_options(parser)
 
 
+def plain_text(text: str) -> str:
+    """reST of a docstring as a terminal shows it: ``code`` and :role:`target` lose their markup, ``::`` -> ``:``."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "").replace("::", ":")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stcorr.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stcorr.train", description=plain_text(__doc__.split("\n\n")[0]))
     stages = parser.add_subparsers(dest="stage", required=True)
     for stage, help_text in zip(STAGES, ("stage 1: MoCo v2 on images", "stage 2: frame pairs", "L_nce + gamma L_t")):
         _add_run_options(stages.add_parser(stage, help=help_text), stage)

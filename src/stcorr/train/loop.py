@@ -50,11 +50,13 @@ from stcorr.train.checkpoints import (
     CHECKPOINT_DIR,
     CHECKPOINT_FORMAT,
     check_resumable,
+    check_run_folder,
     checkpoint_to_resume,
     cpu_state,
     export_run,
     list_checkpoints,
     load_init_weights,
+    make_run_folder,
     read_resume_checkpoint,
     rng_state,
     set_rng_state,
@@ -237,6 +239,7 @@ def run(stage: str, build: Builder, config: TrainConfig, options: RunOptions) ->
 def _run(stage: str, build: Builder, config: TrainConfig, options: RunOptions, env: Distributed) -> Path:
     out = Path(options.out)
     options = dataclasses.replace(options, out=out)
+    check_run_folder(out)
     resume_path = checkpoint_to_resume(out, options.resume)
     checkpoint = read_resume_checkpoint(resume_path, out, options.resume)[1] if resume_path else None
     if checkpoint is not None:
@@ -251,7 +254,7 @@ def _run(stage: str, build: Builder, config: TrainConfig, options: RunOptions, e
         torch.manual_seed(derive_seed(config.seed, "rank", env.rank))
     barrier()  # every process has read the run folder before rank 0 changes it
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_run_folder(out)
         keep_log_until(out, start)
         with atomic_path(out / TRAIN_CONFIG_NAME) as tmp:
             tmp.write_text(json.dumps({"stage": stage, **config.to_dict()}, indent=2) + "\n", encoding="utf-8")
