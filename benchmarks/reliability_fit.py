@@ -17,8 +17,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from stcorr import load_model
 from stcorr.eval.identity import IDENTITY_KINDS, make_identity_video
 from stcorr.eval.reliability import ObjectSample, fit_logistic, object_samples, signal_aurocs

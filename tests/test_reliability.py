@@ -11,7 +11,7 @@ import pytest
 
 from stcorr import load_model
 from stcorr.eval.identity import IdentityVideo, corrections_protocol, identity_scores, make_identity_video
-from stcorr.eval.reliability import auroc, fit_logistic, ObjectSample
+from stcorr.eval.reliability import ObjectSample, auroc, fit_logistic
 from stcorr.io.reliability import read_reliability_json
 from stcorr.propagation.api import iter_propagate, propagate_labels
 from stcorr.propagation.reliability import ReliabilityTracker, components

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from stcorr.eval.presets import preset_for
 import torch
 
+from stcorr.eval.presets import preset_for
 from stcorr.features import Encoder, encode_batch, feature_stride
-from stcorr.propagation.labels import mask_to_onehot, to_grid
 from stcorr.propagation.api import iter_propagate
+from stcorr.propagation.labels import mask_to_onehot, to_grid
 from stcorr.propagation.passes import Geometry, new_tracker
 from stcorr.propagation.reliability import CYCLE, FEATURES, ReliabilityModel, cycle_consistency
 
@@ -47,7 +46,8 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(pred & gt) / union
 
 
-def _grid(model: Encoder, frames: np.ndarray, labels: np.ndarray, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid(model: Encoder, frames: np.ndarray, labels: np.ndarray,
+          ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (C, h, w) of one (H, W, 3) uint8 frame and its id map's one-hot (K, h, w) on the grid."""
     rgb = torch.from_numpy(frames).permute(2, 0, 1).float()[None] / 255.0
     features = encode_batch(model, rgb)[0]
@@ -82,7 +82,8 @@ def object_samples(model: Encoder, name: str, frames: np.ndarray, truth: np.ndar
         for k in ids:
             iou = _iou(prediction.labels == k, truth[prediction.t] == k)
             extra = {CYCLE: cycles[k]} if cycle else {}
-            samples.append(ObjectSample(name, prediction.t, k, iou, prediction.reliability[k], {**features[k], **extra}))
+            samples.append(ObjectSample(name, prediction.t, k, iou, prediction.reliability[k],
+                                        {**features[k], **extra}))
     return samples
 
 
