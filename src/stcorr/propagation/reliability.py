@@ -17,13 +17,16 @@ depend on the resolution):
 - ``jump``: the move of the object's centroid since the previous frame, in anchor object diameters
   (``sqrt(anchor area)``);
 - ``confidence``: the mean pixel confidence over the object (kept as a feature; alone it does not work);
-- ``agreement`` (optional): the IoU of the object's masks predicted from two directions (two anchors), for
-  callers that have both; absent features count as 0.
+- ``agreement`` (optional, the plug-in for a session that predicts a frame from both neighbouring anchors):
+  ``1 - IoU`` of the object's masks from the two directions, given to :meth:`ReliabilityTracker.observe` as
+  ``agreement={id: IoU}``; 0 when unknown. :data:`DEFAULT_MODEL` has no weight for it yet (no data to fit).
 
-and maps them to [0, 1] with a logistic model (:class:`ReliabilityModel`). :data:`DEFAULT_MODEL`'s weights
-were fitted on the *tune* seeds of the offline benchmark's identity and regular synthetic sequences
-(``python -m stcorr.eval offline``; held-out AUROC in the README), to predict "object IoU >= 0.5".
-An object absent from the anchor (nothing to compare with) gets reliability 1 on the anchor frame itself.
+and maps them to [0, 1] with a logistic model (:class:`ReliabilityModel`). :data:`DEFAULT_MODEL` uses growth,
+shrink, recent, extent and fragments, fitted on the *tune* seeds of the offline benchmark's identity and regular
+synthetic sequences to predict "object IoU >= 0.5" (``benchmarks/reliability_fit.py``; held-out AUROC and the
+measured alternatives, cycle consistency included, in the README). ``jump`` and ``confidence`` are computed for
+measurement only: their scale does not transfer from the synthetic sequences to real footage. An object absent
+from the anchor (nothing to compare with) gets reliability 1; so does an anchor frame.
 """
 
 from __future__ import annotations
