@@ -8,6 +8,7 @@ frames before the correction did not change. Screenshots go to $STCORR_APP_SCREE
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -205,8 +206,12 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
     for y in erase_rows:
         assert (corrected[y, 2:21] == 0).all(), f"erased row {y} is not background"
     assert set(np.unique(corrected)) == {0, 1}
-    # only frames from the correction on changed
-    assert np.array_equal(exported[:6], _masks(first)[:6])
+    # the frames before the correction are predicted again both ways (from the anchors at 0 and 6): frame 0
+    # (an anchor) is unchanged
+    assert np.array_equal(exported[0], _masks(first)[0])
+    # the anchors own the object the user edited there (format 2 sessions)
+    saved = json.loads((final / "session.json").read_text())
+    assert saved["format"] == 2 and [a["objects"] for a in saved["anchors"]] == [[1], [1]]
     # a headless replay of the exported session gives the same masks
     replay = tmp_path / "replay"
     assert cli_main(["propagate", "--session", str(final / "session.json"), "--video", str(clip),

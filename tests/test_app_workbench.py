@@ -17,6 +17,7 @@ from stcorr.cli import main as cli_main
 from stcorr.loading import load_encoder
 from stcorr.errors import InputError, VideoReadError
 from stcorr.io.masks import read_mask
+from stcorr.propagation.options import PropagationOptions
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_confidence_strip_marks_states() -> None:
     assert tuple(strip[5, 6]) == (30, 30, 30)  # current frame marker
 
 
-def test_correction_recomputes_only_later_frames_and_replays(clip, default_model, tmp_path: Path) -> None:
+def test_correction_recomputes_both_sides_and_replays(clip, default_model, tmp_path: Path) -> None:
     folder, truth = clip
     wb = Workbench(default_model, None, folder)
     with pytest.raises(InputError, match="paint a mask"):
@@ -77,10 +78,11 @@ def test_correction_recomputes_only_later_frames_and_replays(clip, default_model
     corrected = truth[7].copy()
     assert wb.set_mask(7, corrected)
     stale = wb.session.stale_frames()
-    assert set(stale) - {7} == {8, 9, 10, 11}  # the anchor frame itself may count as stale or not
+    assert stale == list(range(1, 12))  # both directions: the frames back to the previous anchor, and after
     steps = list(wb.propagate())
-    assert [s.t for s in steps] == stale and steps[-1].done == steps[-1].total == len(stale)
-    assert all(np.array_equal(wb.mask(t), before[t]) for t in range(7))
+    assert sorted(s.t for s in steps) == stale and steps[-1].done == steps[-1].total == len(stale)
+    assert np.array_equal(wb.mask(0), before[0])
+    assert all(wb.session.direction_grids(t)[1] is not None for t in range(1, 7))
     assert np.array_equal(wb.mask(7), corrected)
 
     out = wb.export(tmp_path)
@@ -97,6 +99,29 @@ def test_correction_recomputes_only_later_frames_and_replays(clip, default_model
                      "--out", str(tmp_path / "replay")]) == 0
     replayed = [read_mask(tmp_path / "replay" / "masks" / f"{t:05d}.png") for t in range(12)]
     assert all(np.array_equal(a, b) for a, b in zip(replayed, exported))
+
+
+def test_a_correction_repairs_the_frames_before_it_and_keeps_other_objects(clip, model) -> None:
+    """The user's first mask gives the top of the disc (object 2) to the square (object 1), an identity error
+    that comes back at frames 5-6; the user erases object 1's error at frame 7, which anchors object 1 only:
+    frames 5-6 are repaired too (one way they keep the error), and object 2, which the user did not touch,
+    keeps its propagated labels at frame 7 (and takes back the freed pixels)."""
+    folder, truth = clip
+    first = truth[0].copy()
+    first[(truth[0] == 2) & (np.arange(96)[:, None] < 24)] = 1
+    errors = {}
+    for directions in ("forward", "both"):
+        wb = Workbench(model, None, folder, options=PropagationOptions(directions=directions))
+        wb.set_mask(0, first)
+        list(wb.propagate())
+        shown = wb.mask(7).copy()
+        edited = np.where((shown == 1) & (truth[7] != 1), 0, shown).astype(np.uint8)  # the eraser
+        assert wb.set_mask(7, edited)
+        assert wb.session.anchor_objects == {0: (1, 2), 7: (1,)}
+        list(wb.propagate())
+        assert ((wb.mask(7) == 2) >= (shown == 2)).all() and np.array_equal(wb.mask(7) == 1, edited == 1)
+        errors[directions] = [int(((wb.mask(t) == 1) & (truth[t] == 2)).sum()) for t in range(12)]
+    assert sum(errors["forward"][1:7]) > 150 and sum(errors["both"][1:7]) < 0.2 * sum(errors["forward"][1:7])
 
 
 def test_export_again_and_replay_into_a_used_folder(clip, model, tmp_path: Path, capsys) -> None:

@@ -54,14 +54,14 @@ def test_every_frame_result_has_a_reliability_per_object_in_0_1(model, newcomer)
     session = PropagationSession(model, newcomer.frames)
     session.add_mask(0, mask)
     list(session.propagate())
-    session.add_mask(5, newcomer.truth[5])  # resumes from the cache: the tracker is rebuilt from it
+    # One anchor: the session measures each frame as the one-way stream does.
+    for t in range(len(newcomer.frames)):
+        assert session.result(t).reliability == pytest.approx(streamed[t].reliability)
+    session.add_mask(5, newcomer.truth[5])  # frames 1-4 (both directions) and 6-7 are recomputed
     recomputed = {r.t: r for r in session.propagate()}
-    assert sorted(recomputed) == [5, 6, 7] and set(recomputed[5].reliability.values()) == {1.0}
+    assert 5 in recomputed and set(recomputed[5].reliability.values()) == {1.0}
     for t in range(len(newcomer.frames)):
         _in_unit_interval(session.result(t))
-    # The one-way stream and the session agree where their passes agree (frames before the new anchor).
-    for t in range(5):
-        assert session.result(t).reliability == pytest.approx(streamed[t].reliability)
     result = propagate_labels(model, newcomer.frames, mask, start=2)
     assert len(result.reliability) == len(newcomer.frames)
     assert all(0.0 <= v <= 1.0 for frame in result.reliability for v in frame.values())

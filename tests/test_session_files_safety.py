@@ -163,10 +163,13 @@ def test_a_sound_session_still_replays_identically(model, clip, mask, saved):
 def test_the_validator_accepts_per_anchor_objects_and_the_formats_it_is_given(saved):
     saved["anchors"][0]["objects"] = [1, 2]
     check_session_dict(saved)
-    saved["format"] = 2
+    saved["format"] = 3
     with pytest.raises(InputError, match="format"):
         check_session_dict(saved)
-    check_session_dict(saved, formats=(1, 2))
+    check_session_dict(saved, formats=(1, 2, 3))
+    saved["anchors"][0]["objects"] = [0]  # background is no object
+    with pytest.raises(InputError, match="objects"):
+        check_session_dict(saved, formats=(1, 2, 3))
 
 
 def test_points_and_soft_anchors_pass_the_check(model, clip, mask):

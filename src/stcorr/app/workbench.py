@@ -96,12 +96,13 @@ class Workbench:
 
     # -- what the browser shows ------------------------------------------------------------------
     def mask(self, t: int) -> np.ndarray:
-        """The mask of frame t: its anchor, else its propagated result, else empty."""
-        anchors = self.session.anchors
-        if t in anchors:
-            return anchors[t]
+        """The mask frame t shows: its up-to-date result (an anchor's objects as given, the others
+        propagated), else its anchor, else empty."""
         result = self.session.result(t)
-        return result.labels if result is not None else np.zeros(self.session.frame_size, np.uint8)
+        if result is not None:
+            return result.labels
+        anchors = self.session.anchors
+        return anchors[t] if t in anchors else np.zeros(self.session.frame_size, np.uint8)
 
     def editor_value(self, t: int) -> dict[str, Any]:
         """The ImageEditor value for frame t: the frame as background and its mask as the paint layer."""
@@ -141,10 +142,13 @@ class Workbench:
 
     # -- edits -----------------------------------------------------------------------------------
     def set_mask(self, t: int, ids: np.ndarray) -> bool:
-        """Make ``ids`` the anchor of frame t unless it equals what frame t shows already; True if changed.
+        """Make ``ids`` the anchor of frame t for the objects the user edited there; True if changed.
 
-        An empty mask on a frame that is not an anchor yet is no correction and is ignored; an empty anchor
-        is removed (propagation then needs another one).
+        The edited objects are the ids whose pixels differ from what frame t shows (painted or erased): the
+        anchor is authoritative for those only (``add_mask(..., objects=edited)``), every other object keeps
+        its propagated labels at t, and the session re-predicts the frames on both sides of t. An empty
+        mask on a frame that is not an anchor yet is no correction and is ignored; an empty anchor is
+        removed (propagation then needs another one).
         """
         ids = np.asarray(ids, np.uint8)
         if ids.shape != tuple(self.session.frame_size):
@@ -154,9 +158,12 @@ class Workbench:
         if t in anchors and not ids.any():
             self.session.remove_anchor(t)
             return True
-        if np.array_equal(ids, self.mask(t)):
+        shown = self.mask(t)
+        changed = ids != shown
+        edited = sorted((set(np.unique(ids[changed]).tolist()) | set(np.unique(shown[changed]).tolist())) - {0, 255})
+        if not edited:
             return False
-        self.session.add_mask(t, ids)
+        self.session.add_mask(t, ids, objects=edited)
         return True
 
     def set_layer(self, t: int, layer: np.ndarray | None) -> bool:
@@ -175,7 +182,11 @@ class Workbench:
             raise InputError(f"there is no object {object_id}; the objects are {self.session.object_ids}")
         for t, ids in self.session.anchors.items():
             if (ids == object_id).any():
-                self.set_mask(t, np.where(ids == object_id, 0, ids).astype(np.uint8))
+                rest = np.where(ids == object_id, 0, ids).astype(np.uint8)
+                if rest.any():
+                    self.session.add_mask(t, rest, objects=[object_id])  # the anchor's other objects stay
+                else:
+                    self.session.remove_anchor(t)
 
     # -- propagation and export ------------------------------------------------------------------
     def propagate(self) -> Iterator[Progress]:

@@ -279,10 +279,12 @@ class IdentityReport:
     reliability_auroc: float  # "object IoU >= 0.5" vs the library's reliability, frames 1 .. T-1
     samples: int  # (object, frame) pairs behind the AUROC
     bad: int  # of which IoU < 0.5
+    jf_after_both: dict[str, list[float]] | None = None  # the same protocol, session predicting both ways
 
-    def mean_jf_after(self) -> list[float]:
-        """Mean over videos of the J&F after 0, 1, ... corrections."""
-        return [float(v) for v in np.mean(list(self.jf_after.values()), axis=0)]
+    def mean_jf_after(self, both: bool = False) -> list[float]:
+        """Mean over videos of the J&F after 0, 1, ... corrections (``both``: the two-way session's)."""
+        runs = self.jf_after_both if both else self.jf_after
+        return [float(v) for v in np.mean(list(runs.values()), axis=0)] if runs else []
 
     def to_json(self) -> dict[str, Any]:
         by_kind: dict[str, dict[str, int]] = {}
@@ -297,6 +299,7 @@ class IdentityReport:
             "J&F_after_corrections": [round(v, 6) for v in self.mean_jf_after()],
             "per_video_J&F_after_corrections": {k: [round(x, 6) for x in v] for k, v in self.jf_after.items()},
             "corrected_frames": self.corrected,
+            "J&F_after_corrections_both_directions": [round(v, 6) for v in self.mean_jf_after(both=True)] or None,
             "identity": by_kind,
             "per_object": [asdict(o) for o in self.objects],
             "reliability_AUROC": None if math.isnan(self.reliability_auroc) else round(self.reliability_auroc, 6),
@@ -311,8 +314,10 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def evaluate_identity(session_factory: Callable[[np.ndarray], Any], videos: Sequence[IdentityVideo],
-                      rounds: int = 3) -> IdentityReport:
-    """Identity switches, J&F after 0 .. ``rounds`` corrections and the reliability AUROC of one method."""
+                      rounds: int = 3, both_factory: Callable[[np.ndarray], Any] | None = None) -> IdentityReport:
+    """Identity switches, J&F after 0 .. ``rounds`` corrections and the reliability AUROC of one method
+    (``session_factory``: the paper's one-way session); ``both_factory`` also runs the corrections with a
+    session that predicts frames between anchors from both."""
     objects: list[ObjectIdentity] = []
     jf_after, corrected = {}, {}
     scores, good = [], []
@@ -326,7 +331,9 @@ def evaluate_identity(session_factory: Callable[[np.ndarray], Any], videos: Sequ
             for k in video.annotated:
                 scores.append((result.reliability or {}).get(k, 1.0))
                 good.append(_iou(labels[result.t] == k, truth[result.t] == k) >= 0.5)
-    return IdentityReport(objects, jf_after, corrected, auroc(scores, good), len(good), int(len(good) - sum(good)))
+    both = {v.name: corrections_protocol(both_factory, v, rounds).jf for v in videos} if both_factory else None
+    return IdentityReport(objects, jf_after, corrected, auroc(scores, good), len(good), int(len(good) - sum(good)),
+                          both)
 
 
 def identity_videos(seeds: Sequence[int], num_frames: int, size: tuple[int, int],
@@ -343,7 +350,7 @@ def identity_markdown(reports: dict[str, IdentityReport]) -> str:
         return ""
     rounds = len(next(iter(reports.values())).mean_jf_after())
     header = ["Method", "Crossing switches (frames)", "Newcomer switches (frames)", "Newcomer leak frames",
-              *(f"J&F {n} corr." for n in range(rounds)), "Reliability AUROC"]
+              *(f"J&F {n} corr." for n in range(rounds)), "J&F 0..n corr. (both directions)", "Reliability AUROC"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for name, report in reports.items():
         kinds = report.to_json()["identity"]
@@ -351,6 +358,7 @@ def identity_markdown(reports: dict[str, IdentityReport]) -> str:
         row = [name, f"{crossing.get('switches', 0)} ({crossing.get('switch_frames', 0)})",
                f"{newcomer.get('switches', 0)} ({newcomer.get('switch_frames', 0)})",
                str(newcomer.get("leak_frames", 0)), *(f"{100 * v:.1f}" for v in report.mean_jf_after()),
+               " / ".join(f"{100 * v:.1f}" for v in report.mean_jf_after(both=True)) or "n/a",
                "n/a" if math.isnan(report.reliability_auroc) else f"{report.reliability_auroc:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

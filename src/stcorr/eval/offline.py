@@ -258,6 +258,11 @@ class _EncoderMethod:
         """An interactive session under the same preset (for the corrections protocol)."""
         return PropagationSession(self.model, frames, options=self.preset.options)
 
+    def two_way_session(self, frames: np.ndarray) -> PropagationSession:
+        """The same, predicting frames between anchors from both (the session's default; the preset pins the
+        paper's one-way protocol)."""
+        return PropagationSession(self.model, frames, options=self.preset.options.replace(directions="both"))
+
 
 # ------------------------------------------------------------------------------------------------
 # Scoring
@@ -337,7 +342,7 @@ def _evaluate(
     logger.info("offline %s: %.1f s", name, seconds)
     report = None
     if identity and isinstance(method, _EncoderMethod):
-        report = evaluate_identity(method.session, identity, config.corrections)
+        report = evaluate_identity(method.session, identity, config.corrections, method.two_way_session)
     return MethodScores(name, davis.summarize(objects), per_video, pair_scores, seconds, report)
 
 

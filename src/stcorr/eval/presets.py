@@ -91,8 +91,9 @@ class EvalPreset:
 
 
 _OPTION_NAMES = frozenset(f.name for f in fields(PropagationOptions))
-_MASKS = PropagationOptions(label_downsampling="nearest", minmax_normalize=True)
-_KEYPOINTS = PropagationOptions(label_downsampling="bilinear", minmax_normalize=False)
+# the paper's protocol is one-way: between anchors only the earlier ones count (directions="forward")
+_MASKS = PropagationOptions(label_downsampling="nearest", minmax_normalize=True, directions="forward")
+_KEYPOINTS = PropagationOptions(label_downsampling="bilinear", minmax_normalize=False, directions="forward")
 
 
 PRESETS: dict[tuple[str, int], EvalPreset] = {

@@ -250,9 +250,11 @@ def propagate_labels(
         first_labels: integer mask (H, W), soft labels (K, H, W) or keypoints (N, 2) at the frames' original
             size; see the module docstring.
         start: index of the annotated frame.
-        anchors: corrected labels at later frames ({t: labels}, same kind and ids as ``first_labels``; every
+        anchors: corrected labels at other frames ({t: labels}, same kind and ids as ``first_labels``; every
             t an integer in [0, T) other than ``start``, else :class:`InputError`); each is output as given
-            and joins frame ``start`` as a fixed context frame from then on.
+            and joins frame ``start`` as a fixed context frame from then on; with ``directions="both"`` (the
+            default) frames between two anchors are also predicted backward from the later one and fused
+            (see :class:`~stcorr.propagation.session.PropagationSession`).
         options: a :class:`~stcorr.propagation.options.PropagationOptions`; the keywords below override its
             fields (context, radius, topk, temperature, label_downsampling, minmax_normalize, sigma,
             compute_dtype, backend: see there; ``backend="auto"`` uses the fused Triton kernel on CUDA when

@@ -13,9 +13,10 @@ import torch
 from stcorr.errors import InputError
 from stcorr.propagation._backend import BACKENDS
 
-__all__ = ["PropagationOptions", "resolve_options", "DOWNSAMPLING"]
+__all__ = ["PropagationOptions", "resolve_options", "DOWNSAMPLING", "SESSION_DIRECTIONS"]
 
 DOWNSAMPLING = ("bilinear", "nearest")
+SESSION_DIRECTIONS = ("both", "forward")
 _COMPUTE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -47,6 +48,13 @@ class PropagationOptions:
         backend: which kernel propagates: ``"auto"`` (the fused Triton kernel on CUDA when Triton is installed,
             else the torch kernel), ``"triton"`` or ``"torch"`` (:mod:`stcorr.propagation._backend`). Like
             ``compute_dtype`` it changes the speed, not the result.
+        directions: how a :class:`~stcorr.propagation.session.PropagationSession` (and
+            :func:`stcorr.propagate_labels` with ``anchors``) predicts a frame between two anchors:
+            ``"both"`` (default) forward from the earlier anchors and backward from the later one, fused;
+            ``"forward"`` from the earlier anchors only (the paper's one-way protocol, which
+            ``python -m stcorr.eval`` uses). Frames before the first anchor are predicted backward from it and
+            frames after the last one forward in both settings; single-pass functions (``iter_propagate``)
+            ignore it.
     """
 
     context: int = 20
@@ -58,6 +66,7 @@ class PropagationOptions:
     compute_dtype: torch.dtype | None = None
     sigma: float = 4.0
     backend: str = "auto"
+    directions: str = "both"
 
     def __post_init__(self) -> None:
         _check_int("context", self.context, 0)
@@ -71,6 +80,8 @@ class PropagationOptions:
             raise InputError(f"minmax_normalize must be True or False, got {self.minmax_normalize!r}")
         if self.backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.directions not in SESSION_DIRECTIONS:
+            raise InputError(f"directions must be one of {SESSION_DIRECTIONS}, got {self.directions!r}")
         if self.compute_dtype not in _COMPUTE_DTYPES:
             raise InputError(
                 f"compute_dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {self.compute_dtype}"

@@ -190,10 +190,21 @@ class ReliabilityTracker:
         self.model = model
         self._anchor: dict[int, ObjectShape] = {}
         self._recent: dict[int, deque[ObjectShape]] = {}
+        self.last_shapes: dict[int, ObjectShape] = {}  # of the frame last given to :meth:`features`
 
     def anchor(self, labels: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
         """A frame given by the user: the reference of the frames after it; its reliability is 1."""
-        shapes = object_shapes(labels, None, ids, self.cell)
+        return self.anchor_shapes(object_shapes(labels, None, ids, self.cell))
+
+    def remember(self, shapes: Mapping[int, ObjectShape]) -> None:
+        """A predicted frame measured before (:attr:`last_shapes`) joins the recent history."""
+        for i, shape in shapes.items():
+            anchor = self._anchor.get(i)
+            if anchor is not None and anchor.area:
+                self._recent.setdefault(i, deque(maxlen=RECENT_FRAMES)).append(shape)
+
+    def anchor_shapes(self, shapes: Mapping[int, ObjectShape]) -> dict[int, float]:
+        """:meth:`anchor` with the anchor's shapes already measured."""
         for i, shape in shapes.items():
             if shape.area or i not in self._anchor:  # an object the anchor does not hold keeps its reference
                 self._anchor[i] = shape
@@ -204,6 +215,7 @@ class ReliabilityTracker:
                  agreement: Mapping[int, float] | None = None) -> dict[int, dict[str, float]]:
         """The features of every object of a predicted frame (and the frame joins the recent history)."""
         shapes = object_shapes(labels, confidence, ids, self.cell)
+        self.last_shapes = shapes
         out = {}
         for i, shape in shapes.items():
             anchor = self._anchor.get(i)

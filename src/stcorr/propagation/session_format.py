@@ -20,7 +20,11 @@ from stcorr.errors import InputError
 from stcorr.io.frames import RESAMPLING
 from stcorr.propagation.options import PropagationOptions
 
-__all__ = ["check_session_dict", "ANCHOR_KINDS"]
+__all__ = ["check_session_dict", "ANCHOR_KINDS", "SESSION_FORMATS"]
+
+SESSION_FORMATS = (1, 2)
+"""The formats this version reads; ``to_dict`` writes the last (2: anchors carry ``objects``, options
+``directions``)."""
 
 ANCHOR_KINDS = ("mask", "soft", "points")
 _FIX = "export the session again from `stcorr app` (or PropagationSession.to_dict) instead of editing it by hand"
@@ -131,7 +135,7 @@ def _check_anchor(index: int, anchor: Any, num_frames: int, frame_size: tuple[in
     else:
         _check_array(field, kind, anchor, frame_size)
     if anchor.get("objects") is not None:
-        _int_list(f"{field}['objects']", anchor["objects"], 0, _MAX_ID - 1)
+        _int_list(f"{field}['objects']", anchor["objects"], 1, _MAX_ID - 1)
     return frame, kind
 
 
@@ -181,7 +185,7 @@ def _check_file_keys(data: Mapping[str, Any]) -> None:
         raise _fail("['model']", "null or the model's configuration (an object)", data["model"])
 
 
-def check_session_dict(data: Any, formats: Sequence[int] = (1,)) -> None:
+def check_session_dict(data: Any, formats: Sequence[int] = SESSION_FORMATS) -> None:
     """Raise :class:`InputError` unless ``data`` is a complete, consistent session dictionary.
 
     Checks the ``format`` (one of ``formats``), the required keys (``format``, ``num_frames``,
@@ -189,8 +193,8 @@ def check_session_dict(data: Any, formats: Sequence[int] = (1,)) -> None:
     ``model``, and a session file's ``model_name``, ``video``, ``max_frames``); each anchor's integer
     ``frame`` within ``num_frames``, its ``kind``, its mask (``shape`` equal to ``frame_size``, ``values``
     ids in [0, 255], non-negative integer ``counts`` summing to H x W) or its ``array`` (keypoints (N, 2),
-    soft labels (K, H, W)), and an optional ``objects`` list of ids. Unknown keys are ignored. Nothing is
-    allocated from the numbers checked: a file claiming 10**12 pixels is refused, never expanded.
+    soft labels (K, H, W)), and an optional ``objects`` list of object ids (1..254). Unknown keys are ignored.
+    Nothing is allocated from the numbers checked: a file claiming 10**12 pixels is refused, never expanded.
     """
     if not isinstance(data, Mapping):
         raise InputError(f"expected a session dictionary (PropagationSession.to_dict, or a session.json), "
