@@ -176,7 +176,13 @@ def test_offline_unknown_model_exits_with_code_2(capsys) -> None:
 def test_offline_runs_only_the_baselines_asked_for(tmp_path: Path, capsys) -> None:
     out = tmp_path / "offline.json"
     assert main(["offline", "--quick", "--baselines", "held-still", "--models", "lab-pixels", "--json", str(out)]) == 0
-    assert list(json.loads(out.read_text())["methods"]) == ["held-still", "lab-pixels"]
+    methods = json.loads(out.read_text())["methods"]
+    assert list(methods) == ["held-still", "lab-pixels"]
+    # identity sequences (seed 0, crossing and newcomer) for encoders: switches, J&F after 0 and 1 correction
+    identity = methods["lab-pixels"]["identity"]
+    assert "identity" not in methods["held-still"] and len(identity["J&F_after_corrections"]) == 2
+    assert set(identity["identity"]) == {"crossing", "newcomer"} and identity["reliability_samples"] > 0
+    assert "| lab-pixels |" in capsys.readouterr().out.split("Identity sequences")[1]
     assert main(["offline", "--quick", "--baselines", "imagenet-r50"]) == 2
     assert "unknown baselines" in capsys.readouterr().err
 

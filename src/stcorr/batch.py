@@ -272,12 +272,12 @@ def _run_batch(rows: list[ManifestRow], out: Path, settings: ManySettings, encod
         steps = iter_propagate_batch(encoders(requests[0].model), sources, masks,
                                      options=_options(rows[0], settings), max_side=requests[0].max_side)
         with bar(max(len(s) for s in sources)) as progress, ExitStack() as stack:
-            writers = [stack.enter_context(o.writing(r.video, in_order=True, max_frames=r.max_frames))
-                       for o, r in zip(outputs, requests)]
+            writers = [stack.enter_context(o.writing(r.video, s.names, in_order=True, max_frames=r.max_frames))
+                       for o, r, s in zip(outputs, requests, sources)]
             for t, predictions in enumerate(steps):
                 for write, source, prediction in zip(writers, sources, predictions):
                     if prediction is not None:
-                        write(source.names[t], prediction.labels, prediction.confidence)
+                        write(source.names[t], prediction.labels, prediction.confidence, prediction.reliability)
                 progress.update(1)
         seconds = (time.perf_counter() - start) / len(rows)  # each video's share of the batch's time
         for row, source in zip(rows, sources):

@@ -9,7 +9,7 @@ be processed at a reduced size (``max_side``); outputs are mapped back to the or
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from stcorr.features import Encoder
 from stcorr.io.claims import check_apart, claim_png_folder, output_lock
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import read_mask, write_confidence_png, write_mask_png
+from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
 from stcorr.io.render import overlay, write_image
 from stcorr.io.tracks import read_points_file, write_points_csv, write_points_json
 from stcorr.io.video import VideoWriter
@@ -59,6 +60,7 @@ class MaskJob:
     confidence_dir: Path | None
     overlay: Path | None
     frames: int
+    reliability: Path | None = None  # reliability.json (per frame and object)
 
 
 def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resize: bool = False) -> np.ndarray:
@@ -122,7 +124,8 @@ def propagate_video_mask(
     mask's file) are refused before anything is deleted; ``out_dir`` (and ``overlay_dir``) are locked for the
     run, so a second run into them fails at once. A frame's mask and confidence map are written together
     (an interrupt of the command line waits for the pair). Overlay videos and other files are replaced
-    atomically.
+    atomically. ``out_dir/reliability.json`` holds every frame's per-object reliability
+    (:func:`~stcorr.io.reliability.write_reliability_json`).
     """
     outputs = MaskOutputs(out_dir, overlay_path=overlay_path, overlay_dir=overlay_dir,
                           write_confidence=write_confidence)
@@ -134,9 +137,10 @@ def propagate_video_mask(
         outputs.claim(overwrite)
         session.add_mask(start, mask)
         # frames come in video order when start is 0: the overlay is then drawn as they come
-        with outputs.writing(video, in_order=start == 0, max_frames=max_frames) as write:
+        with outputs.writing(video, session.frame_names, in_order=start == 0, max_frames=max_frames) as write:
             for prediction in session.propagate():
-                write(session.frame_names[prediction.t], prediction.labels, prediction.confidence)
+                write(session.frame_names[prediction.t], prediction.labels, prediction.confidence,
+                      prediction.reliability)
                 if progress:
                     progress(1)
     return outputs.job(session.num_frames)
@@ -151,8 +155,8 @@ class MaskOutputs:
     :meth:`locked` around :meth:`claim`, :meth:`writing` (around the predictions) and :meth:`job`.
     """
 
-    # HOOK: a per-video output computed from every frame's result (e.g. reliability.json) belongs in `writing`,
-    # so that `stcorr propagate` and both paths of `stcorr propagate-many` (one video, batched) write it.
+    # A per-video output computed from every frame's result (reliability.json) is written in `writing`, so
+    # that `stcorr propagate` and both paths of `stcorr propagate-many` (one video, batched) write it.
 
     def __init__(self, out_dir: str | os.PathLike[str], *, overlay_path: str | os.PathLike[str] | None = None,
                  overlay_dir: str | os.PathLike[str] | None = None, write_confidence: bool = False) -> None:
@@ -161,6 +165,7 @@ class MaskOutputs:
         self.confidence_dir = self.out_dir / "confidence" if write_confidence else None
         self.overlay_path = Path(overlay_path) if overlay_path is not None else None
         self.overlay_dir = Path(overlay_dir) if overlay_dir is not None else None
+        self.reliability_path = self.out_dir / RELIABILITY_FILE
 
     def check(self, video: Any, inputs: Sequence[str | os.PathLike[str] | None] = ()) -> None:
         """Refuse outputs that are, or hold, an input (``video`` or one of ``inputs``) or share a path
@@ -168,7 +173,8 @@ class MaskOutputs:
         check_apart([_path_of(video), *inputs],
                     folders={"the masks folder": self.masks_dir, "the confidence folder": self.confidence_dir,
                              "the overlay PNG folder (--overlay-pngs)": self.overlay_dir},
-                    files={"the overlay video (--overlay)": self.overlay_path})
+                    files={"the overlay video (--overlay)": self.overlay_path,
+                           "the reliability file": self.reliability_path})
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -193,29 +199,34 @@ class MaskOutputs:
                 claim_png_folder(folder, overwrite)
 
     @contextmanager
-    def writing(self, video: Any, *, in_order: bool, max_frames: int | None
-                ) -> Iterator[Callable[[str, np.ndarray, np.ndarray | None], None]]:
-        """A function ``write(frame name, labels, confidence)`` for each prediction; ``in_order`` (frames come
-        0, 1, 2, ...) draws the overlay video as they come, else it is rendered from the masks at the end. A
-        frame's mask and confidence map are written together (an interrupt of the command line waits for the
-        pair)."""
+    def writing(self, video: Any, frame_names: Sequence[str], *, in_order: bool, max_frames: int | None
+                ) -> Iterator[Callable[..., None]]:
+        """A function ``write(frame name, labels, confidence, reliability=None)`` for each prediction;
+        ``in_order`` (frames come 0, 1, 2, ...) draws the overlay video as they come, else it is rendered from
+        the masks at the end. A frame's mask and confidence map are written together (an interrupt of the
+        command line waits for the pair); the frames' per-object reliability goes to ``reliability.json``
+        (in the order of ``frame_names``) once every frame is written."""
         streamed = self.overlay_path if in_order else None
+        reliability: dict[str, Mapping[int, float] | None] = {}
         with _streamed_overlay(video, streamed, max_frames) as draw:
-            def write(name: str, labels: np.ndarray, confidence: np.ndarray | None) -> None:
+            def write(name: str, labels: np.ndarray, confidence: np.ndarray | None,
+                      frame_reliability: Mapping[int, float] | None = None) -> None:
                 with uninterrupted():
                     write_mask_png(self.masks_dir / f"{name}.png", labels)
                     if self.confidence_dir is not None:
                         write_confidence_png(self.confidence_dir / f"{name}.png", confidence)
+                reliability[name] = frame_reliability
                 draw(labels)
 
             yield write
+        write_reliability_json(self.reliability_path, frame_names, [reliability.get(n) for n in frame_names])
         if self.overlay_path is not None and streamed is None:
             render_overlay_video(video, self.masks_dir, self.overlay_path, max_frames=max_frames)
         if self.overlay_dir is not None:
             write_overlay_pngs(video, self.masks_dir, self.overlay_dir, max_frames=max_frames)
 
     def job(self, frames: int) -> MaskJob:
-        return MaskJob(self.masks_dir, self.confidence_dir, self.overlay_path, frames)
+        return MaskJob(self.masks_dir, self.confidence_dir, self.overlay_path, frames, self.reliability_path)
 
 
 def check_mask_job_outputs(video: Any, out_dir: str | os.PathLike[str], *, write_confidence: bool = False,

@@ -111,9 +111,9 @@ def _mask_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, optio
                                    overlay_dir=request.overlay_pngs, write_confidence=request.confidence,
                                    overwrite=overwrite, progress=progress.update, options=options,
                                    batch_size=batch_size, inputs=request.inputs)
-    # HOOK (reliability.json, in progress): written here, or better per frame in pipelines.MaskOutputs (see
-    # there), every video of `stcorr propagate-many` gets it too.
     lines = [f"wrote {job.frames} masks to {job.masks_dir}"]
+    if job.reliability:
+        lines.append(f"wrote per-object reliability to {job.reliability}")
     if job.confidence_dir:
         lines.append(f"wrote confidence maps to {job.confidence_dir}")
     if job.overlay:
@@ -127,10 +127,12 @@ def _session_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, op
     mask."""
     from stcorr.io.claims import check_apart, claim_png_folder, output_lock
     from stcorr.io.frames import open_frames
+    from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
     from stcorr.propagation.session import PropagationSession
     from stcorr.session_files import read_session_file, write_session_masks
 
-    check_apart(request.inputs, folders={"the masks folder": out / "masks"})
+    check_apart(request.inputs, folders={"the masks folder": out / "masks"},
+                files={"the reliability file": out / RELIABILITY_FILE})
     data = read_session_file(request.session)
     with output_lock(out):
         claim_png_folder(out / "masks", overwrite)  # refuse an earlier run's PNGs before loading anything
@@ -140,8 +142,10 @@ def _session_job(request: VideoRequest, out: Path, *, encoder: EncoderLoader, op
         session = PropagationSession.from_dict(data, encoder(model_name), frames)
         with bar(len(session.stale_frames())) as progress:
             masks_dir = write_session_masks(session, out / "masks", progress=progress.update, overwrite=overwrite)
+        reliability = write_reliability_json(out / RELIABILITY_FILE, session.frame_names,
+                                             [session.result(t).reliability for t in range(session.num_frames)])
     line = (f"replayed {request.session} ({len(session.anchors)} anchors, model {model_name or 'default'}): "
-            f"wrote {session.num_frames} masks to {masks_dir}")
+            f"wrote {session.num_frames} masks to {masks_dir} and per-object reliability to {reliability}")
     return VideoOutcome(session.num_frames, (line,))
 
 

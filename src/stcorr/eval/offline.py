@@ -26,6 +26,11 @@ Two parts, every method run through the same code:
   N videos of a split (or of both). The report gives each method's per-video standard error and, for
   every method against the last one, a paired bootstrap 95 % interval of the J&F difference
   (:mod:`stcorr.eval.uncertainty`), so a difference can be told from the choice of videos.
+* **Identity sequences** (:mod:`stcorr.eval.identity`, seeds ``identity_seeds``, encoders only): look-alikes
+  that cross, and an unannotated look-alike walking in next to an annotated object; identity switches and
+  leak frames per object, J&F after 0 .. ``corrections`` ground-truth corrections at the worst frame (a
+  :class:`~stcorr.propagation.session.PropagationSession` under the same preset), and the AUROC of the
+  per-object reliability for "object IoU >= 0.5" on the first pass.
 
 Methods: ``held-still`` (no model: frame 0's mask repeated, every point kept in place), the baselines
 ``lab-pixels``, ``random-r18`` and ``efficientnet-lite0`` (:mod:`stcorr.baselines`), then the models
@@ -46,6 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stcorr.errors import InputError, StcorrError
+from stcorr.eval.identity import IdentityReport, IdentityVideo, evaluate_identity, identity_markdown, identity_videos
 from stcorr.eval.pairs import PAIR_NAMES, ImagePair, load_pairs
 from stcorr.eval.predict import propagate_mask
 from stcorr.eval.presets import EvalPreset, preset_for
@@ -55,6 +61,7 @@ from stcorr.eval.uncertainty import paired_bootstrap, standard_error
 from stcorr.features import Encoder, feature_stride
 from stcorr.metrics import davis
 from stcorr.propagation.matching import match_points
+from stcorr.propagation.session import PropagationSession
 
 __all__ = [
     "HELD_STILL",
@@ -112,11 +119,16 @@ class OfflineConfig:
     grid_cells: int = 8
     point_cells: int = 32
     pairs: tuple[str, ...] = PAIR_NAMES
+    # identity sequences (stcorr.eval.identity); () skips them. Seeds 100+: not those the reliability weights were
+    # fitted on (0-3, benchmarks/reliability_fit.py)
+    identity_seeds: tuple[int, ...] = (100, 101, 102, 103)
+    corrections: int = 3
 
     @classmethod
     def quick(cls) -> OfflineConfig:
-        """3 videos of 8 frames at 200x160, pairs at 256 px."""
-        return cls(seeds=(0, 1, 2), num_frames=8, size=(160, 200), pair_max_side=256)
+        """3 videos of 8 frames at 200x160, pairs at 256 px, identity sequences of seed 0, 1 correction."""
+        return cls(seeds=(0, 1, 2), num_frames=8, size=(160, 200), pair_max_side=256, identity_seeds=(0,),
+                   corrections=1)
 
     @classmethod
     def enlarged(cls, videos: int = 40, split: str = "tune") -> OfflineConfig:
@@ -148,6 +160,7 @@ class MethodScores:
     per_video: dict[str, float]  # J&F per synthetic video
     pairs: dict[str, PairScores]
     seconds: float
+    identity: IdentityReport | None = None  # encoders only (the corrections need a session)
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,11 @@ class OfflineReport:
             row.append(f"{m.seconds:.1f}")
             lines.append("| " + " | ".join(row) + " |")
         lines += _uncertainty_lines(self)
+        identity = identity_markdown({m.name: m.identity for m in self.methods if m.identity is not None})
+        if identity:
+            lines += ["", f"Identity sequences (seeds {', '.join(map(str, c.identity_seeds))}; crossing look-alikes "
+                      "and unannotated newcomers): identity switches, J&F (percent) after 0..n corrections at the "
+                      "worst frame, AUROC of the per-object reliability for object IoU >= 0.5.", "", identity]
         notes = [f"Absent pair {name}: {reason}" for name, reason in self.absent.items()]
         notes += [f"Skipped method {name}: {reason}" for name, reason in self.skipped.items()]
         return "\n".join(lines + ([""] + notes if notes else []))
@@ -213,6 +231,8 @@ class OfflineReport:
                 for name, s in m.pairs.items()
             }  # fmt: skip
             methods[m.name] = {"seconds": round(m.seconds, 3), "synthetic": synthetic, "pairs": pairs}
+            if m.identity is not None:
+                methods[m.name]["identity"] = m.identity.to_json()
         return {
             "benchmark": "stcorr-offline",
             "config": asdict(self.config),
@@ -312,6 +332,15 @@ class _EncoderMethod:
     def match(self, source: np.ndarray, target: np.ndarray, points: np.ndarray) -> np.ndarray:
         return match_points(self.model, source, target, points, max_side=0).points.astype(np.float64)
 
+    def session(self, frames: np.ndarray) -> PropagationSession:
+        """An interactive session under the same preset (for the corrections protocol)."""
+        return PropagationSession(self.model, frames, options=self.preset.options)
+
+    def two_way_session(self, frames: np.ndarray) -> PropagationSession:
+        """The same, predicting frames between anchors from both (the session's default; the preset pins the
+        paper's one-way protocol)."""
+        return PropagationSession(self.model, frames, options=self.preset.options.replace(directions="both"))
+
 
 # ------------------------------------------------------------------------------------------------
 # Scoring
@@ -381,14 +410,18 @@ def _score_videos(
 
 
 def _evaluate(
-    name: str, method: _Method, videos: Sequence[SyntheticVideo], pairs: Sequence[ImagePair], config: OfflineConfig
+    name: str, method: _Method, videos: Sequence[SyntheticVideo], pairs: Sequence[ImagePair], config: OfflineConfig,
+    identity: Sequence[IdentityVideo] = (),
 ) -> MethodScores:
     start = time.perf_counter()
     pair_scores = {pair.name: _score_pair(method, pair, config) for pair in pairs}
     objects, per_video = _score_videos(method, videos)
     seconds = time.perf_counter() - start
     logger.info("offline %s: %.1f s", name, seconds)
-    return MethodScores(name, davis.summarize(objects), per_video, pair_scores, seconds)
+    report = None
+    if identity and isinstance(method, _EncoderMethod):
+        report = evaluate_identity(method.session, identity, config.corrections, method.two_way_session)
+    return MethodScores(name, davis.summarize(objects), per_video, pair_scores, seconds, report)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -455,10 +488,11 @@ def run_offline(
     library = photo_library()
     videos = [make_video(seed, config.num_frames, size=config.size, photos=library) for seed in config.seeds]
     pairs, absent = load_pairs(config.pairs, max_side=config.pair_max_side)
+    identity = identity_videos(config.identity_seeds, config.num_frames, config.size, library)
     data_seconds = time.perf_counter() - start
     logger.info("offline data: %d videos, %d pairs in %.1f s", len(videos), len(pairs), data_seconds)
     results = [
-        _evaluate(name, method, videos, pairs, config)
+        _evaluate(name, method, videos, pairs, config, identity)
         for name, method in tqdm(methods.items(), desc="offline", unit="method", disable=None if progress else True)
     ]
     video_info = {

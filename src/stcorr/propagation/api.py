@@ -43,7 +43,9 @@ from stcorr.propagation.passes import (
     features_in_order,
     frame_order,
     make_prompt,
+    new_tracker,
     prompt_kind,
+    rate,
     warn_thin_objects,
     working_source,
 )
@@ -121,7 +123,8 @@ def iter_propagate(
     for t, labels in anchors.items():
         warn_thin_objects(labels, geometry, opts, what=f"the anchor at frame {t}")
     first = make_prompt(first_labels, start, geometry, geometry.grid, opts, return_probabilities)
-    yield first.image  # the given labels: no need to wait for the encoder
+    tracker = new_tracker(first.kind, geometry)
+    yield rate(first.image, tracker, anchor=True)  # the given labels: no need to wait for the encoder
     propagator: LabelPropagator | None = None
     for t, features in zip(order, features_in_order(model, source, order, batch_size, dtype, fusion_weights)):
         grid = tuple(features.shape[-2:])
@@ -135,9 +138,9 @@ def iter_propagate(
             anchor = make_prompt(anchors[t], t, geometry, grid, opts, return_probabilities, first.labels.ids)
         grid_probs = advance(propagator, features, anchor)
         if anchor is not None:
-            yield anchor.image
+            yield rate(anchor.image, tracker, anchor=True)
         else:
-            yield decode(t, grid_probs, first.kind, first.labels, geometry, opts, return_probabilities)
+            yield rate(decode(t, grid_probs, first.kind, first.labels, geometry, opts, return_probabilities), tracker)
 
 
 def iter_propagate_batch(
@@ -195,6 +198,7 @@ def iter_propagate_batch(
     frames = [iter(source) for source in sources]
     last: list[torch.Tensor] = []
     prompts: list[_Prompt] = []
+    trackers: list[Any] = []
     propagator: LabelPropagator | None = None
     for t in range(max(lengths)):
         batch = [next(it) if t < n else last[b] for b, (it, n) in enumerate(zip(frames, lengths))]
@@ -205,11 +209,13 @@ def iter_propagate_batch(
             prompts = [make_prompt(labels, 0, geometry, grid, opts, return_probabilities)
                        for labels, geometry in zip(first_labels, geometries)]
             propagator = LabelPropagator(features, [p.grid.to(features.device) for p in prompts], opts)
-            yield [p.image for p in prompts]
+            trackers = [new_tracker(p.kind, geometry) for p, geometry in zip(prompts, geometries)]
+            yield [rate(p.image, tracker, anchor=True) for p, tracker in zip(prompts, trackers)]
             continue
         grid_probs, _ = propagator.step(features)
-        yield [decode(t, probs, prompt.kind, prompt.labels, geometry, opts, return_probabilities) if t < n else None
-               for probs, prompt, geometry, n in zip(grid_probs, prompts, geometries, lengths)]
+        yield [rate(decode(t, probs, prompt.kind, prompt.labels, geometry, opts, return_probabilities), tracker)
+               if t < n else None
+               for probs, prompt, geometry, n, tracker in zip(grid_probs, prompts, geometries, lengths, trackers)]
 
 
 def propagate_labels(

@@ -20,7 +20,7 @@ import logging
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,12 @@ from stcorr.propagation.labels import (
     upsample,
 )
 from stcorr.propagation.options import PropagationOptions
+from stcorr.propagation.reliability import ReliabilityTracker
 
 __all__ = [
     "FramePrediction",
+    "rate",
+    "new_tracker",
     "FrameResult",
     "PropagationResult",
     "Geometry",
@@ -89,6 +92,8 @@ class FramePrediction:
     points: np.ndarray | None = None  # (N, 2) float32 (x, y) pixels
     point_scores: np.ndarray | None = None  # (N,) float32
     visible: np.ndarray | None = None  # (N,) bool, keypoints tracked with visibility (track_points)
+    # object id -> [0, 1], higher = more likely right (masks and soft labels; :mod:`.reliability`)
+    reliability: dict[int, float] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         if self.points is not None:
@@ -111,6 +116,7 @@ class PropagationResult:
     points: np.ndarray | None = None  # (T, N, 2) for keypoints
     point_scores: np.ndarray | None = None  # (T, N) for keypoints
     visible: np.ndarray | None = None  # (T, N) bool for keypoints given at one frame (see track_points)
+    reliability: list[dict[int, float]] | None = None  # per frame: object id -> [0, 1]; None for keypoints
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,27 @@ def decode(
     )
 
 
+def rate(prediction: FramePrediction, tracker: ReliabilityTracker | None, *, anchor: bool = False) -> FramePrediction:
+    """``prediction`` with its per-object ``reliability`` from ``tracker`` (the tracker of its pass, which it
+    updates): 1 for an anchor (which becomes the reference of the frames after it). Keypoints: unchanged."""
+    if tracker is None or prediction.labels is None:
+        return prediction
+    if anchor:
+        values = tracker.anchor(prediction.labels, prediction.ids)
+    else:
+        values = tracker.observe(prediction.labels, prediction.confidence, prediction.ids)
+    return replace(prediction, reliability=values)
+
+
+def new_tracker(kind: str, geometry: Geometry) -> ReliabilityTracker | None:
+    """The reliability tracker of a pass over labels of ``kind`` (None for keypoints), measuring on one sample
+    per feature cell of the original frames."""
+    if kind == "points":
+        return None
+    scale = max(o / w for o, w in zip(geometry.original, geometry.working))
+    return ReliabilityTracker(max(1, round(geometry.stride * scale)))
+
+
 def advance(propagator: LabelPropagator, features: torch.Tensor, anchor: _Prompt | None) -> torch.Tensor:
     """One frame of a pass: an anchor joins the fixed context (its grid labels are returned); any other
     frame is predicted and joins the window of previous frames. Returns (K, h, w) grid labels."""
@@ -417,4 +444,5 @@ def collect(predictions: list[FramePrediction | None]) -> PropagationResult:
         points=_stack([p.points for p in frames]),
         point_scores=_stack([p.point_scores for p in frames]),
         visible=_stack([p.visible for p in frames]),
+        reliability=None if frames[0].reliability is None else [dict(p.reliability or {}) for p in frames],
     )

@@ -37,7 +37,7 @@ Built on the streaming kernel (:class:`~stcorr.propagation.kernel.LabelPropagato
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,10 +58,12 @@ from stcorr.propagation.passes import (
     decode,
     features_in_order,
     make_prompt,
+    new_tracker,
     prompt_kind,
     warn_thin_objects,
     working_source,
 )
+from stcorr.propagation.reliability import RECENT_FRAMES, ObjectShape, object_shapes
 from stcorr.propagation.session_format import SESSION_FORMATS, check_session_dict
 
 __all__ = ["PropagationSession", "FrameResult", "FUSION_RULES"]
@@ -241,6 +243,8 @@ class PropagationSession:
         self._frames: dict[int, np.ndarray] = {}
         self._anchors: dict[int, _Anchor] = {}
         self._cache: dict[int, _Cached] = {}
+        self._shapes: dict[int, dict[int, ObjectShape]] = {}  # per frame, for reliability (tiny)
+        self._anchor_shape_cache: dict[int, tuple[int, dict[int, ObjectShape]]] = {}
         self._parts: dict[str, dict[int, _Part]] = {"forward": {}, "backward": {}}  # per direction
         self._version = 0
         self.fusion = "distance-confidence"
@@ -682,8 +686,54 @@ class PropagationSession:
         first = self._labels(prompts)
         return decode(t, grid, first.kind, first.labels, self._geometry, self.options, self._return_probabilities)
 
+    def _anchor_ids(self, t: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The anchor at ``t`` as an (H, W) id map and its channel ids (soft labels: arg-max channel)."""
+        labels = self._anchors[t].labels
+        if self._anchors[t].kind == "mask":
+            return labels, self._label_ids()
+        return labels.argmax(axis=0), tuple(range(len(labels)))
+
+    def _rate(self, t: int, result: FrameResult) -> FrameResult:
+        """``result`` with its per-object reliability (:mod:`stcorr.propagation.reliability`): 1 on an anchor
+        frame; a predicted frame is measured against the nearest anchor (for each object, the nearest anchor
+        holding it) and the up-to-date predicted frames between them, up to 5, as a one-way pass from that
+        anchor would (both passes and the fused stretches alike; frames computed later are not used)."""
+        tracker = new_tracker(self._kind() or "mask", self._geometry)
+        if tracker is None or result.labels is None:
+            return result
+        if t in self._anchors:
+            self._shapes[t] = object_shapes(result.labels, None, result.ids, tracker.cell)
+            return replace(result, reliability={int(i): 1.0 for i in result.ids if i not in (0, VOID)})
+        nearest_last = sorted(self._anchors, key=lambda a: (abs(a - t), a), reverse=True)
+        for a in nearest_last:
+            tracker.anchor_shapes(self._anchor_shapes(a, tracker.cell))
+        nearest = nearest_last[-1]
+        step = 1 if t > nearest else -1
+        between = [u for u in range(nearest + step, t, step) if u in self._shapes and self._valid(u)]
+        for u in between[-RECENT_FRAMES:]:
+            tracker.remember(self._shapes[u])
+        values = tracker.observe(result.labels, result.confidence, result.ids)
+        self._shapes[t] = tracker.last_shapes
+        return replace(result, reliability=values)
+
+    def _anchor_shapes(self, a: int, cell: int) -> dict[int, ObjectShape]:
+        """The object shapes of the anchor at ``a`` (objects it does not own excluded), measured once per
+        version."""
+        version = self._anchors[a].version
+        cached = self._anchor_shape_cache.get(a)
+        if cached is None or cached[0] != version:
+            labels = self._anchors[a].labels
+            if self._anchors[a].kind == "mask":
+                ids: Sequence[int] = [i for i in self._label_ids() if i in self._anchors[a].objects]
+            else:
+                labels, ids = labels.argmax(axis=0), range(len(labels))
+            cached = (version, object_shapes(labels, None, ids, cell))
+            self._anchor_shape_cache[a] = cached
+        return cached[1]
+
     def _store(self, t: int, grid: torch.Tensor, result: FrameResult,
                precision: tuple[Any, ...] | None = None) -> FrameResult:
+        result = self._rate(t, result)
         self._cache[t] = _Cached(result if self._keep else None, grid.detach(), tuple(result.ids),
                                  self._final_key(t), precision)
         return result
