@@ -255,6 +255,33 @@ def _cmd_points(args: argparse.Namespace) -> int:
     return _run_video_job(args, points=args.points)
 
 
+def parse_names(values: Sequence[str]) -> dict[int, str]:
+    """``--names 1=person 2=dog`` as ``{1: "person", 2: "dog"}``."""
+    names: dict[int, str] = {}
+    for value in values:
+        key, sep, name = value.partition("=")
+        if not sep or not key.strip().isdigit() or not 1 <= int(key) <= 254 or not name.strip():
+            raise InputError(f"--names takes ID=NAME with an object id in 1..254 and a name, e.g. 1=person; "
+                             f"got {value!r}")
+        if int(key) in names:
+            raise InputError(f"--names names object {int(key)} twice")
+        names[int(key)] = name.strip()
+    return names
+
+
+def _cmd_convert_annotations(args: argparse.Namespace) -> int:
+    from stcorr.io.annotations import convert_annotations
+
+    result = convert_annotations(args.source, args.out, to=args.to, names=parse_names(args.names or []), video=args.video,
+                                 overwrite=args.overwrite)
+    objects = ", ".join(map(str, result.objects)) or "none"
+    print(f"wrote {result.path} ({args.to}): {result.frames} frames, objects {objects}")
+    if result.overlap:
+        print(f"warning: objects overlapped on {result.overlap} pixels of the input; the later annotation won there",
+              file=sys.stderr)
+    return 0
+
+
 def _cmd_sheet(args: argparse.Namespace) -> int:
     from stcorr.pipelines import contact_sheet
 
@@ -286,6 +313,16 @@ Writes out/points.json ({"frame_names", "point_names", "points": T x N x [x, y],
 "visible": T x N}) and out/points.csv (last column visible); a score is the estimated probability that the
 point is visible. The overlay draws hidden points as rings. The older input key "names" for point names is
 still read.
+"""
+
+
+_ANNOTATIONS_EXAMPLE = """example:
+  stcorr convert-annotations out/masks out/coco.json --to coco --names 1=person 2=dog
+  stcorr convert-annotations out/masks out/ytvis.json --to ytvis
+  stcorr convert-annotations out/coco.json back/masks --to png
+
+One COCO RLE per object and frame (compressed counts, as pycocotools writes them; "track_id" is the object id);
+void pixels (255) are a "void" category with iscrowd 1. Round trips are pixel-exact.
 """
 
 
@@ -403,6 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
+
+    annotations = add_command(
+        "convert-annotations", "convert masks between PNG folders, COCO RLE JSON and YouTube-VIS JSON",
+        _ANNOTATIONS_EXAMPLE)
+    annotations.add_argument("source", type=Path,
+                             help="a folder of id PNGs (OUT/masks) or a COCO / YouTube-VIS .json (detected from its keys)")
+    annotations.add_argument("out", type=Path, help="output folder (--to png) or .json file (--to coco, ytvis)")
+    annotations.add_argument("--to", required=True, choices=("png", "coco", "ytvis"), help="output format")
+    annotations.add_argument("--names", nargs="+", metavar="ID=NAME",
+                             help="category names of objects in JSON outputs, e.g. 1=person 2=dog (default: object)")
+    annotations.add_argument("--video", help="the video to read from a YouTube-VIS file holding several (name or id); "
+                             "the video's name in a YouTube-VIS output (default: the masks' run folder)")
+    annotations.add_argument("--overwrite", action="store_true",
+                             help="replace an existing output file, or delete the PNGs in the output folder first")
+    annotations.set_defaults(func=_cmd_convert_annotations)
 
     convert = add_command("convert", "write config.json + model.safetensors from an official .pth checkpoint or "
                           "any loadable model",
