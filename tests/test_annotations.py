@@ -235,6 +235,8 @@ def coco_with(annotation: dict) -> dict:
     ({"videos": [{"id": 1, "height": 4, "width": 5, "file_names": ["v/a.jpg"]}],
       "annotations": [{"video_id": 1, "category_id": 1, "segmentations": [None, None]}]}, "2 segmentations"),
     ({"videos": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], "annotations": []}, "--video"),
+    ({"images": [{"id": 1, "file_name": "a.jpg", "height": 20000, "width": 20000}], "annotations": []},
+     "million pixels"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
     ("{\"images\": [", "not valid JSON"),
     ([1, 2], "JSON list"),
@@ -303,3 +305,28 @@ def test_overwrite_is_atomic(masks: Path, tmp_path: Path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     with pytest.raises(OutputWriteError):
         convert_annotations(masks, tmp_path, to="coco", overwrite=True)
+
+
+def test_propagate_takes_a_json_first_mask(masks: Path, tmp_path: Path):
+    """`stcorr propagate --mask FILE.json` starts from the file's first frame, exactly as from the PNG."""
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for t in range(3):
+        Image.fromarray(rng.integers(0, 255, (*SIZE, 3), dtype=np.uint8)).save(frames / f"{t:05d}.png")
+    ytvis = convert_annotations(masks, tmp_path / "ytvis.json", to="ytvis").path
+    common = ["propagate", "--video", str(frames), "--model", "lab-pixels", "--device", "cpu"]
+    assert main([*common, "--mask", str(masks / "00001.png"), "--out", str(tmp_path / "png")]) == 0
+    first = tmp_path / "first.json"  # the first frame of a file is its first image: keep frame 1 only
+    document = json.loads(convert_annotations(masks, tmp_path / "coco.json", to="coco").path.read_text())
+    document["images"] = [image for image in document["images"] if image["frame_index"] == 1]
+    document["annotations"] = [a for a in document["annotations"] if a["image_id"] == document["images"][0]["id"]]
+    first.write_text(json.dumps(document))
+    assert main([*common, "--mask", str(first), "--out", str(tmp_path / "coco")]) == 0
+    assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path / "ytvis")]) == 0
+    for t in range(3):
+        name = f"{t:05d}.png"
+        assert np.array_equal(read_mask(tmp_path / "png" / "masks" / name), read_mask(tmp_path / "coco" / "masks" / name))
+    assert np.array_equal(read_mask(tmp_path / "ytvis" / "masks" / "00000.png"), clip_masks()[0])

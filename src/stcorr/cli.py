@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     propagate = add_command("propagate", "carry a first-frame mask through a video", _PROPAGATE_EXAMPLE)
     _add_video_job_arguments(propagate)
-    propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB), or a COCO / "
+                           "YouTube-VIS .json (its first frame)")
     propagate.add_argument("--session", type=Path,
                            help="replay a session.json exported by `stcorr app` instead of --mask (its anchors, "
                                 "options and model; --model overrides the model)")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 
 from stcorr._atomic import write_atomic
 from stcorr.errors import DataReadError, InputError, InputNotFoundError, OutputWriteError
@@ -37,7 +38,7 @@ from stcorr.io.claims import check_apart, claim_png_folder, output_lock
 from stcorr.io.masks import read_mask, write_mask_png
 
 __all__ = ["AnnotationFrame", "mask_folder_frames", "encode_frame", "to_coco", "to_ytvis", "read_annotations",
-           "frame_ids", "frames_of", "detect_format", "load_json", "convert_annotations", "Conversion", "FORMATS", "VOID", "VOID_NAME", "DEFAULT_NAME"]
+           "frame_ids", "first_frame_ids", "frames_of", "detect_format", "load_json", "convert_annotations", "Conversion", "FORMATS", "VOID", "VOID_NAME", "DEFAULT_NAME"]
 
 PathLike = str | os.PathLike[str]
 Format = Literal["coco", "ytvis"]
@@ -234,6 +235,15 @@ def _void_categories(document: Mapping, where: str) -> set[int]:
             if isinstance(c, Mapping) and c.get("name") == VOID_NAME}
 
 
+def _check_frame_size(height: int, width: int, where: str) -> None:
+    """Frames are decoded into PNGs: their size is bounded as Pillow bounds images it decodes (a few bytes of
+    RLE can claim billions of pixels)."""
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    if height < 1 or width < 1 or height * width > limit:
+        raise InputError(f"{where}: frame size {height}x{width} is not usable; expected positive sides and at most "
+                         f"{limit / 1e6:.0f} million pixels (the limit for images stcorr decodes)")
+
+
 def _frame_name(file_name: object, where: str) -> str:
     if not isinstance(file_name, str) or not file_name:
         raise InputError(f"{where}: expected a \"file_name\" string, got {file_name!r:.60}")
@@ -262,8 +272,7 @@ def _coco_frames(document: Mapping) -> list[AnnotationFrame]:
         if image_id in frames:
             raise InputError(f"{where}: image id {image_id} appears twice")
         height, width = _int(image, "height", where), _int(image, "width", where)
-        if height < 1 or width < 1 or height * width > rle.MAX_PIXELS:
-            raise InputError(f"{where}: size {height}x{width} is not a usable frame size")
+        _check_frame_size(height, width, where)
         frames[image_id] = AnnotationFrame(_frame_name(image.get("file_name"), where), height, width, {})
     positions: dict[int, int] = {}
     for index, annotation in enumerate(annotations):
@@ -306,8 +315,7 @@ def _ytvis_frames(document: Mapping, video: str | None) -> list[AnnotationFrame]
     where = "YouTube-VIS video"
     video_id = _int(entry, "id", where)
     height, width = _int(entry, "height", where), _int(entry, "width", where)
-    if height < 1 or width < 1 or height * width > rle.MAX_PIXELS:
-        raise InputError(f"{where}: size {height}x{width} is not a usable frame size")
+    _check_frame_size(height, width, where)
     file_names = _list(entry, "file_names", where)
     frames = [AnnotationFrame(_frame_name(name, f"{where} file_names[{t}]"), height, width, {})
               for t, name in enumerate(file_names)]
@@ -369,6 +377,12 @@ def frame_ids(frame: AnnotationFrame) -> tuple[np.ndarray, int]:
         covered |= mask
         ids[mask] = object_id
     return ids, overlap
+
+
+def first_frame_ids(path: PathLike) -> np.ndarray:
+    """The (H, W) ``uint8`` id map of the first frame of a COCO or YouTube-VIS file (a first mask for
+    propagation); overlapping objects resolved as :func:`frame_ids` does."""
+    return frame_ids(read_annotations(path)[0])[0]
 
 
 def frames_of(annotations: Sequence[AnnotationFrame]) -> Iterator[tuple[str, np.ndarray, int]]:
