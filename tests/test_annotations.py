@@ -181,9 +181,15 @@ def test_ytvis_layout(masks: Path, tmp_path: Path):
 
 
 def test_coco_to_ytvis_and_back(masks: Path, tmp_path: Path):
-    coco = convert_annotations(masks, tmp_path / "a.json", to="coco").path
-    ytvis = convert_annotations(coco, tmp_path / "b.json", to="ytvis", video="clip").path
-    assert json.loads(ytvis.read_text())["videos"][0]["name"] == "clip"
+    coco = convert_annotations(masks, tmp_path / "a.json", to="coco", names={1: "person", 2: "rope"}).path
+    converted = convert_annotations(coco, tmp_path / "b.json", to="ytvis", video="clip", names={2: "cable"})
+    assert converted.names == {1: "person", 2: "cable", 3: "object", 7: "object"}  # the file's, then the given
+    document = json.loads(converted.path.read_text())
+    assert document["videos"][0]["name"] == "clip"
+    categories = {c["id"]: c["name"] for c in document["categories"]}
+    assert {a["track_id"]: categories[a["category_id"]] for a in document["annotations"]} == \
+        {1: "person", 2: "cable", 3: "object", 7: "object", 255: "void"}
+    ytvis = converted.path
     convert_annotations(ytvis, tmp_path / "back", to="png")
     for name, ids in read_folder(masks).items():
         assert np.array_equal(ids, read_mask(tmp_path / "back" / f"{name}.png"))
@@ -265,7 +271,7 @@ def test_missing_inputs(tmp_path: Path):
 def test_cli_round_trip_and_refusals(masks: Path, tmp_path: Path, capsys):
     coco = tmp_path / "coco.json"
     assert main(["convert-annotations", str(masks), str(coco), "--to", "coco", "--names", "1=person", "3=dog"]) == 0
-    assert "6 frames, objects 1, 2, 3, 7" in capsys.readouterr().out
+    assert "6 frames, objects 1 (person), 2, 3 (dog), 7" in capsys.readouterr().out
     before = coco.read_bytes()
     assert main(["convert-annotations", str(masks), str(coco), "--to", "coco"]) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err and coco.read_bytes() == before
@@ -275,7 +281,10 @@ def test_cli_round_trip_and_refusals(masks: Path, tmp_path: Path, capsys):
     assert main(["convert-annotations", str(masks), str(coco), "--to", "coco", "--names", "person",
                  "--overwrite"]) == 2
     out = tmp_path / "back"
+    assert main(["convert-annotations", str(masks), str(coco), "--to", "coco", "--names", "1=person", "--overwrite"]) == 0
+    capsys.readouterr()
     assert main(["convert-annotations", str(coco), str(out), "--to", "png"]) == 0
+    assert "objects 1 (person), 2 (object), 3 (object), 7 (object)" in capsys.readouterr().out  # names of the file
     assert main(["convert-annotations", str(coco), str(out), "--to", "png"]) == 2  # holds PNGs
     assert main(["convert-annotations", str(coco), str(out), "--to", "png", "--overwrite"]) == 0
     for name, ids in read_folder(masks).items():

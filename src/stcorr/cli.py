@@ -274,7 +274,7 @@ def _cmd_convert_annotations(args: argparse.Namespace) -> int:
 
     result = convert_annotations(args.source, args.out, to=args.to, names=parse_names(args.names or []), video=args.video,
                                  overwrite=args.overwrite)
-    objects = ", ".join(map(str, result.objects)) or "none"
+    objects = ", ".join(f"{i} ({result.names[i]})" if i in result.names else str(i) for i in result.objects) or "none"
     print(f"wrote {result.path} ({args.to}): {result.frames} frames, objects {objects}")
     if result.overlap:
         print(f"warning: objects overlapped on {result.overlap} pixels of the input; the later annotation won there",

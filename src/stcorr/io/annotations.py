@@ -37,7 +37,7 @@ from stcorr.io import rle
 from stcorr.io.claims import check_apart, claim_png_folder, output_lock
 from stcorr.io.masks import read_mask, write_mask_png
 
-__all__ = ["AnnotationFrame", "mask_folder_frames", "encode_frame", "to_coco", "to_ytvis", "read_annotations",
+__all__ = ["AnnotationFrame", "Annotations", "mask_folder_frames", "encode_frame", "to_coco", "to_ytvis", "read_annotations",
            "frame_ids", "first_frame_ids", "frames_of", "detect_format", "load_json", "convert_annotations", "Conversion", "FORMATS", "VOID", "VOID_NAME", "DEFAULT_NAME"]
 
 PathLike = str | os.PathLike[str]
@@ -229,10 +229,16 @@ def _object_id(annotation: Mapping, position: int, void: bool, where: str) -> in
     return object_id
 
 
-def _void_categories(document: Mapping, where: str) -> set[int]:
+def _category_names(document: Mapping, where: str) -> dict[int, str]:
+    """``{category id: name}`` of the document's ``categories`` (absent: none)."""
     categories = _list(document, "categories", where) if "categories" in document else []
-    return {_int(c, "id", f"{where} categories") for c in categories
-            if isinstance(c, Mapping) and c.get("name") == VOID_NAME}
+    return {_int(c, "id", f"{where} categories[{i}]"): str(c.get("name", "")) for i, c in enumerate(categories)}
+
+
+def _note_name(names: dict[int, str], object_id: int, annotation: Mapping, categories: Mapping[int, str]) -> None:
+    name = categories.get(annotation.get("category_id"))  # type: ignore[arg-type]
+    if object_id != VOID and name:
+        names.setdefault(object_id, name)
 
 
 def _check_frame_size(height: int, width: int, where: str) -> None:
@@ -261,10 +267,11 @@ def _checked_rle(segmentation: object, height: int, width: int, where: str) -> d
     return segmentation  # type: ignore[return-value]
 
 
-def _coco_frames(document: Mapping) -> list[AnnotationFrame]:
+def _coco_frames(document: Mapping, names: dict[int, str]) -> list[AnnotationFrame]:
     images = _list(document, "images", "COCO")
     annotations = _list(document, "annotations", "COCO")
-    void = _void_categories(document, "COCO")
+    categories = _category_names(document, "COCO")
+    void = {key for key, name in categories.items() if name == VOID_NAME}
     frames: dict[int, AnnotationFrame] = {}
     for index, image in enumerate(images):
         where = f"COCO images[{index}]"
@@ -284,6 +291,7 @@ def _coco_frames(document: Mapping) -> list[AnnotationFrame]:
         positions[image_id] = positions.get(image_id, 0) + 1
         is_void = annotation.get("category_id") in void
         object_id = _object_id(annotation, positions[image_id], is_void, where)
+        _note_name(names, object_id, annotation, categories)
         if object_id in frame.objects and not is_void:
             raise InputError(f"{where}: object {object_id} appears twice on image {image_id}")
         segmentation = _checked_rle(annotation.get("segmentation"), frame.height, frame.width, where)
@@ -310,7 +318,7 @@ def _ytvis_video(document: Mapping, video: str | None) -> Mapping:
     raise InputError(f"no video {video!r} in the file; it holds {', '.join(labels[:10])}")
 
 
-def _ytvis_frames(document: Mapping, video: str | None) -> list[AnnotationFrame]:
+def _ytvis_frames(document: Mapping, video: str | None, names: dict[int, str]) -> list[AnnotationFrame]:
     entry = _ytvis_video(document, video)
     where = "YouTube-VIS video"
     video_id = _int(entry, "id", where)
@@ -319,7 +327,8 @@ def _ytvis_frames(document: Mapping, video: str | None) -> list[AnnotationFrame]
     file_names = _list(entry, "file_names", where)
     frames = [AnnotationFrame(_frame_name(name, f"{where} file_names[{t}]"), height, width, {})
               for t, name in enumerate(file_names)]
-    void = _void_categories(document, "YouTube-VIS")
+    categories = _category_names(document, "YouTube-VIS")
+    void = {key for key, name in categories.items() if name == VOID_NAME}
     position = 0
     for index, annotation in enumerate(_list(document, "annotations", "YouTube-VIS")):
         where = f"YouTube-VIS annotations[{index}]"
@@ -328,6 +337,7 @@ def _ytvis_frames(document: Mapping, video: str | None) -> list[AnnotationFrame]
         position += 1
         is_void = annotation.get("category_id") in void
         object_id = _object_id(annotation, position, is_void, where)
+        _note_name(names, object_id, annotation, categories)
         segmentations = _list(annotation, "segmentations", where)
         if len(segmentations) != len(frames):
             raise InputError(f"{where}: {len(segmentations)} segmentations for a video of {len(frames)} frames")
@@ -344,20 +354,29 @@ def _ytvis_frames(document: Mapping, video: str | None) -> list[AnnotationFrame]
     return frames
 
 
-def read_annotations(path: PathLike, *, format: Format | None = None, video: str | None = None
-                     ) -> list[AnnotationFrame]:
-    """The frames of a COCO or YouTube-VIS file (format detected unless given), every RLE validated; void RLEs
-    are kept as a list under id 255. ``video`` picks one video of a YouTube-VIS file holding several."""
+@dataclass(frozen=True)
+class Annotations:
+    """The frames of an annotation file and its objects' category names ``{object id: name}``."""
+
+    frames: list[AnnotationFrame]
+    names: dict[int, str]
+
+
+def read_annotations(path: PathLike, *, format: Format | None = None, video: str | None = None) -> Annotations:
+    """The frames of a COCO or YouTube-VIS file (format detected unless given), every RLE validated, and the
+    objects' category names; void RLEs are kept as a list under id 255. ``video`` picks one video of a
+    YouTube-VIS file holding several."""
     document = load_json(path)
     kind = format or detect_format(document)
-    frames = _coco_frames(document) if kind == "coco" else _ytvis_frames(document, video)
+    names: dict[int, str] = {}
+    frames = _coco_frames(document, names) if kind == "coco" else _ytvis_frames(document, video, names)
     if not frames:
         raise InputError(f"{path} holds no frames")
-    names = [frame.name for frame in frames]
-    if len(set(names)) != len(names):
-        repeated = sorted({name for name in names if names.count(name) > 1})[:5]
+    frame_names = [frame.name for frame in frames]
+    if len(set(frame_names)) != len(frame_names):
+        repeated = sorted({name for name in frame_names if frame_names.count(name) > 1})[:5]
         raise InputError(f"{path}: several frames are named {repeated}; frame names must be unique")
-    return frames
+    return Annotations(frames, names)
 
 
 def frame_ids(frame: AnnotationFrame) -> tuple[np.ndarray, int]:
@@ -382,7 +401,7 @@ def frame_ids(frame: AnnotationFrame) -> tuple[np.ndarray, int]:
 def first_frame_ids(path: PathLike) -> np.ndarray:
     """The (H, W) ``uint8`` id map of the first frame of a COCO or YouTube-VIS file (a first mask for
     propagation); overlapping objects resolved as :func:`frame_ids` does."""
-    return frame_ids(read_annotations(path)[0])[0]
+    return frame_ids(read_annotations(path).frames[0])[0]
 
 
 def frames_of(annotations: Sequence[AnnotationFrame]) -> Iterator[tuple[str, np.ndarray, int]]:
@@ -398,24 +417,25 @@ def frames_of(annotations: Sequence[AnnotationFrame]) -> Iterator[tuple[str, np.
 
 @dataclass(frozen=True)
 class Conversion:
-    """What :func:`convert_annotations` wrote: the output, its frames and objects, and the pixels where objects
-    of the input overlapped (the later one won; 0 for stcorr's own masks)."""
+    """What :func:`convert_annotations` wrote: the output, its frames and objects, the objects' category names
+    (those of an annotation input, overridden by the names given), and the pixels where objects of the input
+    overlapped (the later one won; 0 for stcorr's own masks)."""
 
     path: Path
     frames: int
     objects: list[int]
     overlap: int
+    names: dict[int, str] = field(default_factory=dict)
 
 
-def _source_frames(source: Path, video: str | None) -> Iterator[AnnotationFrame]:
-    """A mask folder's frames, or an annotation file's frames re-encoded from their id maps (so overlaps are
-    resolved once, the same way for every output)."""
-    if source.is_dir():
-        yield from mask_folder_frames(source)
-        return
-    for frame in read_annotations(source, video=video):
+def _reencoded(annotations: Annotations) -> list[AnnotationFrame]:
+    """An annotation file's frames re-encoded from their id maps, so that overlaps are resolved once, the same
+    way for every output."""
+    frames = []
+    for frame in annotations.frames:
         ids, overlap = frame_ids(frame)
-        yield dataclasses.replace(encode_frame(frame.name, ids), overlap=overlap)
+        frames.append(dataclasses.replace(encode_frame(frame.name, ids), overlap=overlap))
+    return frames
 
 
 def _video_name(source: Path) -> str:
@@ -454,23 +474,30 @@ def convert_annotations(source: PathLike, out: PathLike, *, to: str, names: Mapp
                                "output file")
     if out.is_dir():
         raise OutputWriteError(f"{out} is a folder; expected a .json file path for {to} output")
-    frames = list(_source_frames(source, video))
-    document = to_coco(frames, names) if to == "coco" else to_ytvis(frames, names, video=video or _video_name(source))
+    if source.is_dir():
+        frames, read_names = list(mask_folder_frames(source)), {}
+    else:
+        annotations = read_annotations(source, video=video)
+        frames, read_names = _reencoded(annotations), annotations.names
+    objects = sorted({i for frame in frames for i in frame.objects if i != VOID})
+    all_names = {**{i: name for i, name in read_names.items() if i in objects}, **names}
+    document = (to_coco(frames, all_names) if to == "coco"
+                else to_ytvis(frames, all_names, video=video or _video_name(source)))
     text = json.dumps(document, separators=(",", ":"))
     write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    objects = sorted({i for frame in frames for i in frame.objects if i != VOID})
-    return Conversion(out, len(frames), objects, sum(frame.overlap for frame in frames))
+    return Conversion(out, len(frames), objects, sum(frame.overlap for frame in frames), all_names)
 
 
 def _write_pngs(source: Path, out: Path, video: str | None) -> Conversion:
-    count, overlap, objects = 0, 0, set()
+    count, overlap, objects, names = 0, 0, set(), {}
     if source.is_dir():
         decoded = ((frame.name, *frame_ids(frame)) for frame in mask_folder_frames(source))
     else:
-        decoded = frames_of(read_annotations(source, video=video))
+        annotations = read_annotations(source, video=video)
+        decoded, names = frames_of(annotations.frames), annotations.names
     for name, ids, frame_overlap in decoded:
         write_mask_png(out / f"{name}.png", ids)
         count += 1
         overlap += frame_overlap
         objects.update(int(i) for i in np.unique(ids) if i not in (0, VOID))
-    return Conversion(out, count, sorted(objects), overlap)
+    return Conversion(out, count, sorted(objects), overlap, {i: n for i, n in names.items() if i in objects})
