@@ -281,7 +281,8 @@ def test_cli_round_trip_and_refusals(masks: Path, tmp_path: Path, capsys):
     assert main(["convert-annotations", str(masks), str(coco), "--to", "coco", "--names", "person",
                  "--overwrite"]) == 2
     out = tmp_path / "back"
-    assert main(["convert-annotations", str(masks), str(coco), "--to", "coco", "--names", "1=person", "--overwrite"]) == 0
+    assert main(["convert-annotations", str(masks), str(coco), "--to", "coco", "--names", "1=person",
+                 "--overwrite"]) == 0
     capsys.readouterr()
     assert main(["convert-annotations", str(coco), str(out), "--to", "png"]) == 0
     assert "objects 1 (person), 2 (object), 3 (object), 7 (object)" in capsys.readouterr().out  # names of the file
@@ -337,5 +338,15 @@ def test_propagate_takes_a_json_first_mask(masks: Path, tmp_path: Path):
     assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path / "ytvis")]) == 0
     for t in range(3):
         name = f"{t:05d}.png"
-        assert np.array_equal(read_mask(tmp_path / "png" / "masks" / name), read_mask(tmp_path / "coco" / "masks" / name))
+        from_png, from_json = (read_mask(tmp_path / run / "masks" / name) for run in ("png", "coco"))
+        assert np.array_equal(from_png, from_json)
     assert np.array_equal(read_mask(tmp_path / "ytvis" / "masks" / "00000.png"), clip_masks()[0])
+
+
+def test_bad_file_leaves_the_output_folder_alone(masks: Path, tmp_path: Path):
+    """A malformed file is refused before --overwrite deletes the PNGs of the output folder."""
+    out = tmp_path / "out"
+    convert_annotations(masks, out, to="png")
+    bad = write_json(tmp_path, coco_with({"segmentation": {"size": [4, 5], "counts": [3, 4]}}))
+    assert main(["convert-annotations", str(bad), str(out), "--to", "png", "--overwrite"]) == 2
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{t:05d}.png" for t in range(FRAMES)]

@@ -272,8 +272,8 @@ def parse_names(values: Sequence[str]) -> dict[int, str]:
 def _cmd_convert_annotations(args: argparse.Namespace) -> int:
     from stcorr.io.annotations import convert_annotations
 
-    result = convert_annotations(args.source, args.out, to=args.to, names=parse_names(args.names or []), video=args.video,
-                                 overwrite=args.overwrite)
+    result = convert_annotations(args.source, args.out, to=args.to, names=parse_names(args.names or []),
+                                 video=args.video, overwrite=args.overwrite)
     objects = ", ".join(f"{i} ({result.names[i]})" if i in result.names else str(i) for i in result.objects) or "none"
     print(f"wrote {result.path} ({args.to}): {result.frames} frames, objects {objects}")
     if result.overlap:
@@ -446,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         "convert-annotations", "convert masks between PNG folders, COCO RLE JSON and YouTube-VIS JSON",
         _ANNOTATIONS_EXAMPLE)
     annotations.add_argument("source", type=Path,
-                             help="a folder of id PNGs (OUT/masks) or a COCO / YouTube-VIS .json (detected from its keys)")
+                             help="a folder of id PNGs (OUT/masks) or a COCO / YouTube-VIS .json (detected from its "
+                                  "keys)")
     annotations.add_argument("out", type=Path, help="output folder (--to png) or .json file (--to coco, ytvis)")
     annotations.add_argument("--to", required=True, choices=("png", "coco", "ytvis"), help="output format")
     annotations.add_argument("--names", nargs="+", metavar="ID=NAME",

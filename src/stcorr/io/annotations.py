@@ -37,8 +37,9 @@ from stcorr.io import rle
 from stcorr.io.claims import check_apart, claim_png_folder, output_lock
 from stcorr.io.masks import read_mask, write_mask_png
 
-__all__ = ["AnnotationFrame", "Annotations", "mask_folder_frames", "encode_frame", "to_coco", "to_ytvis", "read_annotations",
-           "frame_ids", "first_frame_ids", "frames_of", "detect_format", "load_json", "convert_annotations", "Conversion", "FORMATS", "VOID", "VOID_NAME", "DEFAULT_NAME"]
+__all__ = ["AnnotationFrame", "Annotations", "Conversion", "mask_folder_frames", "encode_frame", "to_coco",
+           "to_ytvis", "read_annotations", "frame_ids", "first_frame_ids", "frames_of", "detect_format", "load_json",
+           "convert_annotations", "FORMATS", "VOID", "VOID_NAME", "DEFAULT_NAME"]
 
 PathLike = str | os.PathLike[str]
 Format = Literal["coco", "ytvis"]
@@ -465,9 +466,10 @@ def convert_annotations(source: PathLike, out: PathLike, *, to: str, names: Mapp
         raise InputError("object names have no place in PNG masks; drop --names when writing png")
     if to == "png":
         check_apart([source], folders={"OUT": out})
+        annotations = None if source.is_dir() else read_annotations(source, video=video)  # checked before claiming
         with output_lock(out):
             claim_png_folder(out, overwrite)
-            return _write_pngs(source, out, video)
+            return _write_pngs(source if annotations is None else annotations, out)
     check_apart([source], files={"OUT": out})
     if out.exists() and not overwrite:
         raise OutputWriteError(f"{out} exists; pass --overwrite (overwrite=True) to replace it, or choose another "
@@ -488,13 +490,13 @@ def convert_annotations(source: PathLike, out: PathLike, *, to: str, names: Mapp
     return Conversion(out, len(frames), objects, sum(frame.overlap for frame in frames), all_names)
 
 
-def _write_pngs(source: Path, out: Path, video: str | None) -> Conversion:
+def _write_pngs(source: Path | Annotations, out: Path) -> Conversion:
+    """Write the id PNGs of a mask folder (read one PNG at a time) or of read annotations."""
     count, overlap, objects, names = 0, 0, set(), {}
-    if source.is_dir():
-        decoded = ((frame.name, *frame_ids(frame)) for frame in mask_folder_frames(source))
+    if isinstance(source, Annotations):
+        decoded, names = frames_of(source.frames), source.names
     else:
-        annotations = read_annotations(source, video=video)
-        decoded, names = frames_of(annotations.frames), annotations.names
+        decoded = ((frame.name, *frame_ids(frame)) for frame in mask_folder_frames(source))
     for name, ids, frame_overlap in decoded:
         write_mask_png(out / f"{name}.png", ids)
         count += 1
