@@ -12,7 +12,7 @@ import pytest
 from stcorr.cli import main
 from stcorr.errors import InputError, InputNotFoundError, OutputWriteError
 from stcorr.io import rle
-from stcorr.io.annotations import convert_annotations, read_annotations
+from stcorr.io.annotations import convert_annotations, frame_ids, read_annotations
 from stcorr.io.masks import read_mask, write_mask_png
 
 mask_api = pytest.importorskip("pycocotools.mask")
@@ -317,7 +317,7 @@ def test_overwrite_is_atomic(masks: Path, tmp_path: Path, monkeypatch):
         convert_annotations(masks, tmp_path, to="coco", overwrite=True)
 
 
-def test_propagate_takes_a_json_first_mask(masks: Path, tmp_path: Path):
+def test_propagate_takes_a_json_first_mask(masks: Path, tmp_path: Path, capsys):
     """`stcorr propagate --mask FILE.json` starts from the file's first frame, exactly as from the PNG."""
     from PIL import Image
 
@@ -335,7 +335,18 @@ def test_propagate_takes_a_json_first_mask(masks: Path, tmp_path: Path):
     document["annotations"] = [a for a in document["annotations"] if a["image_id"] == document["images"][0]["id"]]
     first.write_text(json.dumps(document))
     assert main([*common, "--mask", str(first), "--out", str(tmp_path / "coco")]) == 0
-    assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path / "ytvis")]) == 0
+    assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path / "ytvis"), "--format", "ytvis"]) == 0
+    written = read_annotations(tmp_path / "ytvis" / "ytvis.json")  # --format ytvis: the run's masks as YouTube-VIS
+    assert [frame.name for frame in written.frames] == ["00000", "00001", "00002"]
+    for frame in written.frames:
+        assert np.array_equal(frame_ids(frame)[0], read_mask(tmp_path / "ytvis" / "masks" / f"{frame.name}.png"))
+    # an earlier run's file is refused before any work, replaced with --overwrite
+    assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path / "ytvis"), "--format", "ytvis"]) == 2
+    assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path / "ytvis"), "--format", "ytvis",
+                 "--overwrite"]) == 0
+    # the first mask is never overwritten by the run's own file
+    assert main([*common, "--mask", str(ytvis), "--out", str(tmp_path), "--format", "ytvis", "--overwrite"]) == 2
+    assert "--format" in capsys.readouterr().err and ytvis.is_file()
     for t in range(3):
         name = f"{t:05d}.png"
         from_png, from_json = (read_mask(tmp_path / run / "masks" / name) for run in ("png", "coco"))

@@ -200,13 +200,35 @@ def _refuse_session_extras(args: argparse.Namespace) -> None:
                          "use --mask without --session")
 
 
+def _annotation_file(args: argparse.Namespace) -> Path | None:
+    """``OUT/coco.json`` or ``OUT/ytvis.json`` for ``--format``, refused before any work if it exists (unless
+    ``--overwrite``); None for ``--format png``."""
+    if args.format == "png":
+        return None
+    from stcorr.io.claims import check_apart
+
+    path = Path(args.out) / f"{args.format}.json"
+    check_apart([args.video, args.mask, args.session], files={"--format": path})
+    if path.exists() and not args.overwrite:
+        raise InputError(f"{path} exists from an earlier run; pass --overwrite to replace it, or choose another --out")
+    return path
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
+    annotation_file = _annotation_file(args)
     if args.session is not None:
         _refuse_session_extras(args)
-        return _run_video_job(args, session=args.session)
-    if args.mask is None:
+        code = _run_video_job(args, session=args.session)
+    elif args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
-    return _run_video_job(args, mask=args.mask)
+    else:
+        code = _run_video_job(args, mask=args.mask)
+    if annotation_file is not None:
+        from stcorr.io.annotations import convert_annotations
+
+        result = convert_annotations(Path(args.out) / "masks", annotation_file, to=args.format, overwrite=True)
+        print(f"wrote {result.path} ({args.format}, {result.frames} frames)")
+    return code
 
 
 def _cmd_propagate_many(args: argparse.Namespace) -> int:
@@ -387,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
+    propagate.add_argument("--format", choices=("png", "coco", "ytvis"), default="png",
+                           help="png: the mask PNGs only; coco / ytvis: also OUT/coco.json or OUT/ytvis.json (COCO RLE "
+                                "or YouTube-VIS, as `stcorr convert-annotations` writes them)")
     propagate.add_argument("--overwrite", action="store_true",
                            help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
