@@ -136,3 +136,10 @@ def test_io_layer_imports_no_model():
     assert importlib.util.find_spec("stcorr.io") is not None
     for module in io_modules:
         assert all(layer_of(m) <= 2 for m in imports_of(module, known)), module
+
+
+def test_annotation_formats_need_no_model():
+    """The COCO RLE codec needs only errors; the COCO / YouTube-VIS converter only the I/O layer and below."""
+    known = set(module_names())
+    assert imports_of("stcorr.io.rle", known) == {"stcorr.errors"}
+    assert all(layer_of(m) <= 2 for m in imports_of("stcorr.io.annotations", known))

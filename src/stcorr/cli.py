@@ -200,13 +200,35 @@ def _refuse_session_extras(args: argparse.Namespace) -> None:
                          "use --mask without --session")
 
 
+def _annotation_file(args: argparse.Namespace) -> Path | None:
+    """``OUT/coco.json`` or ``OUT/ytvis.json`` for ``--format``, refused before any work if it exists (unless
+    ``--overwrite``); None for ``--format png``."""
+    if args.format == "png":
+        return None
+    from stcorr.io.claims import check_apart
+
+    path = Path(args.out) / f"{args.format}.json"
+    check_apart([args.video, args.mask, args.session], files={"--format": path})
+    if path.exists() and not args.overwrite:
+        raise InputError(f"{path} exists from an earlier run; pass --overwrite to replace it, or choose another --out")
+    return path
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
+    annotation_file = _annotation_file(args)
     if args.session is not None:
         _refuse_session_extras(args)
-        return _run_video_job(args, session=args.session)
-    if args.mask is None:
+        code = _run_video_job(args, session=args.session)
+    elif args.mask is None:
         raise InputError("give the first-frame mask with --mask FILE (or a session exported by the app with --session)")
-    return _run_video_job(args, mask=args.mask)
+    else:
+        code = _run_video_job(args, mask=args.mask)
+    if annotation_file is not None:
+        from stcorr.io.annotations import convert_annotations
+
+        result = convert_annotations(Path(args.out) / "masks", annotation_file, to=args.format, overwrite=True)
+        print(f"wrote {result.path} ({args.format}, {result.frames} frames)")
+    return code
 
 
 def _cmd_propagate_many(args: argparse.Namespace) -> int:
@@ -255,6 +277,33 @@ def _cmd_points(args: argparse.Namespace) -> int:
     return _run_video_job(args, points=args.points)
 
 
+def parse_names(values: Sequence[str]) -> dict[int, str]:
+    """``--names 1=person 2=dog`` as ``{1: "person", 2: "dog"}``."""
+    names: dict[int, str] = {}
+    for value in values:
+        key, sep, name = value.partition("=")
+        if not sep or not key.strip().isdigit() or not 1 <= int(key) <= 254 or not name.strip():
+            raise InputError(f"--names takes ID=NAME with an object id in 1..254 and a name, e.g. 1=person; "
+                             f"got {value!r}")
+        if int(key) in names:
+            raise InputError(f"--names names object {int(key)} twice")
+        names[int(key)] = name.strip()
+    return names
+
+
+def _cmd_convert_annotations(args: argparse.Namespace) -> int:
+    from stcorr.io.annotations import convert_annotations
+
+    result = convert_annotations(args.source, args.out, to=args.to, names=parse_names(args.names or []),
+                                 video=args.video, overwrite=args.overwrite)
+    objects = ", ".join(f"{i} ({result.names[i]})" if i in result.names else str(i) for i in result.objects) or "none"
+    print(f"wrote {result.path} ({args.to}): {result.frames} frames, objects {objects}")
+    if result.overlap:
+        print(f"warning: objects overlapped on {result.overlap} pixels of the input; the later annotation won there",
+              file=sys.stderr)
+    return 0
+
+
 def _cmd_sheet(args: argparse.Namespace) -> int:
     from stcorr.pipelines import contact_sheet
 
@@ -286,6 +335,16 @@ Writes out/points.json ({"frame_names", "point_names", "points": T x N x [x, y],
 "visible": T x N}) and out/points.csv (last column visible); a score is the estimated probability that the
 point is visible. The overlay draws hidden points as rings. The older input key "names" for point names is
 still read.
+"""
+
+
+_ANNOTATIONS_EXAMPLE = """example:
+  stcorr convert-annotations out/masks out/coco.json --to coco --names 1=person 2=dog
+  stcorr convert-annotations out/masks out/ytvis.json --to ytvis
+  stcorr convert-annotations out/coco.json back/masks --to png
+
+One COCO RLE per object and frame (compressed counts, as pycocotools writes them; "track_id" is the object id);
+void pixels (255) are a "void" category with iscrowd 1. Round trips are pixel-exact.
 """
 
 
@@ -342,13 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     propagate = add_command("propagate", "carry a first-frame mask through a video", _PROPAGATE_EXAMPLE)
     _add_video_job_arguments(propagate)
-    propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB)")
+    propagate.add_argument("--mask", type=Path, help="first-frame mask PNG (palette, grey or RGB), or a COCO / "
+                           "YouTube-VIS .json (its first frame)")
     propagate.add_argument("--session", type=Path,
                            help="replay a session.json exported by `stcorr app` instead of --mask (its anchors, "
                                 "options and model; --model overrides the model)")
     propagate.add_argument("--resize-mask", action="store_true", help="resize a mask of another size (nearest)")
     propagate.add_argument("--confidence", action="store_true", help="also write confidence PNGs")
     propagate.add_argument("--overlay-pngs", type=Path, help="also write one overlay PNG per frame into this folder")
+    propagate.add_argument("--format", choices=("png", "coco", "ytvis"), default="png",
+                           help="png: the mask PNGs only; coco / ytvis: also OUT/coco.json or OUT/ytvis.json (COCO RLE "
+                                "or YouTube-VIS, as `stcorr convert-annotations` writes them)")
     propagate.add_argument("--overwrite", action="store_true",
                            help="delete the PNGs of an earlier run in the output folders first (default: refuse)")
     propagate.set_defaults(func=_cmd_propagate)
@@ -403,6 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     app.set_defaults(func=_cmd_app)
 
+
+    annotations = add_command(
+        "convert-annotations", "convert masks between PNG folders, COCO RLE JSON and YouTube-VIS JSON",
+        _ANNOTATIONS_EXAMPLE)
+    annotations.add_argument("source", type=Path,
+                             help="a folder of id PNGs (OUT/masks) or a COCO / YouTube-VIS .json (detected from its "
+                                  "keys)")
+    annotations.add_argument("out", type=Path, help="output folder (--to png) or .json file (--to coco, ytvis)")
+    annotations.add_argument("--to", required=True, choices=("png", "coco", "ytvis"), help="output format")
+    annotations.add_argument("--names", nargs="+", metavar="ID=NAME",
+                             help="category names of objects in JSON outputs, e.g. 1=person 2=dog (default: object)")
+    annotations.add_argument("--video", help="the video to read from a YouTube-VIS file holding several (name or id); "
+                             "the video's name in a YouTube-VIS output (default: the masks' run folder)")
+    annotations.add_argument("--overwrite", action="store_true",
+                             help="replace an existing output file, or delete the PNGs in the output folder first")
+    annotations.set_defaults(func=_cmd_convert_annotations)
 
     convert = add_command("convert", "write config.json + model.safetensors from an official .pth checkpoint or "
                           "any loadable model",

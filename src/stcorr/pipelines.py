@@ -64,8 +64,14 @@ class MaskJob:
 
 
 def load_first_mask(path: str | os.PathLike[str], size: tuple[int, int], *, resize: bool = False) -> np.ndarray:
-    """Read a first-frame mask PNG and check (or, with ``resize``, fit) it to the frames' (H, W)."""
-    mask = read_mask(path)
+    """Read a first-frame mask (a PNG, or the first frame of a COCO / YouTube-VIS ``.json``) and check (or, with
+    ``resize``, fit) it to the frames' (H, W)."""
+    if Path(path).suffix.lower() == ".json":
+        from stcorr.io.annotations import first_frame_ids
+
+        mask = first_frame_ids(path)
+    else:
+        mask = read_mask(path)
     if mask.shape != size:
         if not resize:
             raise InputError(
