@@ -115,7 +115,11 @@ def _status(page) -> str:  # noqa: ANN001
 
 def _wait_status(page, text: str) -> None:  # noqa: ANN001
     script = f"(e => e !== null && e.innerText.includes({text!r}))(document.querySelector('#status'))"
-    page.wait_for_function(script, timeout=TIMEOUT_MS)
+    try:
+        page.wait_for_function(script, timeout=TIMEOUT_MS)
+    except playwright_api.TimeoutError as exc:
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"the status never said {text!r}: it says {_status(page)!r}; messages {toasts}") from exc
 
 
 def _export(page, folder: Path) -> Path:  # noqa: ANN001
