@@ -1,9 +1,13 @@
 """`stcorr app` in a real headless Chromium (Debian's chromium, driven by Playwright).
 
-On a generated 12-frame clip: open the app, paint a mask with mouse events on frame 0, propagate, export;
-go to frame 6, paint a correction, re-propagate, export again; then check the export against a headless
-replay (`stcorr propagate --session`), the corrected frame against the painted strokes, and that the
-frames before the correction did not change. Screenshots go to $STCORR_APP_SCREENSHOTS (default: tmp).
+On a generated 12-frame clip where a look-alike of the red square appears right below it at frame 3 (the label
+leaks onto it): open the app, paint the square with mouse events on frame 0, propagate, export; the strip shows
+object 1's reliability cells and "Go to first suspect frame" jumps to the frame where the leak starts (the
+first suspect frame of the export's reliability.json). Go to frame 6, erase the leak and paint a correction,
+re-propagate (the frames back to the previous anchor are recomputed and their leak shrinks), jump to the first
+suspect frame again, export again; then check the export against a headless replay (`stcorr propagate
+--session`), the corrected frame against the painted strokes, and that frame 0 did not change. Screenshots go to
+$STCORR_APP_SCREENSHOTS (default: tmp).
 """
 
 from __future__ import annotations
@@ -111,7 +115,11 @@ def _status(page) -> str:  # noqa: ANN001
 
 def _wait_status(page, text: str) -> None:  # noqa: ANN001
     script = f"(e => e !== null && e.innerText.includes({text!r}))(document.querySelector('#status'))"
-    page.wait_for_function(script, timeout=TIMEOUT_MS)
+    try:
+        page.wait_for_function(script, timeout=TIMEOUT_MS)
+    except playwright_api.TimeoutError as exc:
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"the status never said {text!r}: it says {_status(page)!r}; messages {toasts}") from exc
 
 
 def _export(page, folder: Path) -> Path:  # noqa: ANN001
@@ -127,6 +135,39 @@ def _export(page, folder: Path) -> Path:  # noqa: ANN001
     return folder
 
 
+def _slider(page) -> int:  # noqa: ANN001
+    return int(page.locator("#frame input[type=range]").input_value())
+
+
+def _strip_runs(page, object_id: int) -> list[tuple[int, int, str]]:  # noqa: ANN001
+    """The strip's cells of one object as (first frame, last frame, state) runs."""
+    cells = page.locator(f'#strip rect[data-object="{object_id}"]')
+    return [(int(c.get_attribute("data-first")), int(c.get_attribute("data-last")), c.get_attribute("data-state"))
+            for c in cells.all()]
+
+
+def _go_to_first_suspect(page, network: Network, expected: int | None, before: int) -> None:  # noqa: ANN001
+    """Press "Go to first suspect frame": the editor moves to ``expected`` (None: it stays, and says why)."""
+    page.click("#first_suspect")
+    if expected is None:
+        _wait_status(page, "no suspect frame")
+        assert _slider(page) == before
+    else:
+        _wait_status(page, f"frame {expected}: first suspect frame {expected}: object 1 has reliability")
+        page.wait_for_function(f"document.querySelector('#frame input[type=range]').value === '{expected}'",
+                               timeout=TIMEOUT_MS)
+    _ready_canvas(page, network)
+
+
+def _reliability(folder: Path) -> dict:
+    return json.loads((folder / "reliability.json").read_text())
+
+
+def _leak(masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pixels of object 1 on the look-alike (object 3 of the ground truth), per frame."""
+    return ((masks == 1) & (truth == 3)).sum(axis=(1, 2))
+
+
 def _masks(folder: Path) -> np.ndarray:
     return np.stack([read_mask(folder / "masks" / f"{t:05d}.png") for t in range(12)])
 
@@ -135,7 +176,7 @@ def _masks(folder: Path) -> np.ndarray:
 def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
     from stcorr.app import launch
 
-    clip, _ = write_shapes_folder(tmp_path / "clip")
+    clip, truth = write_shapes_folder(tmp_path / "clip", twin_from=3)
     shots = Path(os.environ.get("STCORR_APP_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -167,8 +208,20 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             _wait_status(page, "done:")
             assert "0 frame(s) to propagate" in _status(page)
             first = _export(page, tmp_path / "first")
+            # the label leaks onto the look-alike from frame 3 on; the strip shows object 1's cells, all
+            # computed, and flags the leak; the button jumps there
+            leak_before = _leak(_masks(first), truth)
+            assert leak_before[:3].sum() == 0 and (leak_before[3:] > 200).all()
+            suspect = _reliability(first)["first_suspect_frame"]
+            assert suspect == 3
+            runs = _strip_runs(page, 1)
+            assert runs[0][0] == 0 and runs[-1][1] == 11 and all(state != "none" for _, _, state in runs)
+            assert next(first for first, _, state in runs if state == "suspect") == suspect
+            _go_to_first_suspect(page, network, suspect, before=0)
+            page.screenshot(path=str(shots / "app_suspect.png"))
 
-            # frame 6: the square moved to x 30..53; paint it, and erase the propagated mask elsewhere
+            # frame 6: the square moved to x 30..53; paint it, erase the propagated mask elsewhere and the leak
+            # onto the look-alike (x 30..53, y 48..71)
             page.locator("#frame input[type=range]").fill("6")
             _wait_status(page, "frame 6: ")
             canvas = _ready_canvas(page, network)
@@ -177,6 +230,9 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             erase_rows = list(range(14, 52, 4))
             for y in erase_rows:
                 _stroke(page, canvas, [(2, y), (27, y)])
+            leak_rows = list(range(48, 73, 4))
+            for y in leak_rows:
+                _stroke(page, canvas, [(26, y), (57, y)])
             page.click("#editor button[aria-label='Brush']")
             paint_rows = list(range(24, 42, 4))
             for y in paint_rows:
@@ -185,6 +241,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "anchors at [0, 6]" in _status(page)
+            assert "done: 11 frame(s)" in _status(page)  # 1-5 (back to the previous anchor) and 7-11
             _ready_canvas(page, network)
             page.screenshot(path=str(shots / "app_corrected.png"))
             page.click("#show_confidence")
@@ -192,6 +249,11 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             _wait_status(page, "frame 9: ")
             _ready_canvas(page, network)
             page.screenshot(path=str(shots / "app_confidence.png"))
+            page.click("#show_confidence")
+            after_correction = _reliability(_export(page, tmp_path / "now"))
+            runs = _strip_runs(page, 1)
+            assert all(state != "none" for _, _, state in runs) and runs[-1][1] == 11
+            _go_to_first_suspect(page, network, after_correction["first_suspect_frame"], before=9)
             final = _export(page, tmp_path / "final")
             context.close()
     finally:
@@ -205,10 +267,15 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
         assert (corrected[y, 34:50] == 1).all(), f"painted row {y} is not object 1"
     for y in erase_rows:
         assert (corrected[y, 2:21] == 0).all(), f"erased row {y} is not background"
+    for y in leak_rows:
+        assert (corrected[y, 28:56] == 0).all(), f"erased row {y} of the look-alike is not background"
     assert set(np.unique(corrected)) == {0, 1}
     # the frames before the correction are predicted again both ways (from the anchors at 0 and 6): frame 0
     # (an anchor) is unchanged
     assert np.array_equal(exported[0], _masks(first)[0])
+    # ... and the frames before the correction are repaired: the leak at 3-5 shrinks (predicted back from 6)
+    leak_after = _leak(exported, truth)
+    assert leak_after[3:6].sum() < 0.5 * leak_before[3:6].sum(), (leak_before.tolist(), leak_after.tolist())
     # the anchors own the object the user edited there (format 2 sessions)
     saved = json.loads((final / "session.json").read_text())
     assert saved["format"] == 2 and [a["objects"] for a in saved["anchors"]] == [[1], [1]]
@@ -217,4 +284,6 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
     assert cli_main(["propagate", "--session", str(final / "session.json"), "--video", str(clip),
                      "--out", str(replay)]) == 0
     assert np.array_equal(_masks(replay), exported)
+    assert _reliability(final) == after_correction  # moving around and the button changed nothing
+    assert _reliability(replay)["reliability"] == after_correction["reliability"]
     assert (final / "overlay.mp4").stat().st_size > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from app_helpers import write_shapes_folder
-from stcorr.app.painting import confidence_strip, ids_to_layer, layer_to_ids, object_color_hex
+from stcorr.app.painting import SUSPECT_BELOW, ids_to_layer, layer_to_ids, object_color_hex, reliability_strip
 from stcorr.app.workbench import Workbench, check_video_size
 from stcorr.baselines import load_baseline
 from stcorr.cli import main as cli_main
@@ -54,13 +55,50 @@ def test_layer_to_ids_absorbs_stroke_edges() -> None:
         layer_to_ids(np.zeros((2, 3, 3), np.uint8))
 
 
-def test_confidence_strip_marks_states() -> None:
-    strip = confidence_strip([float("nan"), None, 1.0, 0.0], current=2, height=4, cell=3)
-    assert strip.shape == (8, 12, 3)
-    assert tuple(strip[0, 0]) == (40, 90, 220)  # anchor
-    assert tuple(strip[0, 3]) == (170, 170, 170)  # not computed
-    assert strip[0, 6, 1] > strip[0, 6, 0] and strip[0, 9, 0] > strip[0, 9, 1]  # sure green, unsure red
-    assert tuple(strip[5, 6]) == (30, 30, 30)  # current frame marker
+def test_reliability_strip_rows_runs_anchors_and_current_frame() -> None:
+    html = reliability_strip({1: [1.0, 0.9, 0.3, 0.2, None], 3: [None] * 5}, current=2, anchors=[0], num_frames=5)
+    cells = re.findall(r'<rect data-object="(\d+)" data-first="(\d+)" data-last="(\d+)" data-state="(\w+)"[^>]*'
+                       r'fill="([^"]+)"', html)
+    assert cells == [("1", "0", "1", "ok", "#2e9e44"), ("1", "2", "3", "suspect", "#d83a2c"),
+                     ("1", "4", "4", "none", "#b4b4b4"), ("3", "0", "4", "none", "#b4b4b4")]
+    assert "lowest 0.20" in html and "lowest 0.90" in html  # the tooltip gives the run's lowest value
+    assert f"background:{object_color_hex(3)}" in html and f"background:{object_color_hex(1)}" in html
+    assert re.findall(r'class="anchor" data-frame="(\d+)"', html) == ["0"]
+    assert re.findall(r'class="current" data-frame="(\d+)"', html) == ["2"]
+    assert "no objects yet" in reliability_strip({}, current=0, anchors=[], num_frames=3)
+
+
+def test_first_suspect_frame_and_strip_follow_the_session(clip, model, tmp_path: Path) -> None:
+    """The user's first mask gives the top of the disc to the square (object 1); after a correction at frame 7
+    the frames before it are predicted from both anchors and object 1 is flagged at some of them: the first
+    suspect frame is the first frame whose result has an object below 0.5, the strip shows the session's values
+    and the export's reliability.json agrees."""
+    folder, truth = clip
+    first = truth[0].copy()
+    first[first == 2] = 0
+    first[(truth[0] == 2) & (np.arange(96)[:, None] < 24)] = 1
+    wb = Workbench(model, None, folder)
+    wb.set_mask(0, first)
+    assert wb.first_suspect() is None and wb.strip_rows() == {1: [None] * 12}  # nothing computed yet
+    list(wb.propagate())
+    assert all(v is not None for v in wb.strip_rows()[1])
+    corrected = wb.mask(6).copy()
+    corrected[corrected == 1] = 0
+    corrected[truth[6] == 1] = 1
+    wb.set_mask(6, corrected)
+    assert wb.strip_rows()[1][6] is None  # stale until propagated
+    list(wb.propagate())
+    rows = wb.strip_rows()
+    assert rows == {1: [wb.session.result(t).reliability[1] for t in range(12)]} and rows[1][6] == 1.0
+    suspects = [t for t in range(12) if rows[1][t] < SUSPECT_BELOW]
+    assert suspects and suspects[0] < 6  # the leak is flagged before the correction
+    t, object_id, value = wb.first_suspect()
+    assert (t, object_id, value) == (suspects[0], 1, rows[1][suspects[0]])
+    html = wb.strip(current=t)
+    assert f'data-object="1" data-first="{t}"' in html and 'data-state="suspect"' in html
+    with zipfile.ZipFile(wb.export(tmp_path)) as archive:
+        saved = json.loads(archive.read("reliability.json"))
+    assert saved["first_suspect_frame"] == t and saved["suspect_frames"] == {"1": suspects}
 
 
 def test_correction_recomputes_both_sides_and_replays(clip, default_model, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Masks as the browser paints them, and the pictures the app shows (pure NumPy, no Gradio).
+"""Masks as the browser paints them, and the pictures the app shows (pure NumPy and HTML, no Gradio).
 
 The editor holds one RGBA paint layer over the frame. Object ``i`` is painted in its DAVIS palette colour
 (opaque); erased or never painted pixels are transparent (background, id 0). :func:`ids_to_layer` and
@@ -6,6 +6,8 @@ The editor holds one RGBA paint layer over the frame. Object ``i`` is painted in
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -18,7 +20,8 @@ __all__ = [
     "ids_to_layer",
     "layer_to_ids",
     "confidence_view",
-    "confidence_strip",
+    "SUSPECT_BELOW",
+    "reliability_strip",
 ]
 
 MAX_OBJECTS = 10  # brush colours offered in the editor (ids 1..10); uploaded masks may hold any id 1..254
@@ -65,18 +68,63 @@ def confidence_view(frame: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     return (grey * (1.0 - doubt) + red * doubt + 0.5).clip(0, 255).astype(np.uint8)
 
 
-def confidence_strip(scores: list[float | None], current: int, *, height: int = 24, cell: int = 12) -> np.ndarray:
-    """One cell per frame: green (confident) to red (uncertain), grey while not propagated, anchors blue
-    (score None is "not computed", nan is "anchor"); the current frame is marked by a white bar below."""
-    image = np.full((height + 4, cell * len(scores), 3), 255, np.uint8)
-    for t, score in enumerate(scores):
-        if score is None:
-            color = (170, 170, 170)
-        elif np.isnan(score):
-            color = (40, 90, 220)
+SUSPECT_BELOW = 0.5  # an object's reliability under this marks its frame as suspect (red in the strip)
+_STATE_COLORS = {"ok": "#2e9e44", "suspect": "#d83a2c", "none": "#b4b4b4"}
+_STATE_WORDS = {"ok": "reliable", "suspect": "suspect", "none": "not computed"}
+
+
+def _state(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return "suspect" if value < SUSPECT_BELOW else "ok"
+
+
+def _runs(values: Sequence[float | None]) -> list[tuple[int, int, str, float | None]]:
+    """Consecutive frames of one state as (first, last, state, lowest value in the run)."""
+    runs: list[tuple[int, int, str, float | None]] = []
+    for t, value in enumerate(values):
+        state = _state(value)
+        if runs and runs[-1][2] == state:
+            first, _, _, low = runs[-1]
+            runs[-1] = (first, t, state, low if value is None or (low is not None and low <= value) else value)
         else:
-            s = float(np.clip(score, 0.0, 1.0))
-            color = (int(230 * (1 - s) + 20), int(200 * s + 20), 40)
-        image[:height, t * cell : (t + 1) * cell - 1] = color
-    image[height:, current * cell : (current + 1) * cell - 1] = (30, 30, 30)
-    return image
+            runs.append((t, t, state, value))
+    return runs
+
+
+def reliability_strip(rows: Mapping[int, Sequence[float | None]], current: int, anchors: Collection[int], *,
+                      num_frames: int, row_px: int = 12) -> str:
+    """The per-object reliability strip as HTML (an SVG per row): for each object, labelled by a swatch of
+    its palette colour, one cell per frame: green reliable (>= :data:`SUSPECT_BELOW`), red suspect, grey not
+    computed (None). Equal neighbouring cells are drawn as one ``rect`` carrying ``data-object``,
+    ``data-first``, ``data-last`` and ``data-state``; anchors are ticks above the rows, the current frame a bar
+    below. Without objects a single grey row says so."""
+    frames = max(int(num_frames), 1)
+    height = f'height="{row_px}" width="100%" viewBox="0 0 {frames} 1" preserveAspectRatio="none"'
+
+    def line(label: str, cells: str, extra: str = "") -> str:
+        return (f'<div class="strip-row"{extra} style="display:flex;align-items:center;gap:4px;margin:1px 0">'
+                f'<div style="width:40px;flex:none;font:11px monospace">{label}</div>'
+                f'<svg {height} style="flex:1;display:block">{cells}</svg></div>')
+
+    ticks = "".join(f'<rect class="anchor" data-frame="{t}" x="{t}" y="0" width="1" height="1" fill="#2858dc"/>'
+                    for t in sorted(anchors))
+    html = [line("anchor", ticks, ' data-kind="anchors"')]
+    if not rows:
+        html.append(line("", f'<rect x="0" y="0" width="{frames}" height="1" fill="{_STATE_COLORS["none"]}">'
+                             "<title>no objects yet</title></rect>"))
+    for object_id, values in sorted(rows.items()):
+        cells = []
+        for first, last, state, low in _runs(values):
+            value = "" if low is None else f", lowest {low:.2f}"
+            cells.append(f'<rect data-object="{object_id}" data-first="{first}" data-last="{last}" '
+                         f'data-state="{state}" x="{first}" y="0" width="{last - first + 1}" height="1" '
+                         f'fill="{_STATE_COLORS[state]}"><title>object {object_id}, frames {first}-{last}: '
+                         f"{_STATE_WORDS[state]}{value}</title></rect>")
+        swatch = (f'<span style="display:inline-block;width:12px;height:10px;background:{object_color_hex(object_id)};'
+                  f'vertical-align:middle"></span> {object_id}')
+        html.append(line(swatch, "".join(cells), f' data-object="{object_id}"'))
+    marker = (f'<rect class="current" data-frame="{current}" x="{current}" y="0" width="1" height="1" '
+              'fill="#1e1e1e"/>')
+    html.append(line("frame", marker, ' data-kind="current"'))
+    return f'<div class="reliability-strip" data-frames="{frames}">{"".join(html)}</div>'

@@ -20,7 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr  # noqa: E402
 
-from stcorr.app.painting import MAX_OBJECTS, object_color_hex  # noqa: E402
+from stcorr.app.painting import MAX_OBJECTS, SUSPECT_BELOW, object_color_hex  # noqa: E402
 from stcorr.app.workbench import Workbench  # noqa: E402
 from stcorr.errors import StcorrError  # noqa: E402
 
@@ -29,8 +29,6 @@ __all__ = ["build_app", "ModelCache"]
 logger = logging.getLogger(__name__)
 CSS = """
 #view img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
-#strip img { width: 100% !important; height: 40px !important; max-width: none !important; object-fit: fill !important;
-             image-rendering: pixelated; }
 """
 STREAM_INTERVAL_S = 0.15  # at most this often a propagating run sends the newest frame to the page
 
@@ -134,9 +132,11 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame", scale=4)
             show_confidence = gr.Checkbox(label="Show confidence (red = unsure)", elem_id="show_confidence", scale=1)
             play = gr.Button("Play", elem_id="play", scale=1)
-        strip = gr.Image(label="Confidence per frame (green sure, red unsure, blue anchor, grey not propagated)",
-                         type="numpy", interactive=False, height=70, elem_id="strip", format="png",
-                         buttons=[])
+            suspect = gr.Button("Go to first suspect frame", elem_id="first_suspect", scale=1)
+        gr.Markdown("Reliability per object and frame: a row per object (its brush colour on the left), green "
+                    f"reliable, red suspect (below {SUSPECT_BELOW}), grey not computed; blue ticks are anchors, "
+                    "the dark bar is the current frame.")
+        strip = gr.HTML(elem_id="strip")
         with gr.Row():
             propagate = gr.Button("Propagate", variant="primary", elem_id="propagate")
             cancel = gr.Button("Cancel", elem_id="cancel")
@@ -148,7 +148,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             mask_upload = gr.UploadButton("Upload a PNG mask for this frame", file_types=[".png"],
                                           elem_id="mask_upload")
             export = gr.Button("Export zip", elem_id="export")
-            exported = gr.File(label="Export (masks/, overlay.mp4, session.json)", elem_id="exported",
+            exported = gr.File(label="Export (masks/, overlay.mp4, reliability.json, session.json)", elem_id="exported",
                                interactive=False, height=80)
         status = gr.Markdown("Open a video to start.", elem_id="status")
 
@@ -175,6 +175,22 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             t = int(t)
             wb.set_layer(previous, _layer(editor_value))
             return (t, *refresh(wb, t, confidence))
+
+        @_friendly(6)
+        def go_to_suspect(wb: Workbench | None, editor_value: dict | None, previous: int, confidence: bool):
+            wb = _need(wb)
+            wb.set_layer(previous, _layer(editor_value))
+            found = wb.first_suspect()
+            if found is None:
+                stale = len(wb.session.stale_frames())
+                pending = f" ({stale} frame(s) not propagated yet)" if stale else ""
+                note = f"no suspect frame: every computed object's reliability is at least {SUSPECT_BELOW}{pending}"
+                editor_now, view_now, strip_now, _ = refresh(wb, previous, confidence)
+                return previous, previous, editor_now, view_now, strip_now, f"frame {previous}: {note}. {wb.status()}"
+            t, object_id, value = found
+            editor_now, view_now, strip_now, _ = refresh(wb, t, confidence)
+            note = f"first suspect frame {t}: object {object_id} has reliability {value:.2f} (below {SUSPECT_BELOW})"
+            return t, t, editor_now, view_now, strip_now, f"frame {t}: {note}. {wb.status()}"
 
         @_friendly(1)
         def toggle(wb: Workbench | None, t: int, confidence: bool):
@@ -259,6 +275,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         if video:
             page.load(open_video, [path, no_upload, model_name, side, show_confidence], open_outputs)
         frame.input(go, [workbench, editor, shown, frame, show_confidence], [shown, *screen])
+        suspect.click(go_to_suspect, [workbench, editor, shown, show_confidence], [shown, frame, *screen])
         show_confidence.change(toggle, [workbench, shown, show_confidence], view)
         # the progress bar sits on the overlay only: on every output (the editor's canvas included) its
         # animation costs a browser without GPU compositing most of a CPU core while propagating

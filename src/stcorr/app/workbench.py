@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from stcorr._atomic import atomic_path
-from stcorr.app.painting import confidence_strip, confidence_view, ids_to_layer, layer_to_ids
+from stcorr.app.painting import SUSPECT_BELOW, confidence_view, ids_to_layer, layer_to_ids, reliability_strip
 from stcorr.errors import InputError
 from stcorr.features import default_batch_size
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import write_mask_png
+from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
 from stcorr.io.render import overlay
 from stcorr.io.video import VideoWriter
 from stcorr.pipelines import load_first_mask
@@ -117,19 +118,31 @@ class Workbench:
             return confidence_view(frame, confidence)
         return overlay(frame, self.mask(t))
 
-    def frame_score(self, t: int) -> float | None:
-        """Mean confidence over the predicted object pixels of frame t (nan for anchors, None if not computed)."""
-        if t in self.session.anchors:
-            return float("nan")
+    def reliability(self, t: int) -> dict[int, float] | None:
+        """Frame t's per-object reliability (object id -> [0, 1], see ``FrameResult.reliability``), None while
+        it is not computed (or stale)."""
         result = self.session.result(t)
-        if result is None:
-            return None
-        objects = result.labels != 0
-        return float(result.confidence[objects].mean() if objects.any() else result.confidence.mean())
+        return None if result is None or result.reliability is None else dict(result.reliability)
 
-    def strip(self, current: int) -> np.ndarray:
-        """The per-frame confidence strip shown under the slider."""
-        return confidence_strip([self.frame_score(t) for t in range(self.session.num_frames)], current)
+    def strip_rows(self) -> dict[int, list[float | None]]:
+        """Per object of the session, its reliability at every frame (None: not computed, or the object is not
+        in that frame's result)."""
+        frames = [self.reliability(t) or {} for t in range(self.session.num_frames)]
+        return {i: [values.get(i) for values in frames] for i in self.session.object_ids}
+
+    def first_suspect(self) -> tuple[int, int, float] | None:
+        """The first frame where an object's reliability is below :data:`SUSPECT_BELOW`, as (frame, object,
+        value) with that frame's least reliable object; None if no computed frame has one."""
+        for t in range(self.session.num_frames):
+            suspects = [(value, i) for i, value in (self.reliability(t) or {}).items() if value < SUSPECT_BELOW]
+            if suspects:
+                value, object_id = min(suspects)
+                return t, object_id, value
+        return None
+
+    def strip(self, current: int) -> str:
+        """The per-object reliability strip shown under the slider (HTML)."""
+        return reliability_strip(self.strip_rows(), current, self.session.anchors, num_frames=self.session.num_frames)
 
     def status(self) -> str:
         """One line: anchors, objects and how many frames are still to propagate."""
@@ -201,7 +214,8 @@ class Workbench:
 
     def export(self, out_dir: str | Path | None = None,
                progress: Callable[[int], None] | None = None) -> Path:
-        """Write ``<video>_stcorr.zip``: masks/<frame>.png (indexed), overlay.mp4 and session.json."""
+        """Write ``<video>_stcorr.zip``: masks/<frame>.png (indexed), overlay.mp4, reliability.json (per frame
+        and object, as ``stcorr propagate`` writes it) and session.json."""
         for _ in complete(self.session):
             if progress:
                 progress(1)
@@ -217,6 +231,8 @@ class Workbench:
                     labels = self.session.result(t).labels
                     write_mask_png(work / "masks" / f"{names[t]}.png", labels)
                     writer.write(overlay(self.session.frame(t), labels))
+            write_reliability_json(work / RELIABILITY_FILE, names,
+                                   [self.session.result(t).reliability for t in range(self.session.num_frames)])
             write_session_file(work / "session.json", session_to_json(
                 self.session, model=self.model_name, video=self.video, max_frames=self.max_frames))
             with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
