@@ -6,8 +6,12 @@ processes hits all variants alike: compare the ratios, not the absolute times.
 
 Variants (each checked against the plain forward: max |difference| of the L2-normalised features):
 
-- ``stcorr``: :func:`stcorr.features.encode_batch` as ``extract_features`` runs it (on CPU: the inference twin,
-  BatchNorm folded and channels-last, plus the L2 normalisation);
+- ``extract_features``: :func:`stcorr.extract_features` on the frame (batch size 1, as on CPU by default);
+- ``stcorr``: :func:`stcorr.features.encode_batch`, what ``extract_features`` runs per batch (on CPU: the
+  model's inference twin, ``model.cpu_inference_twin()``: BatchNorm folded, convolutions fused with their
+  ReLU6 / residual sum by oneDNN, weights reordered once; plus the L2 normalisation);
+- ``onednn_fused``: that twin called directly (``model.cpu_inference_twin()(rgb)``);
+- ``stcorr_before``: ``encode_batch`` as it ran before the fused twin (``bn_folded_cl`` + L2 normalisation);
 - ``eager``: ``model(rgb)`` in float32 under ``torch.inference_mode`` (what ``extract_features`` runs);
 - ``eager_pad_copy``: ``eager`` with every "same" convolution padding a copy of its input first (stcorr
   before the convolutions were changed to pad themselves where the padding is symmetric);
@@ -71,9 +75,8 @@ def with_padded_copies(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def frame(height: int, width: int) -> torch.Tensor:
-    """The first frame of vtest.avi at (height, width) when the data is there, else seeded noise; (1, 3, H, W)."""
-    video = Path(__file__).resolve().parents[1] / "data" / "opencv" / "vtest.avi"
+def frame(height: int, width: int, video: Path) -> torch.Tensor:
+    """The first frame of ``video`` at (height, width) when it is there, else seeded noise; (1, 3, H, W)."""
     if video.is_file():
         source = open_frames(video, max_frames=1).resized(size=(height, width))
         return next(iter(source))[None].contiguous()
@@ -109,14 +112,24 @@ def variants(model: torch.nn.Module, rgb: torch.Tensor,
                 return module(x)
         return call
 
+    twin = model.cpu_inference_twin() if hasattr(model, "cpu_inference_twin") else None
+
+    def before() -> torch.Tensor:
+        with torch.inference_mode():
+            return F.normalize(folded_cl(rgb_cl).float(), dim=1)
+
     found = {
-        "stcorr": lambda: encode_batch(model, rgb),  # what extract_features runs now (the CPU inference twin)
+        "extract_features": lambda: stcorr.extract_features(model, rgb, batch_size=1),
+        "stcorr": lambda: encode_batch(model, rgb),  # what extract_features runs per batch (the CPU inference twin)
+        "stcorr_before": before,
         "eager": run(model, rgb),
         "eager_pad_copy": run(with_padded_copies(copy.deepcopy(model)), rgb),
         "channels_last": run(cl_model, rgb_cl),
         "bn_folded": run(folded, rgb),
         "bn_folded_cl": run(folded_cl, rgb_cl),
     }
+    if twin is not None:
+        found["onednn_fused"] = run(twin, rgb)
     with torch.no_grad():
         traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(copy.deepcopy(model), rgb)))
     found["jit_frozen"] = run(traced, rgb)
@@ -160,6 +173,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--video", type=Path, default=Path(__file__).resolve().parents[1] / "data/opencv/vtest.avi",
+                        help="the frame's video (default data/opencv/vtest.avi; seeded noise if absent)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes)")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--json", help="also write the results here")
@@ -174,7 +189,8 @@ def main() -> None:
         return
 
     model = stcorr.load_model(device="cpu").eval()
-    rgb = frame(args.height, args.width)
+    rgb = frame(args.height, args.width, args.video)
+    print(f"frame: {'the first of ' + str(args.video) if args.video.is_file() else 'seeded noise'}")
     runs = variants(model, rgb, args)
     reference = F.normalize(runs["eager"]().float(), dim=1)
     differences = {name: float((F.normalize(fn().float(), dim=1) - reference).abs().max()) for name, fn in runs.items()}
@@ -198,11 +214,19 @@ def main() -> None:
                platform.processor())
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
-    print(f"machine: {cpu} ({isa}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{args.rounds} interleaved rounds, {args.width}x{args.height}")
+    emulated = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    print(f"machine: {cpu} (ISA: {isa}{', emulated as ' + emulated if emulated else ''}; PyTorch capability "
+          f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.rounds} interleaved rounds, {args.width}x{args.height}, load average {os.getloadavg()[0]:.1f}")
+    if ort:
+        ratio = median["extract_features"] / ort
+        print(f"acceptance: extract_features / onnxruntime = {ratio:.2f} (target <= 1.25: "
+              f"{'met' if ratio <= 1.25 else 'NOT met'})")
+    if isa != "avx512":
+        print("this CPU has no AVX-512: the AVX-512 kind is not measured by this run")
     if args.json:
         emulation = {key: os.environ.get(key) for key in EMULATION}
-        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "threads": torch.get_num_threads(),
+        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "load_average": os.getloadavg()[0], "threads": torch.get_num_threads(),
                   "torch": torch.__version__,
                   "size": [args.height, args.width], "rounds": args.rounds, "median_s": median,
                   "max_abs_diff_vs_eager": differences, "times_s": times}
