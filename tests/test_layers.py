@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(stcorr.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("stcorr._version", "stcorr.errors", "stcorr.device", "stcorr.checks", "stcorr.color",
               "stcorr._atomic", "stcorr._signals", "stcorr.distributed", "stcorr.paths", "stcorr.baseline_catalog",
-              "stcorr.working_size")),
+              "stcorr.working_size", "stcorr.onednn")),
     ("weight files", ("stcorr.checkpoint", "stcorr.hub", "stcorr.manifest")),
     ("io", ("stcorr.io", "stcorr.frames", "stcorr.outputs", "stcorr.datasets")),
     ("features", ("stcorr.features", "stcorr.onnx_encoder")),
