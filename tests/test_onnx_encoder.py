@@ -32,5 +32,5 @@ def test_onnx_features_are_pytorchs_and_the_export_is_cached(tmp_path):
 
 
 def test_onnx_encoder_refuses_a_module_without_a_stride():
-    with pytest.raises(stcorr.InputError, match="encoder module with a `stride`"):
+    with pytest.raises(stcorr.InputError, match="encoder module with an integer `stride`"):
         stcorr.OnnxEncoder(torch.nn.Conv2d(3, 4, 3))

@@ -131,10 +131,13 @@ def _twin_candidates(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def _build_twin(model: torch.nn.Module, rgb: torch.Tensor) -> torch.nn.Module:
+    candidates = list(_twin_candidates(model))
+    if not candidates:
+        return model  # nothing to fold or fuse: no probe forward either
     probe = rgb[:1, :, :64, :64].contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         expected = F.normalize(model(probe).float(), dim=1)
-        for twin in _twin_candidates(model):
+        for twin in candidates:
             try:
                 difference = float((F.normalize(twin(probe).float(), dim=1) - expected).abs().max())
             except (RuntimeError, NotImplementedError) as exc:
