@@ -123,3 +123,11 @@ def test_overlay_blends_as_documented():
     edge = _contour_mask(ids)
     expected[edge] = readonly_palette()[ids[edge]]
     assert np.array_equal(overlay(frame, ids, alpha=0.3), expected)
+
+
+@needs_onednn
+def test_the_twin_needs_an_eval_mode_model():
+    model = LiteCorrespondenceModel("efficientnet-lite0").train()
+    with pytest.raises(stcorr.InputError, match="eval mode"):
+        model.cpu_inference_twin()
+    assert model.training and all(m.training for m in model.modules())  # left as it was

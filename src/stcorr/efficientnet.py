@@ -275,9 +275,12 @@ class FusedLiteBlocks(nn.Module):
 
     def __init__(self, net: EfficientNetLite) -> None:
         super().__init__()
+        if net.training:
+            raise InputError("FusedLiteBlocks folds BatchNorm statistics: put the network in eval mode first "
+                             "(net.eval()); got a network in training mode")
 
         def fused(conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: str) -> FusedConv2d:
-            return FusedConv2d(fuse_conv_bn_eval(conv.eval(), bn.eval()), activation)
+            return FusedConv2d(fuse_conv_bn_eval(conv, bn), activation)
 
         self.stem = fused(net._conv_stem, net._bn0, "relu6")
         self.blocks = nn.ModuleList()
