@@ -19,7 +19,8 @@ Variants (each checked against the plain forward: max |difference| of the L2-nor
 - ``bn_folded``: every BatchNorm folded into the convolution before it (:func:`stcorr.features.fold_batchnorm`);
 - ``bn_folded_cl``: both;
 - ``jit_frozen``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusions);
-- ``compiled``: ``torch.compile`` (inductor), with ``--compile`` (its compile time is reported);
+- ``compiled``: ``torch.compile`` (inductor, with freezing: the CPU inference setting), with ``--compile``
+  (its compile time is reported; needs a C++ compiler);
 - ``onnxruntime``: the same network exported to ONNX, run by ONNX Runtime's CPU provider with as many
   threads as PyTorch (needs ``pip install "stcorr[onnx]"``), called directly;
 - ``stcorr_onnx``: ``encode_batch`` (what ``extract_features`` runs) with :class:`stcorr.OnnxEncoder`.
@@ -134,6 +135,9 @@ def variants(model: torch.nn.Module, rgb: torch.Tensor,
         traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(copy.deepcopy(model), rgb)))
     found["jit_frozen"] = run(traced, rgb)
     if args.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # inference: weights as constants, oneDNN weight prepacking and fusions
         compiled = torch.compile(copy.deepcopy(model))
         start = time.perf_counter()
         run(compiled, rgb)()
@@ -227,13 +231,15 @@ def main() -> None:
           f"{args.rounds} interleaved rounds, {args.width}x{args.height}, load average {os.getloadavg()[0]:.1f}")
     if ort:
         ratio = paired["extract_features"]
+        verdict = "met" if ratio <= 1.25 else "NOT met"
         print(f"acceptance: extract_features / onnxruntime = {ratio:.2f} (median of per-round ratios; ratio of "
-              f"medians {median['extract_features'] / ort:.2f}; target <= 1.25: {'met' if ratio <= 1.25 else 'NOT met'})")
+              f"medians {median['extract_features'] / ort:.2f}; target <= 1.25: {verdict})")
     if isa != "avx512":
         print("this CPU has no AVX-512: the AVX-512 kind is not measured by this run")
     if args.json:
         emulation = {key: os.environ.get(key) for key in EMULATION}
-        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "load_average": os.getloadavg()[0], "threads": torch.get_num_threads(),
+        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "load_average": os.getloadavg()[0],
+                  "threads": torch.get_num_threads(),
                   "torch": torch.__version__,
                   "size": [args.height, args.width], "rounds": args.rounds, "median_s": median,
                   "median_ratio_to_onnxruntime": paired,

@@ -75,18 +75,18 @@ class FusedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, padding: tuple[int, int, int, int] | None = None,
                 residual: torch.Tensor | None = None) -> torch.Tensor:
-        padding = tuple(int(p) for p in (padding if padding is not None else self.own_padding))  # type: ignore[assignment]
-        top, bottom, left, right = padding
+        given = padding if padding is not None else self.own_padding
+        top, bottom, left, right = (int(p) for p in given)
+        padding = (top, bottom, left, right)
         if bottom - top not in (0, 1) or right - left not in (0, 1):  # no shifted-kernel equivalent: pad a copy
             x = F.pad(x, (left, right, top, bottom)).contiguous(memory_format=torch.channels_last)
             padding = (0, 0, 0, 0)
         x = x.contiguous(memory_format=torch.channels_last)
-        weight, symmetric = self._packed_weight(x, padding)  # type: ignore[arg-type]
+        weight, symmetric = self._packed_weight(x, padding)
         operator = torch.ops.mkldnn._convolution_pointwise
-        if residual is None:
-            attr, scalars = ACTIVATIONS[self.activation]
-            return operator(x, weight, self.bias, symmetric, self.stride, [1, 1], self.groups, attr, scalars, "")
         attr, scalars = ACTIVATIONS[self.activation]
+        if residual is None:
+            return operator(x, weight, self.bias, symmetric, self.stride, [1, 1], self.groups, attr, scalars, "")
         unary = None if attr == "none" else attr
         return operator.binary(x, residual.contiguous(memory_format=torch.channels_last), weight, self.bias,
                                symmetric, self.stride, [1, 1], self.groups, "add", None, unary, scalars, None)
