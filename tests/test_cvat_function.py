@@ -103,6 +103,7 @@ def test_tracks_like_stcorr_propagate(clip, reference, function) -> None:
     folder, truth = clip
     image = _frame(folder, 0)
     pp_image = function.preprocess_image(_Context(), image)
+    assert pp_image.geometry.working == (183, 640)  # the CPU default, as `stcorr propagate`
     shapes = [cvataa.TrackableShape(type="mask", points=cvat_masks.encode_mask(truth[0] == i)) for i in OBJECTS]
     states = [function.init_tracking_state(_ShapeContext(shape.type), pp_image, shape) for shape in shapes]
     for t in range(1, FRAMES):
@@ -113,6 +114,21 @@ def test_tracks_like_stcorr_propagate(clip, reference, function) -> None:
             assert shape is not None and isinstance(shape, cvataa.TrackableShape) and shape.type == "mask"
             decoded = _decoded(attrs.asdict(shape), SIZE)
             assert np.array_equal(decoded, reference[object_id][t]), (object_id, t)
+
+
+def test_working_size_is_checked(clip, reference) -> None:
+    """The equality above depends on the working size: at the full size (max_side=0) the masks differ."""
+    folder, truth = clip
+    function = stcorr_cvat.create(device="cpu", max_side=0)
+    pp_image = function.preprocess_image(_Context(), _frame(folder, 0))
+    assert pp_image.geometry.working == SIZE
+    shape = cvataa.TrackableShape(type="mask", points=cvat_masks.encode_mask(truth[0] == 1))
+    state = function.init_tracking_state(_ShapeContext("mask"), pp_image, shape)
+    differing = []
+    for t in range(1, FRAMES):
+        output = function.track(_ShapeContext("mask"), function.preprocess_image(_Context(), _frame(folder, t)), state)
+        differing.append(int((_decoded(attrs.asdict(output), SIZE) != reference[1][t]).sum()))
+    assert min(differing) > 0, differing
 
 
 class _InlineExecutor:
