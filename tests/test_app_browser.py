@@ -172,7 +172,7 @@ def _masks(folder: Path) -> np.ndarray:
     return np.stack([read_mask(folder / "masks" / f"{t:05d}.png") for t in range(12)])
 
 
-def _paint_and_save(page, network: Network, paint, anchors: str) -> None:  # noqa: ANN001
+def _paint_and_save(page, network: Network, paint, anchors: str, shots: Path) -> None:  # noqa: ANN001
     """Paint (``paint(canvas)``), press "Save anchor" and check the status lists ``anchors``; paint again (at
     most 3 times, each retry printed) if the strokes did not reach the server. Gradio's editor can still
     replace its layer with the one the server sent for the frame just after the page looks idle, and strokes
@@ -189,7 +189,10 @@ def _paint_and_save(page, network: Network, paint, anchors: str) -> None:  # noq
             timeout=TIMEOUT_MS)
         if anchors in _status(page):
             return
-        print(f"attempt {attempt + 1}: the strokes did not reach the server ({_status(page)!r}); painting again")
+        lost = shots / f"app_lost_strokes_{anchors.count(',')}_{attempt + 1}.png"
+        page.screenshot(path=str(lost))
+        print(f"attempt {attempt + 1}: the strokes did not reach the server ({_status(page)!r}; requests still"
+              f" loading: {sorted(r.url for r in network.pending)[:5]}; page as it was: {lost}); painting again")
         page.wait_for_function("!document.body.innerText.includes('nothing to save')", timeout=TIMEOUT_MS)
     raise AssertionError(f"the painted strokes never reached the server: {_status(page)!r}")
 
@@ -225,7 +228,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                 for y in range(24, 42, 4):
                     _stroke(page, canvas, [(16, y), (31, y)])
 
-            _paint_and_save(page, network, paint_square, "anchors at [0]")
+            _paint_and_save(page, network, paint_square, "anchors at [0]", shots)
             page.screenshot(path=str(shots / "app_paint.png"))
             page.click("#propagate")
             _wait_status(page, "done:")
@@ -261,7 +264,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                 for y in paint_rows:
                     _stroke(page, canvas, [(34, y), (49, y)])
 
-            _paint_and_save(page, network, correct, "anchors at [0, 6]")
+            _paint_and_save(page, network, correct, "anchors at [0, 6]", shots)
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "anchors at [0, 6]" in _status(page)
