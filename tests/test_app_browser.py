@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -70,11 +71,18 @@ class Network:
 
     def __init__(self, page) -> None:  # noqa: ANN001
         self.pending: set = set()
+        self.events: list[str] = []  # the app's callbacks the page asked for, in order (for failure reports)
         page.on("request", self._start)
         page.on("requestfinished", self._end)
         page.on("requestfailed", self._end)
 
     def _start(self, request) -> None:  # noqa: ANN001
+        if "queue/join" in request.url:
+            try:
+                body = json.loads(request.post_data or "{}")
+            except ValueError:
+                body = {}
+            self.events.append(f"{time.strftime('%H:%M:%S')} fn {body.get('fn_index')} trigger {body.get('trigger_id')}")
         if not any(stream in request.url for stream in STREAMS):
             self.pending.add(request)
 
@@ -180,6 +188,7 @@ def _paint_and_save(page, network: Network, paint, anchors: str, shots: Path) ->
     for attempt in range(3):
         canvas = _ready_canvas(page, network)
         page.wait_for_timeout(1000)
+        painted_at = time.strftime("%H:%M:%S")
         paint(canvas)
         _settle(page)
         page.click("#save_anchor")
@@ -191,8 +200,8 @@ def _paint_and_save(page, network: Network, paint, anchors: str, shots: Path) ->
             return
         lost = shots / f"app_lost_strokes_{anchors.count(',')}_{attempt + 1}.png"
         page.screenshot(path=str(lost))
-        print(f"attempt {attempt + 1}: the strokes did not reach the server ({_status(page)!r}; requests still"
-              f" loading: {sorted(r.url for r in network.pending)[:5]}; page as it was: {lost}); painting again")
+        print(f"attempt {attempt + 1}: the strokes painted from {painted_at} did not reach the server ({_status(page)!r}; requests still"
+              f" loading: {sorted(r.url for r in network.pending)[:5]}; last events: {network.events[-6:]}; page as it was: {lost}); painting again")
         page.wait_for_function("!document.body.innerText.includes('nothing to save')", timeout=TIMEOUT_MS)
     raise AssertionError(f"the painted strokes never reached the server: {_status(page)!r}")
 
