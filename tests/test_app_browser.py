@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -70,11 +71,18 @@ class Network:
 
     def __init__(self, page) -> None:  # noqa: ANN001
         self.pending: set = set()
+        self.events: list[str] = []  # the app's callbacks the page asked for, in order (for failure reports)
         page.on("request", self._start)
         page.on("requestfinished", self._end)
         page.on("requestfailed", self._end)
 
     def _start(self, request) -> None:  # noqa: ANN001
+        if "queue/join" in request.url:
+            try:
+                body = json.loads(request.post_data or "{}")
+            except ValueError:
+                body = {}
+            self.events.append(f"{time.strftime('%H:%M:%S')} fn {body.get('fn_index')} trigger {body.get('trigger_id')}")
         if not any(stream in request.url for stream in STREAMS):
             self.pending.add(request)
 
@@ -172,6 +180,32 @@ def _masks(folder: Path) -> np.ndarray:
     return np.stack([read_mask(folder / "masks" / f"{t:05d}.png") for t in range(12)])
 
 
+def _paint_and_save(page, network: Network, paint, anchors: str, shots: Path) -> None:  # noqa: ANN001
+    """Paint (``paint(canvas)``), press "Save anchor" and check the status lists ``anchors``; paint again (at
+    most 3 times, each retry printed) if the strokes did not reach the server. Gradio's editor can still
+    replace its layer with the one the server sent for the frame just after the page looks idle, and strokes
+    made then are lost (a user sees them vanish)."""
+    for attempt in range(3):
+        canvas = _ready_canvas(page, network)
+        page.wait_for_timeout(1000)
+        painted_at = time.strftime("%H:%M:%S")
+        paint(canvas)
+        _settle(page)
+        page.click("#save_anchor")
+        page.wait_for_function(
+            "(() => { const s = document.querySelector('#status'); const t = s ? s.innerText : '';"
+            f" return t.includes({anchors!r}) || document.body.innerText.includes('nothing to save'); }})()",
+            timeout=TIMEOUT_MS)
+        if anchors in _status(page):
+            return
+        lost = shots / f"app_lost_strokes_{anchors.count(',')}_{attempt + 1}.png"
+        page.screenshot(path=str(lost))
+        print(f"attempt {attempt + 1}: the strokes painted from {painted_at} did not reach the server ({_status(page)!r}; requests still"
+              f" loading: {sorted(r.url for r in network.pending)[:5]}; last events: {network.events[-6:]}; page as it was: {lost}); painting again")
+        page.wait_for_function("!document.body.innerText.includes('nothing to save')", timeout=TIMEOUT_MS)
+    raise AssertionError(f"the painted strokes never reached the server: {_status(page)!r}")
+
+
 @pytest.mark.slow
 def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
     from stcorr.app import launch
@@ -198,11 +232,12 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.fill("#video_path textarea", str(clip))
 
             # frame 0: paint the red square (x 12..35, y 20..43) with the brush, object 1
-            canvas = _ready_canvas(page, network)
-            page.click("#editor button[aria-label='Brush']")
-            for y in range(24, 42, 4):
-                _stroke(page, canvas, [(16, y), (31, y)])
-            _settle(page)
+            def paint_square(canvas: Canvas) -> None:
+                page.click("#editor button[aria-label='Brush']")
+                for y in range(24, 42, 4):
+                    _stroke(page, canvas, [(16, y), (31, y)])
+
+            _paint_and_save(page, network, paint_square, "anchors at [0]", shots)
             page.screenshot(path=str(shots / "app_paint.png"))
             page.click("#propagate")
             _wait_status(page, "done:")
@@ -228,12 +263,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             erase_rows = list(range(14, 52, 4))
             leak_rows = list(range(48, 73, 4))
             paint_rows = list(range(24, 42, 4))
-            for attempt in range(3):
-                # Gradio's editor can still replace its layer with the one the server sent for this frame just
-                # after the page looks idle; strokes made then are lost (as a user would see them vanish). Save
-                # the anchor and look: if the strokes did not reach the server, paint them again.
-                canvas = _ready_canvas(page, network)
-                page.wait_for_timeout(1000)
+            def correct(canvas: Canvas) -> None:
                 page.click("#editor button[aria-label='Erase']")
                 for y in erase_rows:
                     _stroke(page, canvas, [(2, y), (27, y)])
@@ -242,15 +272,8 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                 page.click("#editor button[aria-label='Brush']")
                 for y in paint_rows:
                     _stroke(page, canvas, [(34, y), (49, y)])
-                _settle(page)
-                page.click("#save_anchor")
-                page.wait_for_function(
-                    "(() => { const s = document.querySelector('#status'); const t = s ? s.innerText : '';"
-                    " return t.includes('anchors at [0, 6]') || document.body.innerText.includes('nothing to save'); })()",
-                    timeout=TIMEOUT_MS)
-                if "anchors at [0, 6]" in _status(page):
-                    break
-                print(f"attempt {attempt + 1}: the strokes on frame 6 did not reach the server; painting again")
+
+            _paint_and_save(page, network, correct, "anchors at [0, 6]", shots)
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "anchors at [0, 6]" in _status(page)

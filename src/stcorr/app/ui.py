@@ -58,10 +58,16 @@ def _message(exc: Exception) -> str:
     return f"unexpected error ({type(exc).__name__}): {exc}; the server is still running"
 
 
-def _friendly(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _friendly(outputs: int, status_at: int | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Turn any error of a callback (plain or generator) into a warning in the page, leaving its ``outputs``
-    output components as they were (a raised gr.Error would blank them)."""
-    unchanged = gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+    output components as they were (a raised gr.Error would blank them). With ``status_at`` (the index of the
+    status line among the outputs) the message also stays in the status line, where a toast fades."""
+
+    def unchanged(message: str) -> Any:
+        kept = [gr.skip() for _ in range(outputs)]
+        if status_at is not None:
+            kept[status_at] = f"error: {message}"
+        return kept[0] if outputs == 1 else tuple(kept)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isgeneratorfunction(fn):
@@ -70,8 +76,9 @@ def _friendly(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
                 try:
                     yield from fn(*args, **kwargs)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-                    gr.Warning(_message(exc))
-                    yield unchanged
+                    message = _message(exc)
+                    gr.Warning(message)
+                    yield unchanged(message)
             return generator
 
         @functools.wraps(fn)
@@ -79,8 +86,9 @@ def _friendly(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001
-                gr.Warning(_message(exc))
-                return unchanged
+                message = _message(exc)
+                gr.Warning(message)
+                return unchanged(message)
         return plain
     return decorate
 
@@ -169,14 +177,14 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             slider = gr.Slider(minimum=0, maximum=max(wb.session.num_frames - 1, 1), value=0, step=1)
             return (wb, 0, slider, *refresh(wb, 0, confidence))
 
-        @_friendly(5)
+        @_friendly(5, status_at=4)
         def go(wb: Workbench | None, editor_value: dict | None, previous: int, t: float, confidence: bool):
             wb = _need(wb)
             t = int(t)
             wb.set_layer(previous, _layer(editor_value))
             return (t, *refresh(wb, t, confidence))
 
-        @_friendly(6)
+        @_friendly(6, status_at=5)
         def go_to_suspect(wb: Workbench | None, editor_value: dict | None, previous: int, confidence: bool):
             wb = _need(wb)
             wb.set_layer(previous, _layer(editor_value))
@@ -196,7 +204,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         def toggle(wb: Workbench | None, t: int, confidence: bool):
             return _need(wb).view(t, confidence)
 
-        @_friendly(4)
+        @_friendly(4, status_at=3)
         def run(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool,
                 progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio's progress injection
             wb = _need(wb)
@@ -216,40 +224,40 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             rate = f"{done / elapsed:.1f} frames/s" if done and elapsed > 0 else "nothing was stale"
             yield (*refresh(wb, t, confidence)[:3], f"done: {done} frame(s) in {elapsed:.1f} s ({rate}). {wb.status()}")
 
-        @_friendly(4)
+        @_friendly(4, status_at=3)
         def stopped(wb: Workbench | None, t: int, confidence: bool):
             if wb is None:
                 return gr.skip(), gr.skip(), gr.skip(), "cancelled"
             return (*refresh(wb, t, confidence)[:3], f"cancelled; finished frames are kept. {wb.status()}")
 
-        @_friendly(4)
+        @_friendly(4, status_at=3)
         def save_anchor(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool):
             wb = _need(wb)
             if not wb.set_layer(t, _layer(editor_value)) and t not in wb.session.anchors:
                 gr.Info("nothing to save: the mask on this frame is unchanged")
             return refresh(wb, t, confidence)
 
-        @_friendly(4)
+        @_friendly(4, status_at=3)
         def remove_anchor(wb: Workbench | None, t: int, confidence: bool):
             wb = _need(wb)
             wb.session.remove_anchor(t)
             return refresh(wb, t, confidence)
 
-        @_friendly(4)
+        @_friendly(4, status_at=3)
         def delete_object(wb: Workbench | None, editor_value: dict | None, t: int, object_id: float, confidence: bool):
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
             wb.delete_object(int(object_id))
             return refresh(wb, t, confidence)
 
-        @_friendly(4)
+        @_friendly(4, status_at=3)
         def upload_mask(wb: Workbench | None, file: str | None, t: int, confidence: bool):
             wb = _need(wb)
             if file:
                 wb.load_mask_file(t, file)
             return refresh(wb, t, confidence)
 
-        @_friendly(2)
+        @_friendly(2, status_at=1)
         def do_export(wb: Workbench | None, editor_value: dict | None, t: int,
                       progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio's progress injection
             wb = _need(wb)
