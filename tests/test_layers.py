@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("weights loader", ("stcorr.baselines", "stcorr.loading")),
     ("metrics", ("stcorr.metrics",)),
     ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app",
-                      "stcorr.video_jobs", "stcorr.batch_manifest", "stcorr.batch")),
+                      "stcorr.video_jobs", "stcorr.batch_manifest", "stcorr.batch", "stcorr.integrations")),
     ("entry points", ("stcorr.cli", "stcorr.__main__", "stcorr")),
 ]
 
