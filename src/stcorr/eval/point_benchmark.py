@@ -32,6 +32,7 @@ import numpy as np
 from stcorr.eval.sources import photo_library
 from stcorr.eval.synthetic import SyntheticVideo, make_video
 from stcorr.eval.tapvid import Queries, TapVidVideo, predict_video, sample_queries, score_video
+from stcorr.eval.uncertainty import PairedDifference, paired_bootstrap
 from stcorr.features import Encoder
 from stcorr.metrics.tapvid import evaluation_mask, mean_metrics
 from stcorr.propagation.tracking import DEFAULT_VISIBILITY, VisibilityModel
@@ -48,6 +49,7 @@ __all__ = [
     "ABLATIONS",
     "run_point_benchmark",
     "POINT_METHODS",
+    "GAIN_METRICS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class PointBenchmarkConfig:
     spacing: float = 12.0
     min_hidden: float = 0.25  # an object's points count when this fraction of them is hidden by a later object
     query_modes: tuple[str, ...] = ("first", "strided")
+    refine: bool = True  # track_points' refinement of the propagated positions
 
     @classmethod
     def quick(cls) -> PointBenchmarkConfig:
@@ -172,6 +175,7 @@ def fit_visibility(similarity: np.ndarray, cycle: np.ndarray, best: np.ndarray, 
 class _Tracked:
     """One method's tracks of one video and query mode, with what visibility is decided from."""
 
+    name: str
     queries: Queries
     tracks: np.ndarray  # (n, T, 2) raster
     similarity: np.ndarray  # (n, T)
@@ -179,17 +183,19 @@ class _Tracked:
     best: np.ndarray  # (n, T)
 
 
-def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str) -> list[_Tracked]:
+def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str, refine: bool = True) -> list[_Tracked]:
     out = []
     for video in videos:
         queries = sample_queries(video, mode)
-        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256")
-        out.append(_Tracked(queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
+        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256", refine=refine)
+        out.append(_Tracked(video.name, queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
     return out
 
 
-def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel | None) -> dict[str, float]:
-    per_video = []
+def _score_videos(tracked: Sequence[_Tracked], mode: str,
+                  visibility: VisibilityModel | None) -> dict[str, dict[str, float]]:
+    """Per-video TAP-Vid metrics (video name -> metrics) of tracks with ``visibility`` (None: all visible)."""
+    per_video = {}
     for item in tracked:
         if visibility is None:
             occluded = np.zeros(item.tracks.shape[:2], bool)
@@ -197,9 +203,36 @@ def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel |
             occluded = visibility.probability(item.similarity, item.cycle, item.best) < 0.5
             query_frames = item.queries.query_points[:, 0].astype(int)
             occluded[np.arange(len(occluded)), query_frames] = False
-        per_video.append({k: np.array([v]) for k, v in score_video(item.queries, item.tracks, occluded,
-                                                                   mode).items()})
-    return mean_metrics(per_video)
+        per_video[item.name] = score_video(item.queries, item.tracks, occluded, mode)
+    return per_video
+
+
+def _mean(per_video: dict[str, dict[str, float]]) -> dict[str, float]:
+    return mean_metrics([{k: np.array([v]) for k, v in metrics.items()} for metrics in per_video.values()])
+
+
+def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel | None) -> dict[str, float]:
+    return _mean(_score_videos(tracked, mode, visibility))
+
+
+def _occluded_share(tracked: Sequence[_Tracked], mode: str) -> float:
+    """The fraction of the scored (frame, point) pairs where the point is occluded, over all videos."""
+    hidden = scored = 0
+    for item in tracked:
+        mask = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
+        hidden += int((item.queries.occluded & mask).sum())
+        scored += int(mask.sum())
+    return hidden / max(scored, 1)
+
+
+GAIN_METRICS = ("average_jaccard", "occlusion_accuracy")
+"""The metrics whose gain from visibility (over the same tracks called all visible) gets a bootstrap interval."""
+
+
+def _gains(ours: dict[str, dict[str, float]], all_visible: dict[str, dict[str, float]]) -> dict[str, PairedDifference]:
+    """Paired bootstrap (over videos) of visibility's gain in each of :data:`GAIN_METRICS`."""
+    return {key: paired_bootstrap({n: m[key] for n, m in ours.items()}, {n: m[key] for n, m in all_visible.items()})
+            for key in GAIN_METRICS}
 
 
 @dataclass(frozen=True)
@@ -210,6 +243,10 @@ class PointBenchmarkReport:
     rows: dict[str, dict[str, dict[str, float]]]
     videos: dict[str, dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
+    gains: dict[str, dict[str, dict[str, PairedDifference]]] = field(default_factory=dict)
+    """Method -> query mode -> metric -> the gain of its visibility over "all visible", paired over videos."""
+    occluded: dict[str, float] = field(default_factory=dict)
+    """Query mode -> the fraction of scored (frame, point) pairs where the point is occluded."""
 
     def to_markdown(self) -> str:
         modes = self.config.query_modes
@@ -217,7 +254,8 @@ class PointBenchmarkReport:
         tracks = sum(v["tracks"] for v in self.videos.values())
         lines = [
             f"Point tracking with occlusion (TAP-Vid metrics, %): {len(self.videos)} semi-synthetic videos of "
-            f"{self.config.num_frames} frames at {self.config.size[1]}x{self.config.size[0]}, {tracks} tracks",
+            f"{self.config.num_frames} frames at {self.config.size[1]}x{self.config.size[0]}, {tracks} tracks"
+            + "".join(f"; {m}: {100 * share:.0f} % of the scored points occluded" for m, share in self.occluded.items()),
             "",
             f"| method | {cells} |",
             "|---|" + "---:|" * (3 * len(modes)),
@@ -228,10 +266,19 @@ class PointBenchmarkReport:
                 f"{100 * by_mode[m]['occlusion_accuracy']:.1f}" for m in modes
             )
             lines.append(f"| {name} | {values} |")
+        if self.gains:
+            lines += ["", "Visibility minus all visible, same tracks (mean over videos, paired bootstrap 95 % interval):"]
+            for name, by_mode in self.gains.items():
+                parts = [f"{m} {label} {100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+                         for m in modes for key, label in zip(GAIN_METRICS, ("AJ", "OA")) for d in [by_mode[m][key]]]
+                lines.append(f"- {name}: " + "; ".join(parts))
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "rows": self.rows, "videos": self.videos, "seconds": self.seconds}
+        gains = {name: {mode: {key: asdict(d) for key, d in by_key.items()} for mode, by_key in by_mode.items()}
+                 for name, by_mode in self.gains.items()}
+        return {"config": asdict(self.config), "rows": self.rows, "videos": self.videos, "seconds": self.seconds,
+                "gains": gains, "occluded": self.occluded}
 
 
 def _video_info(videos: Sequence[TapVidVideo]) -> dict[str, dict[str, Any]]:
@@ -249,15 +296,22 @@ def run_point_benchmark(
     """Score every model of ``models`` (name -> encoder) with its visibility and with every point visible."""
     videos = benchmark_videos(config)
     rows: dict[str, dict[str, dict[str, float]]] = {}
+    gains: dict[str, dict[str, dict[str, PairedDifference]]] = {}
     seconds = {}
+    occluded: dict[str, float] = {}
     for name, model in models.items():
         start = time.perf_counter()
-        tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
+        tracked = {mode: _track_all(model, videos, mode, config.refine) for mode in config.query_modes}
         seconds[name] = time.perf_counter() - start
         logger.info("point benchmark %s: %.1f s", name, seconds[name])
-        rows[name] = {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
-        rows[f"{name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
-    return PointBenchmarkReport(config, rows, _video_info(videos), seconds)
+        occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
+        ours = {mode: _score_videos(tracked[mode], mode, visibility) for mode in config.query_modes}
+        all_visible = {mode: _score_videos(tracked[mode], mode, None) for mode in config.query_modes}
+        rows[name] = {mode: _mean(ours[mode]) for mode in config.query_modes}
+        rows[f"{name}, all visible"] = {mode: _mean(all_visible[mode]) for mode in config.query_modes}
+        if len(videos) >= 2:
+            gains[name] = {mode: _gains(ours[mode], all_visible[mode]) for mode in config.query_modes}
+    return PointBenchmarkReport(config, rows, _video_info(videos), seconds, gains, occluded)
 
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -274,7 +328,7 @@ def fit_on_scenes(model: Encoder, config: PointBenchmarkConfig) -> dict[str, Vis
     videos = benchmark_videos(config, first_seed=config.fit_seed)
     columns: dict[str, list[np.ndarray]] = {"similarity": [], "cycle": [], "best": [], "visible": []}
     for mode in config.query_modes:
-        for item in _track_all(model, videos, mode):
+        for item in _track_all(model, videos, mode, config.refine):
             scored = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
             for key, values in (("similarity", item.similarity), ("cycle", item.cycle), ("best", item.best),
                                 ("visible", ~item.queries.occluded)):
@@ -293,9 +347,18 @@ def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmar
     model = load_encoder(model_name, device="cpu")
     fitted = fit_on_scenes(model, config)
     videos = benchmark_videos(config)
-    tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
-    rows = {f"{model_name}, {label}": {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
-            for label, visibility in fitted.items()}
-    rows[f"{model_name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
+    tracked = {mode: _track_all(model, videos, mode, config.refine) for mode in config.query_modes}
+    scored = {label: {mode: _score_videos(tracked[mode], mode, visibility) for mode in config.query_modes}
+              for label, visibility in fitted.items()}
+    all_visible = {mode: _score_videos(tracked[mode], mode, None) for mode in config.query_modes}
+    rows = {f"{model_name}, {label}": {mode: _mean(per_video) for mode, per_video in by_mode.items()}
+            for label, by_mode in scored.items()}
+    rows[f"{model_name}, all visible"] = {mode: _mean(per_video) for mode, per_video in all_visible.items()}
+    gains = {}
+    if len(videos) >= 2:
+        gains[f"{model_name}, all terms"] = {mode: _gains(scored["all terms"][mode], all_visible[mode])
+                                             for mode in config.query_modes}
+    occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
     constants = "\n".join(f"{label}: {visibility}" for label, visibility in fitted.items())
-    return constants + "\n\n" + PointBenchmarkReport(config, rows, _video_info(videos)).to_markdown()
+    report = PointBenchmarkReport(config, rows, _video_info(videos), gains=gains, occluded=occluded)
+    return constants + "\n\n" + report.to_markdown()
