@@ -82,7 +82,8 @@ class VisibilityModel:
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-DEFAULT_VISIBILITY = VisibilityModel(bias=-6.663, w_sim=0.855, w_cycle=0.499, w_best=12.558)
+DEFAULT_VISIBILITY = VisibilityModel(bias=-5.781043163842348, w_sim=5.0174303672513085, w_cycle=0.8112250858222816,
+                                     w_best=7.744825930041707)
 """Fitted by ``python -m stcorr.eval offline --fit-visibility`` on the embedded model (see
 :mod:`stcorr.eval.point_benchmark`)."""
 
