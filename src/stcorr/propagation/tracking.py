@@ -159,26 +159,36 @@ class _QueryFrame:
 
     def refine(self, features: torch.Tensor, points: np.ndarray) -> np.ndarray:
         """``points`` (N, 2, original pixels) moved to the query features' sub-cell match in frame ``features``
-        near them (see the module's docstring)."""
-        up = REFINE_UPSAMPLE
-        fine = F.normalize(F.interpolate(features[None].float(), scale_factor=up, mode="bilinear",
-                                         align_corners=False)[0], dim=0)
-        h, w = fine.shape[-2:]
+        near them (see the module's docstring). Only the (2 r + 1)^2 upsampled cells of each point's window are
+        computed (sampled bilinearly from the feature grid, equal to upsampling it), so memory does not grow with
+        the frame."""
+        up, radius = REFINE_UPSAMPLE, REFINE_RADIUS
+        h, w = features.shape[-2:]
         stride = self.geometry.stride / up
-        centre = _to_cells(torch.from_numpy(_to_working(points, self.geometry)).float().to(fine.device), stride)
-        near = centre.round().long()
-        rows = torch.arange(h, device=fine.device).repeat_interleave(w)
-        cols = torch.arange(w, device=fine.device).repeat(h)
-        window = (((rows[None] - near[:, 1:2]).abs() <= REFINE_RADIUS)
-                  & ((cols[None] - near[:, :1]).abs() <= REFINE_RADIUS))
-        similarity = (self.queries.to(fine.dtype) @ fine.flatten(1)).masked_fill(~window, float("-inf"))
-        weights = torch.softmax(_near_best(similarity, (h, w)) / REFINE_TEMPERATURE, dim=1).nan_to_num(0.0)
-        xs = _cell_centres(w, stride, fine.device)[cols]
-        ys = _cell_centres(h, stride, fine.device)[rows]
-        refined = torch.stack([(weights * xs).sum(1), (weights * ys).sum(1)], dim=1)
-        found = window.any(dim=1)[:, None]  # a point far outside the grid keeps its propagated position
-        original = _to_original(refined.cpu(), self.geometry).numpy().astype(np.float32)
-        return np.where(found.cpu().numpy(), original, points).astype(np.float32)
+        device = features.device
+        centre = _to_cells(torch.from_numpy(_to_working(points, self.geometry)).float().to(device), stride)
+        offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+        dy, dx = (v.reshape(-1) for v in torch.meshgrid(offsets, offsets, indexing="ij"))  # (K,)
+        cy = centre[:, 1:2].round() + dy[None]  # (N, K) upsampled cells of each window
+        cx = centre[:, :1].round() + dx[None]
+        inside = (cy >= 0) & (cy < h * up) & (cx >= 0) & (cx < w * up)
+        # upsampled cell i (bilinear, align_corners=False) lies at (i + 0.5) / up - 0.5 on the feature grid
+        native = torch.stack([(cx + 0.5) / up - 0.5, (cy + 0.5) / up - 0.5], dim=-1)
+        scale = torch.tensor([max(w - 1, 1), max(h - 1, 1)], device=device, dtype=torch.float32)
+        grid = (native / scale * 2 - 1)[None]  # (1, N, K, 2)
+        sampled = F.grid_sample(features[None].float(), grid, mode="bilinear", align_corners=True,
+                                padding_mode="border")[0]  # (C, N, K)
+        sampled = F.normalize(sampled.permute(1, 2, 0), dim=-1)
+        similarity = (sampled * self.queries.float()[:, None, :]).sum(-1).masked_fill(~inside, float("-inf"))
+        best = similarity.argmax(dim=1)
+        around = ((dy[None] - dy[best][:, None]).abs() <= 1) & ((dx[None] - dx[best][:, None]).abs() <= 1)
+        weights = torch.softmax(similarity.masked_fill(~around, float("-inf")) / REFINE_TEMPERATURE, dim=1)
+        weights = weights.nan_to_num(0.0)
+        refined = torch.stack([(weights * (cx * stride + (stride - 1) / 2)).sum(1),
+                               (weights * (cy * stride + (stride - 1) / 2)).sum(1)], dim=1)
+        found = inside.any(dim=1)[:, None].cpu().numpy()  # a point far outside the grid keeps its position
+        original = _to_original(refined.cpu(), self.geometry).numpy()
+        return np.where(found, original, points).astype(np.float32)
 
     def measure(self, features: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(similarity, cycle_error at 256x256, best similarity) of tracked ``points`` (N, 2, original pixels) in
