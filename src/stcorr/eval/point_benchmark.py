@@ -74,6 +74,7 @@ class PointBenchmarkConfig:
     min_hidden: float = 0.25  # an object's points count when this fraction of them is hidden by a later object
     query_modes: tuple[str, ...] = ("first", "strided")
     refine: bool = True  # track_points' refinement of the propagated positions
+    refine_scale: int = 1  # track_points' refine_scale: refine on frames upsampled this many times
 
     @classmethod
     def quick(cls) -> PointBenchmarkConfig:
@@ -183,11 +184,13 @@ class _Tracked:
     best: np.ndarray  # (n, T)
 
 
-def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str, refine: bool = True) -> list[_Tracked]:
+def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str, refine: bool = True,
+               refine_scale: int = 1) -> list[_Tracked]:
     out = []
     for video in videos:
         queries = sample_queries(video, mode)
-        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256", refine=refine)
+        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256", refine=refine,
+                                       refine_scale=refine_scale)
         out.append(_Tracked(video.name, queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
     return out
 
@@ -301,7 +304,7 @@ def run_point_benchmark(
     occluded: dict[str, float] = {}
     for name, model in models.items():
         start = time.perf_counter()
-        tracked = {mode: _track_all(model, videos, mode, config.refine) for mode in config.query_modes}
+        tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale) for mode in config.query_modes}
         seconds[name] = time.perf_counter() - start
         logger.info("point benchmark %s: %.1f s", name, seconds[name])
         occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
@@ -328,7 +331,7 @@ def fit_on_scenes(model: Encoder, config: PointBenchmarkConfig) -> dict[str, Vis
     videos = benchmark_videos(config, first_seed=config.fit_seed)
     columns: dict[str, list[np.ndarray]] = {"similarity": [], "cycle": [], "best": [], "visible": []}
     for mode in config.query_modes:
-        for item in _track_all(model, videos, mode, config.refine):
+        for item in _track_all(model, videos, mode, config.refine, config.refine_scale):
             scored = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
             for key, values in (("similarity", item.similarity), ("cycle", item.cycle), ("best", item.best),
                                 ("visible", ~item.queries.occluded)):
@@ -347,7 +350,7 @@ def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmar
     model = load_encoder(model_name, device="cpu")
     fitted = fit_on_scenes(model, config)
     videos = benchmark_videos(config)
-    tracked = {mode: _track_all(model, videos, mode, config.refine) for mode in config.query_modes}
+    tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale) for mode in config.query_modes}
     scored = {label: {mode: _score_videos(tracked[mode], mode, visibility) for mode in config.query_modes}
               for label, visibility in fitted.items()}
     all_visible = {mode: _score_videos(tracked[mode], mode, None) for mode in config.query_modes}

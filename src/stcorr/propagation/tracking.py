@@ -150,8 +150,8 @@ def _to_original(points: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 class _QueryFrame:
     """The query frame's features and the queries' features, to test tracked points against."""
 
-    def __init__(self, features: torch.Tensor, points: np.ndarray, geometry: Geometry) -> None:
-        self.features, self.geometry = features, geometry
+    def __init__(self, features: torch.Tensor, points: np.ndarray, geometry: Geometry, radius: int = 0) -> None:
+        self.features, self.geometry, self.radius = features, geometry, radius or REFINE_RADIUS
         self.points = points  # (N, 2) original pixels
         cells = _to_cells(torch.from_numpy(_to_working(points, geometry)).float().to(features.device),
                           geometry.stride)
@@ -162,7 +162,7 @@ class _QueryFrame:
         near them (see the module's docstring). Only the (2 r + 1)^2 upsampled cells of each point's window are
         computed (sampled bilinearly from the feature grid, equal to upsampling it), so memory does not grow with
         the frame."""
-        up, radius = REFINE_UPSAMPLE, REFINE_RADIUS
+        up, radius = REFINE_UPSAMPLE, self.radius
         h, w = features.shape[-2:]
         stride = self.geometry.stride / up
         device = features.device
@@ -234,10 +234,12 @@ class _Features:
 
 def _track_from(
     features: _Features, t_query: int, points: np.ndarray, count: int, geometry: Geometry,
-    options: PropagationOptions, refine: bool, progress: Callable[[int], None] | None = None,
+    options: PropagationOptions, refine: tuple[_Features, Geometry, int] | None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One query frame's points through every frame: (T, n, 2) refined and propagated points, (T, n) similarity,
-    cycle error and best similarity."""
+    cycle error and best similarity. ``refine``: the features, geometry and radius refinement works on (None: no
+    refinement)."""
     propagated = np.zeros((count, len(points), 2), np.float32)
     similarity = np.ones((count, len(points)), np.float32)
     cycle = np.zeros((count, len(points)), np.float32)
@@ -254,10 +256,19 @@ def _track_from(
         prompt = make_prompt(points, t_query, geometry, tuple(first.shape[-2:]), options)
         propagator = LabelPropagator(first, prompt.grid.to(first.device), options)
         query = _QueryFrame(first, points, geometry)
+        # refinement on the same features (scale 1) or on its own stream of finer ones
+        fine_stream = refine[0].in_order(order) if refine is not None and refine[0] is not features else None
+        fine_query = query if refine is not None else None
+        if fine_stream is not None and refine is not None:
+            fine_query = _QueryFrame(next(fine_stream), points, refine[1], refine[2])
         for t, feats in zip(order[1:], stream):
             grid_probs = propagator.step(feats)[0]
             propagated[t] = decode(t, grid_probs, "points", prompt.labels, geometry, options).points
-            tracks[t] = query.refine(feats, propagated[t]) if refine else propagated[t]
+            if fine_query is None:
+                tracks[t] = propagated[t]
+            else:
+                fine = next(fine_stream) if fine_stream is not None else feats
+                tracks[t] = fine_query.refine(fine, propagated[t])
             similarity[t], cycle[t], best[t] = query.measure(feats, tracks[t])
             if progress:
                 progress(1)
@@ -280,6 +291,7 @@ def track_points(
     fusion_weights: Sequence[float] | None = None,
     visibility: VisibilityModel = DEFAULT_VISIBILITY,
     refine: bool = True,
+    refine_scale: int = 1,
     progress: Callable[[int], None] | None = None,
     **option_keywords: Any,
 ) -> PointTracks:
@@ -298,6 +310,9 @@ def track_points(
         visibility: the :class:`VisibilityModel` turning the three measures into ``scores``.
         refine: move each propagated position to the query feature's sub-cell match near it (see the module's
             docstring); False returns the propagated positions.
+        refine_scale: refine on features of the working frames upsampled this many times (an integer >= 1; 2
+            gives the feature grid twice the resolution, at about 4x the encoding cost); the search window keeps
+            its size in pixels.
         progress: called with 1 for every frame tracked (T calls per query frame), e.g. a progress bar's update.
 
     Returns:
@@ -315,6 +330,18 @@ def track_points(
     query_frames, xy = _check_queries(queries, count, geometry.original)
     groups = sorted(set(query_frames.tolist()))
     features = _Features(model, source, len(groups) > 1, batch_size, dtype, fusion_weights)
+    fine: tuple[_Features, Geometry, int] | None = None
+    if refine:
+        if isinstance(refine_scale, bool) or not isinstance(refine_scale, int) or refine_scale < 1:
+            raise InputError(f"refine_scale must be an integer >= 1 (2: refine on frames upsampled 2x), "
+                             f"got {refine_scale!r}")
+        if refine_scale == 1:
+            fine = (features, geometry, REFINE_RADIUS)
+        else:
+            size = (geometry.working[0] * refine_scale, geometry.working[1] * refine_scale)
+            fine_source = working_source(frames, model, size=size, resample=resample)
+            fine = (_Features(model, fine_source, len(groups) > 1, batch_size, dtype, fusion_weights),
+                    Geometry.of(fine_source, model), REFINE_RADIUS * refine_scale)
     n = len(xy)
     points = np.zeros((count, n, 2), np.float32)
     propagated = np.zeros((count, n, 2), np.float32)
@@ -323,7 +350,7 @@ def track_points(
     best = np.ones((count, n), np.float32)
     for t_query in groups:
         members = np.flatnonzero(query_frames == t_query)
-        group = _track_from(features, t_query, xy[members], count, geometry, opts, refine, progress)
+        group = _track_from(features, t_query, xy[members], count, geometry, opts, fine, progress)
         (points[:, members], propagated[:, members], similarity[:, members], cycle[:, members],
          best[:, members]) = group
     scores = visibility.probability(similarity, cycle, best)
