@@ -138,7 +138,8 @@ def _cmd_offline(args: argparse.Namespace) -> int:
     if args.fit_visibility:
         name = (args.models or default_models() or ["efficientnet-lite0"])[0]
         points = PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()
-        print(fit_and_ablate(name, dataclasses.replace(points, refine=not args.no_refine, refine_scale=args.refine_scale)))
+        points = dataclasses.replace(points, refine=not args.no_refine, refine_scale=args.refine_scale)
+        print(fit_and_ablate(name, points))
         return 0
     config = OfflineConfig.quick() if args.quick else OfflineConfig()
     baselines = BASELINE_METHODS if args.baselines is None else args.baselines

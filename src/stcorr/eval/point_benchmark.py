@@ -258,7 +258,8 @@ class PointBenchmarkReport:
         lines = [
             f"Point tracking with occlusion (TAP-Vid metrics, %): {len(self.videos)} semi-synthetic videos of "
             f"{self.config.num_frames} frames at {self.config.size[1]}x{self.config.size[0]}, {tracks} tracks"
-            + "".join(f"; {m}: {100 * share:.0f} % of the scored points occluded" for m, share in self.occluded.items()),
+            + "".join(f"; {m}: {100 * share:.0f} % of the scored points occluded"
+                      for m, share in self.occluded.items()),
             "",
             f"| method | {cells} |",
             "|---|" + "---:|" * (3 * len(modes)),
@@ -270,7 +271,8 @@ class PointBenchmarkReport:
             )
             lines.append(f"| {name} | {values} |")
         if self.gains:
-            lines += ["", "Visibility minus all visible, same tracks (mean over videos, paired bootstrap 95 % interval):"]
+            lines += ["", "Visibility minus all visible, same tracks (mean over videos, paired bootstrap 95 % "
+                      "interval):"]
             for name, by_mode in self.gains.items():
                 parts = [f"{m} {label} {100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
                          for m in modes for key, label in zip(GAIN_METRICS, ("AJ", "OA")) for d in [by_mode[m][key]]]
@@ -304,7 +306,8 @@ def run_point_benchmark(
     occluded: dict[str, float] = {}
     for name, model in models.items():
         start = time.perf_counter()
-        tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale) for mode in config.query_modes}
+        tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale)
+                   for mode in config.query_modes}
         seconds[name] = time.perf_counter() - start
         logger.info("point benchmark %s: %.1f s", name, seconds[name])
         occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
@@ -350,7 +353,8 @@ def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmar
     model = load_encoder(model_name, device="cpu")
     fitted = fit_on_scenes(model, config)
     videos = benchmark_videos(config)
-    tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale) for mode in config.query_modes}
+    tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale)
+               for mode in config.query_modes}
     scored = {label: {mode: _score_videos(tracked[mode], mode, visibility) for mode in config.query_modes}
               for label, visibility in fitted.items()}
     all_visible = {mode: _score_videos(tracked[mode], mode, None) for mode in config.query_modes}
