@@ -137,7 +137,9 @@ def _cmd_jhmdb(args: argparse.Namespace) -> int:
 def _cmd_offline(args: argparse.Namespace) -> int:
     if args.fit_visibility:
         name = (args.models or default_models() or ["efficientnet-lite0"])[0]
-        print(fit_and_ablate(name, PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()))
+        points = PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()
+        points = dataclasses.replace(points, refine=not args.no_refine, refine_scale=args.refine_scale)
+        print(fit_and_ablate(name, points))
         return 0
     config = OfflineConfig.quick() if args.quick else OfflineConfig()
     baselines = BASELINE_METHODS if args.baselines is None else args.baselines
@@ -155,6 +157,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
             names = [name for name in baselines if name in POINT_METHODS] + list(models)
             encoders = {name: load_encoder(name, device=args.device) for name in dict.fromkeys(names)}
             points = PointBenchmarkConfig.quick() if args.quick else PointBenchmarkConfig()
+            points = dataclasses.replace(points, refine=not args.no_refine, refine_scale=args.refine_scale)
             if encoders:
                 point_report = run_point_benchmark(encoders, config=points)
                 print(point_report.to_markdown())
@@ -350,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     points_group.add_argument("--fit-visibility", action="store_true",
                               help="fit the visibility model on the point benchmark's fitting scenes (the first of "
                               "--models, default the embedded model) and score it and its ablations")
+    offline_parser.add_argument("--no-refine", action="store_true",
+                                help="point benchmark: report the propagated positions without track_points' "
+                                "refinement (to measure what it brings)")
+    offline_parser.add_argument("--refine-scale", type=int, default=1, metavar="S",
+                                help="point benchmark: refine tracks on the frames upsampled S times "
+                                "(track_points' refine_scale; default 1)")
     offline_parser.set_defaults(func=_cmd_offline)
     return parser
 

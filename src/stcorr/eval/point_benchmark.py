@@ -2,9 +2,11 @@
 
 Videos come from :mod:`stcorr.eval.synthetic` with three objects at 256x256 (their paths cross, later objects
 occlude earlier ones). Points are a grid (every ``spacing`` px of object coordinates) on each object that a
-later object passes in front of; a point's track is exact (the object's pose), and it is visible at frame t
-when the pixel it falls in shows that object (and lies inside the frame), else occluded. Videos whose points
-are never occluded are skipped: scenes are taken in seed order until ``videos`` of them are found.
+later object passes in front of: an object's points are tracked when at least ``min_hidden`` of them (a quarter
+by default) are hidden by a later object at some frame, so an object that is only grazed, or never covered,
+adds no points. A point's track is exact (the object's pose), and it is visible at frame t when the pixel it
+falls in shows that object (and lies inside the frame), else occluded. Scenes are taken in seed order, skipping
+those with no such object, until ``videos`` of them are found.
 
 Every method tracks the TAP-Vid queries (``first`` and ``strided``, :mod:`stcorr.eval.tapvid`) with
 :func:`stcorr.propagation.tracking.track_points` at 256x256 and is scored with
@@ -30,6 +32,7 @@ import numpy as np
 from stcorr.eval.sources import photo_library
 from stcorr.eval.synthetic import SyntheticVideo, make_video
 from stcorr.eval.tapvid import Queries, TapVidVideo, predict_video, sample_queries, score_video
+from stcorr.eval.uncertainty import PairedDifference, paired_bootstrap
 from stcorr.features import Encoder
 from stcorr.metrics.tapvid import evaluation_mask, mean_metrics
 from stcorr.propagation.tracking import DEFAULT_VISIBILITY, VisibilityModel
@@ -46,6 +49,7 @@ __all__ = [
     "ABLATIONS",
     "run_point_benchmark",
     "POINT_METHODS",
+    "GAIN_METRICS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,22 +64,28 @@ _MAX_SEEDS = 200
 class PointBenchmarkConfig:
     """What the point benchmark runs; :meth:`quick` is the reduced version used by the tests."""
 
-    videos: int = 4
+    videos: int = 10
     first_seed: int = 0
     fit_seed: int = 1000  # the visibility model is fitted on scenes from this seed on
+    fit_videos: int = 6
     num_frames: int = 24
     size: tuple[int, int] = (256, 256)
     spacing: float = 12.0
+    min_hidden: float = 0.25  # an object's points count when this fraction of them is hidden by a later object
     query_modes: tuple[str, ...] = ("first", "strided")
+    refine: bool = True  # track_points' refinement of the propagated positions
+    refine_scale: int = 1  # track_points' refine_scale: refine on frames upsampled this many times
 
     @classmethod
     def quick(cls) -> PointBenchmarkConfig:
         """2 videos of 12 frames at 128x128, queries from the first visible frame."""
-        return cls(videos=2, num_frames=12, size=(128, 128), spacing=10.0, query_modes=("first",))
+        return cls(videos=2, fit_videos=2, num_frames=12, size=(128, 128), spacing=10.0, query_modes=("first",))
 
 
-def point_video(video: SyntheticVideo, spacing: float) -> TapVidVideo:
-    """Exact tracks and visibility of grid points on the objects of ``video`` that later objects occlude."""
+def point_video(video: SyntheticVideo, spacing: float, min_hidden: float = 0.0) -> TapVidVideo:
+    """Exact tracks and visibility of grid points on the objects of ``video`` that later objects occlude: those
+    with at least ``min_hidden`` of their points (that show at some frame) hidden by a later object at some
+    frame."""
     scene, masks = video.scene, video.masks
     count, (height, width) = len(video.frames), scene.size
     tracks, occluded = [], []
@@ -89,9 +99,14 @@ def point_video(video: SyntheticVideo, spacing: float) -> TapVidVideo:
         xy = np.stack([scene.track(k, local, t) for t in range(count)], axis=1)  # (n, T, 2)
         col, row = np.round(xy[..., 0]).astype(int), np.round(xy[..., 1]).astype(int)
         inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-        shown = np.zeros_like(inside)
+        owner = np.zeros(inside.shape, np.int64)  # the object (id k + 1) or background (0) each point falls on
         frames = np.broadcast_to(np.arange(count), inside.shape)
-        shown[inside] = masks[frames[inside], row[inside], col[inside]] == k + 1
+        owner[inside] = masks[frames[inside], row[inside], col[inside]]
+        shown = inside & (owner == k + 1)
+        ever_shown = shown.any(axis=1)
+        covered = (inside & (owner > k + 1)).any(axis=1)  # some later object passes in front of the point
+        if not ever_shown.any() or (min_hidden > 0 and covered[ever_shown].mean() < min_hidden):
+            continue
         tracks.append(xy)
         occluded.append(~shown)
     points = np.concatenate(tracks) if tracks else np.zeros((0, count, 2))
@@ -102,19 +117,20 @@ def point_video(video: SyntheticVideo, spacing: float) -> TapVidVideo:
 
 
 def benchmark_videos(config: PointBenchmarkConfig, first_seed: int | None = None) -> list[TapVidVideo]:
-    """``config.videos`` point videos with occlusions, from the scenes of ``first_seed`` (default
-    ``config.first_seed``) on, in seed order."""
+    """Point videos with occlusions, in seed order: ``config.videos`` from ``config.first_seed`` on (the scored
+    scenes), or ``config.fit_videos`` from ``first_seed`` on when it is given (the fitting scenes)."""
     library = photo_library()
     found: list[TapVidVideo] = []
     start = config.first_seed if first_seed is None else first_seed
+    wanted = config.videos if first_seed is None else config.fit_videos
     for seed in range(start, start + _MAX_SEEDS):
         video = make_video(seed, config.num_frames, size=config.size, num_objects=3, photos=library)
-        points = point_video(video, config.spacing)
+        points = point_video(video, config.spacing, config.min_hidden)
         # an occlusion that starts after a visible frame: a point that goes behind another object
         visible_then_hidden = (~points.occluded[:, :-1] & points.occluded[:, 1:]).any()
         if len(points.points) and visible_then_hidden:
             found.append(points)
-        if len(found) == config.videos:
+        if len(found) == wanted:
             return found
     raise RuntimeError(f"only {len(found)} scenes with occlusions among seeds {start}..{start + _MAX_SEEDS - 1}")
 
@@ -160,6 +176,7 @@ def fit_visibility(similarity: np.ndarray, cycle: np.ndarray, best: np.ndarray, 
 class _Tracked:
     """One method's tracks of one video and query mode, with what visibility is decided from."""
 
+    name: str
     queries: Queries
     tracks: np.ndarray  # (n, T, 2) raster
     similarity: np.ndarray  # (n, T)
@@ -167,17 +184,21 @@ class _Tracked:
     best: np.ndarray  # (n, T)
 
 
-def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str) -> list[_Tracked]:
+def _track_all(model: Encoder, videos: Sequence[TapVidVideo], mode: str, refine: bool = True,
+               refine_scale: int = 1) -> list[_Tracked]:
     out = []
     for video in videos:
         queries = sample_queries(video, mode)
-        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256")
-        out.append(_Tracked(queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
+        tracks, _, raw = predict_video(model, video.video, queries.query_points, "256", refine=refine,
+                                       refine_scale=refine_scale)
+        out.append(_Tracked(video.name, queries, tracks, raw.similarity.T, raw.cycle_error.T, raw.best_similarity.T))
     return out
 
 
-def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel | None) -> dict[str, float]:
-    per_video = []
+def _score_videos(tracked: Sequence[_Tracked], mode: str,
+                  visibility: VisibilityModel | None) -> dict[str, dict[str, float]]:
+    """Per-video TAP-Vid metrics (video name -> metrics) of tracks with ``visibility`` (None: all visible)."""
+    per_video = {}
     for item in tracked:
         if visibility is None:
             occluded = np.zeros(item.tracks.shape[:2], bool)
@@ -185,9 +206,36 @@ def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel |
             occluded = visibility.probability(item.similarity, item.cycle, item.best) < 0.5
             query_frames = item.queries.query_points[:, 0].astype(int)
             occluded[np.arange(len(occluded)), query_frames] = False
-        per_video.append({k: np.array([v]) for k, v in score_video(item.queries, item.tracks, occluded,
-                                                                   mode).items()})
-    return mean_metrics(per_video)
+        per_video[item.name] = score_video(item.queries, item.tracks, occluded, mode)
+    return per_video
+
+
+def _mean(per_video: dict[str, dict[str, float]]) -> dict[str, float]:
+    return mean_metrics([{k: np.array([v]) for k, v in metrics.items()} for metrics in per_video.values()])
+
+
+def _score(tracked: Sequence[_Tracked], mode: str, visibility: VisibilityModel | None) -> dict[str, float]:
+    return _mean(_score_videos(tracked, mode, visibility))
+
+
+def _occluded_share(tracked: Sequence[_Tracked], mode: str) -> float:
+    """The fraction of the scored (frame, point) pairs where the point is occluded, over all videos."""
+    hidden = scored = 0
+    for item in tracked:
+        mask = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
+        hidden += int((item.queries.occluded & mask).sum())
+        scored += int(mask.sum())
+    return hidden / max(scored, 1)
+
+
+GAIN_METRICS = ("average_jaccard", "occlusion_accuracy")
+"""The metrics whose gain from visibility (over the same tracks called all visible) gets a bootstrap interval."""
+
+
+def _gains(ours: dict[str, dict[str, float]], all_visible: dict[str, dict[str, float]]) -> dict[str, PairedDifference]:
+    """Paired bootstrap (over videos) of visibility's gain in each of :data:`GAIN_METRICS`."""
+    return {key: paired_bootstrap({n: m[key] for n, m in ours.items()}, {n: m[key] for n, m in all_visible.items()})
+            for key in GAIN_METRICS}
 
 
 @dataclass(frozen=True)
@@ -198,6 +246,10 @@ class PointBenchmarkReport:
     rows: dict[str, dict[str, dict[str, float]]]
     videos: dict[str, dict[str, Any]]
     seconds: dict[str, float] = field(default_factory=dict)
+    gains: dict[str, dict[str, dict[str, PairedDifference]]] = field(default_factory=dict)
+    """Method -> query mode -> metric -> the gain of its visibility over "all visible", paired over videos."""
+    occluded: dict[str, float] = field(default_factory=dict)
+    """Query mode -> the fraction of scored (frame, point) pairs where the point is occluded."""
 
     def to_markdown(self) -> str:
         modes = self.config.query_modes
@@ -205,7 +257,9 @@ class PointBenchmarkReport:
         tracks = sum(v["tracks"] for v in self.videos.values())
         lines = [
             f"Point tracking with occlusion (TAP-Vid metrics, %): {len(self.videos)} semi-synthetic videos of "
-            f"{self.config.num_frames} frames at {self.config.size[1]}x{self.config.size[0]}, {tracks} tracks",
+            f"{self.config.num_frames} frames at {self.config.size[1]}x{self.config.size[0]}, {tracks} tracks"
+            + "".join(f"; {m}: {100 * share:.0f} % of the scored points occluded"
+                      for m, share in self.occluded.items()),
             "",
             f"| method | {cells} |",
             "|---|" + "---:|" * (3 * len(modes)),
@@ -216,10 +270,20 @@ class PointBenchmarkReport:
                 f"{100 * by_mode[m]['occlusion_accuracy']:.1f}" for m in modes
             )
             lines.append(f"| {name} | {values} |")
+        if self.gains:
+            lines += ["", "Visibility minus all visible, same tracks (mean over videos, paired bootstrap 95 % "
+                      "interval):"]
+            for name, by_mode in self.gains.items():
+                parts = [f"{m} {label} {100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+                         for m in modes for key, label in zip(GAIN_METRICS, ("AJ", "OA")) for d in [by_mode[m][key]]]
+                lines.append(f"- {name}: " + "; ".join(parts))
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "rows": self.rows, "videos": self.videos, "seconds": self.seconds}
+        gains = {name: {mode: {key: asdict(d) for key, d in by_key.items()} for mode, by_key in by_mode.items()}
+                 for name, by_mode in self.gains.items()}
+        return {"config": asdict(self.config), "rows": self.rows, "videos": self.videos, "seconds": self.seconds,
+                "gains": gains, "occluded": self.occluded}
 
 
 def _video_info(videos: Sequence[TapVidVideo]) -> dict[str, dict[str, Any]]:
@@ -237,15 +301,23 @@ def run_point_benchmark(
     """Score every model of ``models`` (name -> encoder) with its visibility and with every point visible."""
     videos = benchmark_videos(config)
     rows: dict[str, dict[str, dict[str, float]]] = {}
+    gains: dict[str, dict[str, dict[str, PairedDifference]]] = {}
     seconds = {}
+    occluded: dict[str, float] = {}
     for name, model in models.items():
         start = time.perf_counter()
-        tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
+        tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale)
+                   for mode in config.query_modes}
         seconds[name] = time.perf_counter() - start
         logger.info("point benchmark %s: %.1f s", name, seconds[name])
-        rows[name] = {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
-        rows[f"{name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
-    return PointBenchmarkReport(config, rows, _video_info(videos), seconds)
+        occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
+        ours = {mode: _score_videos(tracked[mode], mode, visibility) for mode in config.query_modes}
+        all_visible = {mode: _score_videos(tracked[mode], mode, None) for mode in config.query_modes}
+        rows[name] = {mode: _mean(ours[mode]) for mode in config.query_modes}
+        rows[f"{name}, all visible"] = {mode: _mean(all_visible[mode]) for mode in config.query_modes}
+        if len(videos) >= 2:
+            gains[name] = {mode: _gains(ours[mode], all_visible[mode]) for mode in config.query_modes}
+    return PointBenchmarkReport(config, rows, _video_info(videos), seconds, gains, occluded)
 
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -262,7 +334,7 @@ def fit_on_scenes(model: Encoder, config: PointBenchmarkConfig) -> dict[str, Vis
     videos = benchmark_videos(config, first_seed=config.fit_seed)
     columns: dict[str, list[np.ndarray]] = {"similarity": [], "cycle": [], "best": [], "visible": []}
     for mode in config.query_modes:
-        for item in _track_all(model, videos, mode):
+        for item in _track_all(model, videos, mode, config.refine, config.refine_scale):
             scored = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
             for key, values in (("similarity", item.similarity), ("cycle", item.cycle), ("best", item.best),
                                 ("visible", ~item.queries.occluded)):
@@ -281,9 +353,19 @@ def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmar
     model = load_encoder(model_name, device="cpu")
     fitted = fit_on_scenes(model, config)
     videos = benchmark_videos(config)
-    tracked = {mode: _track_all(model, videos, mode) for mode in config.query_modes}
-    rows = {f"{model_name}, {label}": {mode: _score(tracked[mode], mode, visibility) for mode in config.query_modes}
-            for label, visibility in fitted.items()}
-    rows[f"{model_name}, all visible"] = {mode: _score(tracked[mode], mode, None) for mode in config.query_modes}
+    tracked = {mode: _track_all(model, videos, mode, config.refine, config.refine_scale)
+               for mode in config.query_modes}
+    scored = {label: {mode: _score_videos(tracked[mode], mode, visibility) for mode in config.query_modes}
+              for label, visibility in fitted.items()}
+    all_visible = {mode: _score_videos(tracked[mode], mode, None) for mode in config.query_modes}
+    rows = {f"{model_name}, {label}": {mode: _mean(per_video) for mode, per_video in by_mode.items()}
+            for label, by_mode in scored.items()}
+    rows[f"{model_name}, all visible"] = {mode: _mean(per_video) for mode, per_video in all_visible.items()}
+    gains = {}
+    if len(videos) >= 2:
+        gains[f"{model_name}, all terms"] = {mode: _gains(scored["all terms"][mode], all_visible[mode])
+                                             for mode in config.query_modes}
+    occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
     constants = "\n".join(f"{label}: {visibility}" for label, visibility in fitted.items())
-    return constants + "\n\n" + PointBenchmarkReport(config, rows, _video_info(videos)).to_markdown()
+    report = PointBenchmarkReport(config, rows, _video_info(videos), gains=gains, occluded=occluded)
+    return constants + "\n\n" + report.to_markdown()
