@@ -138,6 +138,7 @@ class Workbench:
         self.selected = 1  # the object the brush paints
         self.unexported = False  # an anchor changed since the video was opened or last exported
         self.cancel_requested = False  # set from another thread: the running propagate() stops at its next frame
+        self.discard_asked: str | None = None  # the page asked before discarding the changes to open this
         self._history: list[_Change] = []
 
     # -- what the browser shows ------------------------------------------------------------------
@@ -327,6 +328,7 @@ class Workbench:
         self._history.append(_Change(what, self.session.anchor_state(), dict(self.names)))
         del self._history[:-HISTORY_LENGTH]
         self.unexported = True
+        self.discard_asked = None
 
     @property
     def can_undo(self) -> str | None:
@@ -343,6 +345,7 @@ class Workbench:
         self.session.restore_anchors(change.anchors)
         self.names = dict(change.names)
         self.unexported = True
+        self.discard_asked = None
         return change.what
 
     # -- propagation and export ------------------------------------------------------------------
