@@ -2,7 +2,8 @@
 
 On a generated 12-frame clip where a look-alike of the red square appears right below it at frame 3 (the label
 leaks onto it): open the app, step frames with the keyboard (not while typing in a text box), paint the square
-with mouse events on frame 0; in the object panel choose object 2 (the brush takes its colour), paint the disc,
+with mouse events on frame 0; in the object panel choose object 2 (the brush takes its colour), get the disc's
+mask from a box prompt (two clicks on the overlay),
 name it, hide it in the overlay, delete it, undo the deletion and then undo its anchor; Open asks before it
 discards the changes. Propagate, export; the strip shows
 object 1's reliability cells and "Go to first suspect frame" jumps to the frame where the leak starts (the
@@ -190,6 +191,21 @@ def _choose_object(page, object_id: int, rgb: str) -> None:  # noqa: ANN001
                            timeout=TIMEOUT_MS)
 
 
+def _shot(page, path: Path) -> None:  # noqa: ANN001
+    """A screenshot of the window scrolled to the top (clicks scroll the page)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
+
+
+def _click_view(page, x: int, y: int) -> None:  # noqa: ANN001
+    """Click frame pixel (x, y) on the overlay image (drawn centred, scaled to fit its box)."""
+    box = page.locator("#view img").bounding_box()
+    scale = min(box["width"] / W, box["height"] / H)
+    left, top = box["x"] + (box["width"] - W * scale) / 2, box["y"] + (box["height"] - H * scale) / 2
+    page.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+
+
 def _object_rows(page) -> dict[int, tuple[str, str, str]]:  # noqa: ANN001
     """The object panel: id -> (visible, selected, text)."""
     rows = page.locator("#objects .object-row").all()
@@ -266,25 +282,30 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                     _stroke(page, canvas, [(16, y), (31, y)])
 
             _paint_and_save(page, network, paint_square, "anchors at [0]")
-            page.screenshot(path=str(shots / "app_paint.png"))
+            _shot(page, shots / "app_paint.png")
             # the object panel: paint the disc (centre 90, 24, radius 11) as object 2, name it, hide it
             _choose_object(page, 2, "rgb(0, 128, 0)")
 
-            def paint_disc(canvas: Canvas) -> None:
-                for y in range(18, 31, 4):
-                    _stroke(page, canvas, [(84, y), (96, y)])
-
-            _paint_and_save(page, network, paint_disc, "objects [1, 2]")
+            # a box prompt on the overlay: two clicks around the disc give object 2's mask
+            page.click("#box_mode input")
+            _click_view(page, 76, 10)
+            _wait_status(page, "box for object 2: first corner (76, 10)")
+            _click_view(page, 104, 38)
+            _wait_status(page, "object 2 has")
+            assert "anchors at [0]; objects [1, 2];" in _status(page)
+            pixels = int(re.search(r"object 2 has (\d+) px", _status(page)).group(1))
+            assert abs(pixels - int((truth[0] == 2).sum())) < 0.1 * (truth[0] == 2).sum(), pixels
+            page.click("#box_mode input")
             page.fill("#object_name input", "blue disc")
             page.click("#rename")
             _wait_status(page, "object 2 is 'blue disc'")
             rows = _object_rows(page)
             assert sorted(rows) == [1, 2] and rows[2][:2] == ("true", "true") and "blue disc" in rows[2][2]
+            _shot(page, shots / "app_objects.png")
             page.locator("#object_visible label", has_text="2 green: blue disc").click()
             page.wait_for_function("document.querySelector('#objects .object-row[data-object=\"2\"]')"
                                    ".dataset.visible === 'false'", timeout=TIMEOUT_MS)
             assert _object_rows(page)[1][0] == "true"
-            page.screenshot(path=str(shots / "app_objects.png"))
             # delete it, undo the deletion (name back), then undo its anchor (keyboard): the square alone
             page.click("#delete_object")
             _wait_status(page, "deleted object 2")
@@ -292,7 +313,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.click("#intro")
             _key(page, "u", "undid deleting object 2 (blue disc)")
             assert "objects [1, 2]" in _status(page) and "blue disc" in _object_rows(page)[2][2]
-            _key(page, "u", "undid the correction at frame 0 (object 2)")
+            _key(page, "u", "undid the box for object 2 at frame 0")
             assert "anchors at [0]; objects [1];" in _status(page)
             # Open with changes not exported asks first (and the session stays)
             page.click("#open")
@@ -317,7 +338,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             assert runs[0][0] == 0 and runs[-1][1] == 11 and all(state != "none" for _, _, state in runs)
             assert next(first for first, _, state in runs if state == "suspect") == suspect
             _go_to_first_suspect(page, network, suspect, before=0)
-            page.screenshot(path=str(shots / "app_suspect.png"))
+            _shot(page, shots / "app_suspect.png")
 
             # frame 6: the square moved to x 30..53; paint it, erase the propagated mask elsewhere and the leak
             # onto the look-alike (x 30..53, y 48..71)
@@ -344,12 +365,12 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             assert "anchors at [0, 6]" in _status(page)
             assert "done: 11 frame(s)" in _status(page)  # 1-5 (back to the previous anchor) and 7-11
             _ready_canvas(page, network)
-            page.screenshot(path=str(shots / "app_corrected.png"))
+            _shot(page, shots / "app_corrected.png")
             page.click("#show_confidence")
             page.locator("#frame input[type=range]").fill("9")
             _wait_status(page, "frame 9: ")
             _ready_canvas(page, network)
-            page.screenshot(path=str(shots / "app_confidence.png"))
+            _shot(page, shots / "app_confidence.png")
             page.click("#show_confidence")
             after_correction = _reliability(_export(page, tmp_path / "now"))
             runs = _strip_runs(page, 1)

@@ -419,3 +419,36 @@ def test_cancel_request_stops_the_run_after_the_current_frame(clip, model) -> No
             wb.cancel_requested = True  # what the Cancel button does, from another thread
     assert len(steps) == 3 and len(wb.session.stale_frames()) == 12 - 3 and not wb.cancel_requested
     assert len(list(wb.propagate())) == 9  # the next run finishes the rest
+
+
+def test_box_prompt_gives_the_object_and_is_undoable(clip, model) -> None:
+    from stcorr.app.prompts import box_mask, normalise_box
+
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    wb.set_mask(0, np.where(truth[0] == 1, 1, 0).astype(np.uint8))
+    wb.select(2)
+    disc = truth[0] == 2
+    pixels = wb.apply_box(0, (104, 38), (76, 10))  # corners in any order, around the disc (centre 90, 24; r 11)
+    shown = wb.mask(0)
+    iou = ((shown == 2) & disc).sum() / ((shown == 2) | disc).sum()
+    assert pixels == (shown == 2).sum() and iou > 0.9, iou
+    assert np.array_equal(shown == 1, truth[0] == 1)  # the other object keeps its pixels
+    assert wb.can_undo == "the box for object 2 at frame 0"
+    # a box over another object takes background pixels only; a second box replaces the object's pixels
+    wb.apply_box(5, (10, 16), (50, 48), object_id=1)
+    square = wb.mask(5) == 1
+    assert (((truth[5] == 1) & square).sum() / ((truth[5] == 1) | square).sum()) > 0.9
+    wb.undo()
+    wb.undo()
+    assert sorted(wb.session.anchors) == [0] and wb.session.object_ids == [1]
+    assert normalise_box((5.7, 90), (-3, 2), (96, 128)) == (0, 2, 6, 91)
+    with pytest.raises(InputError, match="smaller than 4x4"):
+        normalise_box((5, 5), (6, 30), (96, 128))
+    with pytest.raises(InputError, match="whole frame"):
+        box_mask(wb.session.frame(0), (0, 0, 128, 96))
+    with pytest.raises(InputError, match="uint8 RGB"):
+        box_mask(np.zeros((4, 4)), (0, 0, 2, 2))
+    # a box on flat background finds nothing and changes nothing
+    flat = np.full((40, 40, 3), 90, np.uint8)
+    assert not box_mask(flat, (10, 10, 20, 20)).any()

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 CSS = """
 #view img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 #status { min-height: 1.5em; font-weight: 500; }
+#object_select label { padding: 2px 8px; }
 """ + "".join(  # the object choices carry their brush colour
     f"#object_select label:nth-of-type({i}) {{ border-left: 14px solid {object_color_hex(i)}; }}\n"
     for i in range(1, MAX_OBJECTS + 1))
@@ -226,33 +227,38 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                 upload = gr.UploadButton("Upload a video", file_types=["video"], elem_id="video_upload", size="sm")
         status = gr.Markdown("Open a video to start.", elem_id="status")
         with gr.Row():
-            with gr.Column(scale=4, min_width=300):
-                editor = gr.ImageEditor(label="Paint (brush / eraser)", type="numpy", image_mode="RGBA",
-                                        format="png", brush=_brush(1), eraser=gr.Eraser(default_size=8),
-                                        layers=False, transforms=(), sources=(), elem_id="editor", height=380)
-            with gr.Column(scale=4, min_width=300):
-                view = gr.Image(label="Overlay (shows your unsaved paint too)", type="numpy", interactive=False,
-                                elem_id="view", height=380, format="png", buttons=["download"])
-            with gr.Column(scale=2, min_width=220):
-                objects = gr.HTML(elem_id="objects", label="Objects")
-                select = gr.Radio(_object_choices(), value=1, label="Paint object", elem_id="object_select")
+            with gr.Column(scale=8):
                 with gr.Row():
+                    editor = gr.ImageEditor(label="Paint (brush / eraser)", type="numpy", image_mode="RGBA",
+                                            format="png", brush=_brush(1), eraser=gr.Eraser(default_size=8),
+                                            layers=False, transforms=(), sources=(), elem_id="editor", height=380)
+                    view = gr.Image(label="Overlay (shows your unsaved paint too)", type="numpy", interactive=False,
+                                    elem_id="view", height=380, format="png", buttons=["download"])
+                with gr.Row(equal_height=True):
+                    previous = gr.Button("◀ Prev", elem_id="prev_frame", scale=1, min_width=60, size="sm")
+                    frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame", scale=6)
+                    following = gr.Button("Next ▶", elem_id="next_frame", scale=1, min_width=60, size="sm")
+                    play = gr.Button("Play", elem_id="play", scale=1, min_width=60, size="sm")
+                    pause = gr.Button("Pause", elem_id="pause", scale=1, min_width=60, size="sm")
+                strip = gr.HTML(elem_id="strip")
+                with gr.Row(equal_height=True):
+                    show_confidence = gr.Checkbox(label="Show confidence (red = unsure)", elem_id="show_confidence",
+                                                  scale=2)
+                    suspect = gr.Button("Go to first suspect frame", elem_id="first_suspect", scale=2, size="sm")
+                    box_mode = gr.Checkbox(label="Box mode: click two opposite corners of an object on the "
+                                                 "overlay", elem_id="box_mode", scale=3)
+            with gr.Column(scale=3, min_width=240):
+                objects = gr.HTML(elem_id="objects", label="Objects")
+                select = gr.Radio(_object_choices(), value=1, label="Paint object (brush colour)",
+                                  elem_id="object_select")
+                with gr.Row(equal_height=True):
                     name = gr.Textbox(label="Name of this object", elem_id="object_name", max_lines=1, scale=3)
-                    rename = gr.Button("Rename", elem_id="rename", scale=1, min_width=60)
+                    rename = gr.Button("Rename", elem_id="rename", scale=1, min_width=60, size="sm")
                 visible = gr.CheckboxGroup([], value=[], label="Show in the overlay", elem_id="object_visible")
                 delete = gr.Button("Delete this object", elem_id="delete_object", size="sm")
-        with gr.Row():
-            previous = gr.Button("◀ Prev", elem_id="prev_frame", scale=1, min_width=60)
-            frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame", scale=6)
-            following = gr.Button("Next ▶", elem_id="next_frame", scale=1, min_width=60)
-            play = gr.Button("Play", elem_id="play", scale=1, min_width=60)
-            pause = gr.Button("Pause", elem_id="pause", scale=1, min_width=60)
-            show_confidence = gr.Checkbox(label="Show confidence (red = unsure)", elem_id="show_confidence", scale=2)
-            suspect = gr.Button("Go to first suspect frame", elem_id="first_suspect", scale=2)
-        strip = gr.HTML(elem_id="strip")
-        gr.Markdown("Reliability per object and frame (above): a row per object (its brush colour on the left), "
-                    f"green reliable, red suspect (below {SUSPECT_BELOW}), grey not computed; blue ticks are "
-                    "anchors, the dark bar is the current frame.")
+        gr.Markdown("Reliability strip (under the slider): a row per object (its brush colour on the left), green "
+                    f"reliable, red suspect (below {SUSPECT_BELOW}), grey not computed; blue ticks are anchors, "
+                    "the dark bar is the current frame.")
         with gr.Row():
             propagate = gr.Button("Propagate", variant="primary", elem_id="propagate")
             cancel = gr.Button("Cancel", elem_id="cancel")
@@ -267,6 +273,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                                interactive=False, height=80)
 
         screen = [editor, view, strip, status, objects, visible]
+        corner = gr.State(None)  # the box's first corner: (frame, x, y)
 
         def panel(wb: Workbench) -> tuple:
             shown_objects = wb.objects()
@@ -420,6 +427,26 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                 wb.set_visible(info.id, info.id in wanted)
             return wb.view(t, confidence), wb.panel(), f"frame {t}: {wb.status()}"
 
+        @_friendly(7, status_at=4)
+        def box_click(wb: Workbench | None, editor_value: dict | None, t: int, box_on: bool, confidence: bool,
+                      first: tuple | None, evt: gr.SelectData):
+            wb = _need(wb)
+            if not box_on:
+                return tuple(gr.skip() for _ in range(7))
+            x, y = (int(v) for v in evt.index[:2])
+            if first is None or first[0] != t:
+                note = (f"box for object {wb.selected}: first corner ({x}, {y}); click the opposite corner "
+                        "(on the overlay)")
+                return (t, x, y), gr.skip(), gr.skip(), gr.skip(), f"frame {t}: {note}", gr.skip(), gr.skip()
+            wb.set_layer(t, _layer(editor_value))
+            pixels = wb.apply_box(t, first[1:], (x, y))
+            if pixels:
+                note = (f"box ({first[1]}, {first[2]})-({x}, {y}): object {wb.selected} has {pixels} px here; refine it "
+                        "with the brush (Undo removes it)")
+            else:
+                note = f"box ({first[1]}, {first[2]})-({x}, {y}): no object found in it; draw it again or paint"
+            return (None, *refresh(wb, t, confidence, note))
+
         @_friendly(6, status_at=3)
         def upload_mask(wb: Workbench | None, file: str | None, t: int, confidence: bool):
             wb = _need(wb)
@@ -483,6 +510,8 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         rename.click(rename_object, [workbench, name, shown], [objects, visible, select, status])
         name.submit(rename_object, [workbench, name, shown], [objects, visible, select, status])
         visible.input(show_objects, [workbench, visible, shown, show_confidence], [view, objects, status])
+        view.select(box_click, [workbench, editor, shown, box_mode, show_confidence, corner], [corner, *screen])
+        box_mode.change(lambda: None, None, corner)
         mask_upload.upload(upload_mask, [workbench, mask_upload, shown, show_confidence], screen)
         export.click(do_export, [workbench, editor, shown], [exported, status])
         playing = play.click(play_through, [workbench, editor, shown, show_confidence], moves)

@@ -11,7 +11,7 @@ import logging
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from stcorr.app.painting import (
     object_panel,
     reliability_strip,
 )
+from stcorr.app.prompts import box_mask, normalise_box
 from stcorr.errors import InputError
 from stcorr.features import default_batch_size
 from stcorr.io.frames import open_frames
@@ -248,6 +249,26 @@ class Workbench:
         if layer is None:
             return False
         return self.set_mask(t, self._layer_ids(t, layer))
+
+    def apply_box(self, t: int, corner: tuple[float, float], other: tuple[float, float],
+                  object_id: int | None = None) -> int:
+        """A box prompt: the object inside the box with corners ``corner`` and ``other`` (x, y pixels, any
+        order) becomes ``object_id`` (default: the selected object) on frame t, found by GrabCut
+        (:func:`stcorr.app.prompts.box_mask`). The object's earlier pixels at t are replaced; the mask takes
+        background pixels only (other objects keep theirs). Saved as an anchor like painted masks
+        (undoable), to refine with the brush. Returns the object's pixel count (0: GrabCut found nothing,
+        nothing changed)."""
+        object_id = self.selected if object_id is None else self._check_id(object_id)
+        box = normalise_box(corner, other, tuple(self.session.frame_size))
+        found = box_mask(self.session.frame(t), box)
+        if not found.any():
+            return 0
+        shown = self.mask(t)
+        ids = np.where(shown == object_id, 0, shown).astype(np.uint8)
+        ids[found & (ids == 0)] = object_id
+        if self.set_mask(t, ids):
+            self._history[-1] = replace(self._history[-1], what=f"the box for object {object_id} at frame {t}")
+        return int((ids == object_id).sum())
 
     def load_mask_file(self, t: int, path: str | Path) -> bool:
         """Use an indexed (or colour) PNG mask as the anchor of frame t, resized (nearest) if needed."""
