@@ -200,10 +200,13 @@ def _shot(page, path: Path) -> None:  # noqa: ANN001
 
 def _click_view(page, x: int, y: int) -> None:  # noqa: ANN001
     """Click frame pixel (x, y) on the overlay image (drawn centred, scaled to fit its box)."""
-    box = page.locator("#view img").bounding_box()
-    scale = min(box["width"] / W, box["height"] / H)
-    left, top = box["x"] + (box["width"] - W * scale) / 2, box["y"] + (box["height"] - H * scale) / 2
-    page.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+    image = page.locator("#view img")
+    box = image.bounding_box()
+    width, height = image.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    zoom = width / W  # the app sends a small frame's overlay enlarged, and the page never enlarges it more
+    scale = min(box["width"] / width, box["height"] / height, 1.0)
+    left, top = box["x"] + (box["width"] - width * scale) / 2, box["y"] + (box["height"] - height * scale) / 2
+    page.mouse.click(left + (x + 0.5) * zoom * scale, top + (y + 0.5) * zoom * scale)
 
 
 def _object_rows(page) -> dict[int, tuple[str, str, str]]:  # noqa: ANN001
@@ -282,6 +285,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                     _stroke(page, canvas, [(16, y), (31, y)])
 
             _paint_and_save(page, network, paint_square, "anchors at [0]")
+            _ready_canvas(page, network)
             _shot(page, shots / "app_paint.png")
             # the object panel: paint the disc (centre 90, 24, radius 11) as object 2, name it, hide it
             _choose_object(page, 2, "rgb(0, 128, 0)")

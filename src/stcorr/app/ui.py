@@ -34,7 +34,7 @@ __all__ = ["build_app", "ModelCache", "CSS", "HEAD", "SHORTCUTS"]
 
 logger = logging.getLogger(__name__)
 CSS = """
-#view img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#view img { width: 100%; height: 100%; object-fit: scale-down; image-rendering: pixelated; cursor: crosshair; }
 #status { min-height: 1.5em; font-weight: 500; }
 #object_select label { padding: 2px 8px; }
 """ + "".join(  # the object choices carry their brush colour
@@ -190,6 +190,21 @@ PICK_COLOR = """async (id) => {
 }"""
 
 
+VIEW_PX = 384  # the overlay of a smaller frame is sent enlarged (whole pixels) to about this longest side
+
+
+def _zoom(wb: Workbench) -> int:
+    """How many times the overlay is enlarged: the page shows images at most at their own size (Gradio maps
+    clicks on an image so), and a small frame would be a stamp."""
+    return max(1, VIEW_PX // max(wb.session.frame_size))
+
+
+def _picture(wb: Workbench, t: int, confidence: bool, layer: Any = None) -> Any:
+    image = wb.view(t, confidence, layer=layer)
+    zoom = _zoom(wb)
+    return image if zoom == 1 else image.repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
 def _object_choices() -> list[tuple[str, int]]:
     return [(f"{i} {object_color_name(i)}", i) for i in range(1, MAX_OBJECTS + 1)]
 
@@ -282,7 +297,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
 
         def refresh(wb: Workbench, t: int, confidence: bool, note: str = "") -> tuple:
             line = f"frame {t}: {note + '. ' if note else ''}{wb.status()}"
-            return (wb.editor_value(t), wb.view(t, confidence), wb.strip(t), line, *panel(wb))
+            return (wb.editor_value(t), _picture(wb, t, confidence), wb.strip(t), line, *panel(wb))
 
         @_friendly(10, status_at=6)
         def open_video(path_text: str, uploaded: str | None, name_text: str, max_px: float | None, confidence: bool,
@@ -336,13 +351,13 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
 
         @_friendly(1)
         def toggle(wb: Workbench | None, t: int, confidence: bool):
-            return _need(wb).view(t, confidence)
+            return _picture(_need(wb), t, confidence)
 
         @_friendly(1)
         def preview(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool):
             wb = _need(wb)
             layer = _layer(editor_value)
-            return wb.view(t, confidence, layer=None if confidence or layer is None else layer)
+            return _picture(wb, t, confidence, layer=None if confidence or layer is None else layer)
 
         @_friendly(6, status_at=3)
         def run(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool,
@@ -358,7 +373,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                 now = time.perf_counter()
                 if now - last >= STREAM_INTERVAL_S:
                     last = now
-                    yield (gr.skip(), wb.view(step_now.t, confidence), wb.strip(step_now.t),
+                    yield (gr.skip(), _picture(wb, step_now.t, confidence), wb.strip(step_now.t),
                            f"propagating: frame {step_now.t} ({step_now.done}/{step_now.total}); Cancel stops",
                            gr.skip(), gr.skip())
             elapsed = time.perf_counter() - started
@@ -425,7 +440,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wanted = set(ids or [])
             for info in wb.objects():
                 wb.set_visible(info.id, info.id in wanted)
-            return wb.view(t, confidence), wb.panel(), f"frame {t}: {wb.status()}"
+            return _picture(wb, t, confidence), wb.panel(), f"frame {t}: {wb.status()}"
 
         @_friendly(7, status_at=4)
         def box_click(wb: Workbench | None, editor_value: dict | None, t: int, box_on: bool, confidence: bool,
@@ -433,7 +448,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wb = _need(wb)
             if not box_on:
                 return tuple(gr.skip() for _ in range(7))
-            x, y = (int(v) for v in evt.index[:2])
+            x, y = (int(v) // _zoom(wb) for v in evt.index[:2])  # the overlay's pixels -> the frame's
             if first is None or first[0] != t:
                 note = (f"box for object {wb.selected}: first corner ({x}, {y}); click the opposite corner "
                         "(on the overlay)")
@@ -472,7 +487,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wb.set_layer(t, _layer(editor_value))
             last = wb.session.num_frames - 1
             for index in range(t if t < last else 0, last + 1):
-                yield (gr.skip(), index, gr.skip(), wb.view(index, confidence), wb.strip(index),
+                yield (gr.skip(), index, gr.skip(), _picture(wb, index, confidence), wb.strip(index),
                        f"playing: frame {index} (Pause or Space stops)", gr.skip(), gr.skip())
                 time.sleep(1.0 / min(wb.fps, 25.0))
             yield moved(wb, last, confidence, "played to the end")
