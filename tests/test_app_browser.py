@@ -325,6 +325,9 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             page.click("#intro")
             _key(page, ".", "frame 1: ")
             assert "anchors at [0]; objects [1];" in _status(page)
+            # the brush keeps the chosen object's colour on another frame; the panel's names follow the undo
+            assert page.locator("#editor button[aria-label='Color']").evaluate("b => b.style.color") == "rgb(0, 128, 0)"
+            assert page.locator("#object_select label", has_text="2 green").inner_text().strip() == "2 green"
             _key(page, "ArrowLeft", "frame 0: ")
             _choose_object(page, 1, "rgb(128, 0, 0)")
             _ready_canvas(page, network)

@@ -205,6 +205,11 @@ def _picture(wb: Workbench, t: int, confidence: bool, layer: Any = None) -> Any:
     return image if zoom == 1 else image.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
+def _label(wb: Workbench, object_id: int) -> str:
+    named = wb.names.get(object_id)
+    return f"{object_id} {object_color_name(object_id)}" + (f": {named}" if named else "")
+
+
 def _object_choices() -> list[tuple[str, int]]:
     return [(f"{i} {object_color_name(i)}", i) for i in range(1, MAX_OBJECTS + 1)]
 
@@ -287,19 +292,20 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             exported = gr.File(label="Export (masks/, overlay.mp4, reliability.json, session.json)", elem_id="exported",
                                interactive=False, height=80)
 
-        screen = [editor, view, strip, status, objects, visible]
+        screen = [editor, view, strip, status, objects, visible, select]
         corner = gr.State(None)  # the box's first corner: (frame, x, y)
 
         def panel(wb: Workbench) -> tuple:
             shown_objects = wb.objects()
             choices = [(o.label, o.id) for o in shown_objects]
-            return wb.panel(), gr.CheckboxGroup(choices=choices, value=[o.id for o in shown_objects if o.visible])
+            return (wb.panel(), gr.CheckboxGroup(choices=choices, value=[o.id for o in shown_objects if o.visible]),
+                    gr.Radio(choices=[(_label(wb, i), i) for i in range(1, MAX_OBJECTS + 1)], value=wb.selected))
 
         def refresh(wb: Workbench, t: int, confidence: bool, note: str = "") -> tuple:
             line = f"frame {t}: {note + '. ' if note else ''}{wb.status()}"
             return (wb.editor_value(t), _picture(wb, t, confidence), wb.strip(t), line, *panel(wb))
 
-        @_friendly(10, status_at=6)
+        @_friendly(11, status_at=6)
         def open_video(path_text: str, uploaded: str | None, name_text: str, max_px: float | None, confidence: bool,
                        current: Workbench | None):
             source = uploaded or (path_text or "").strip()
@@ -312,30 +318,32 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                 anchors = sorted(current.session.anchors)
                 note = (f"the open video has changes not exported (anchors at {anchors or 'none'}): press Open "
                         f"again to discard them and open {Path(source).name}, or Export zip first")
-                skip = [gr.skip()] * 10
+                skip = [gr.skip()] * 11
                 skip[6] = note
                 return tuple(skip)
             wb = Workbench(models.get(name_text.strip() or None), name_text.strip() or None, source,
                            max_side=int(max_px) if max_px is not None else None, max_frames=max_frames)
+            if current is not None:
+                wb.select(current.selected)  # the editor's brush keeps its colour
             slider = gr.Slider(minimum=0, maximum=max(wb.session.num_frames - 1, 1), value=0, step=1)
             return (wb, 0, slider, *refresh(wb, 0, confidence), None)
 
         def moved(wb: Workbench, t: int, confidence: bool, note: str = "") -> tuple:
             return (t, t, *refresh(wb, t, confidence, note))
 
-        @_friendly(8, status_at=5)
+        @_friendly(9, status_at=5)
         def go(wb: Workbench | None, editor_value: dict | None, before: int, t: float, confidence: bool):
             wb = _need(wb)
             wb.set_layer(before, _layer(editor_value))
             return moved(wb, int(t), confidence)
 
-        @_friendly(8, status_at=5)
+        @_friendly(9, status_at=5)
         def step(wb: Workbench | None, editor_value: dict | None, before: int, confidence: bool, delta: int):
             wb = _need(wb)
             wb.set_layer(before, _layer(editor_value))
             return moved(wb, min(max(before + delta, 0), wb.session.num_frames - 1), confidence)
 
-        @_friendly(8, status_at=5)
+        @_friendly(9, status_at=5)
         def go_to_suspect(wb: Workbench | None, editor_value: dict | None, before: int, confidence: bool):
             wb = _need(wb)
             wb.set_layer(before, _layer(editor_value))
@@ -359,7 +367,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             layer = _layer(editor_value)
             return _picture(wb, t, confidence, layer=None if confidence or layer is None else layer)
 
-        @_friendly(6, status_at=3)
+        @_friendly(7, status_at=3)
         def run(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool,
                 progress: gr.Progress = gr.Progress()):  # noqa: B008 - Gradio's progress injection
             wb = _need(wb)
@@ -375,7 +383,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                     last = now
                     yield (gr.skip(), _picture(wb, step_now.t, confidence), wb.strip(step_now.t),
                            f"propagating: frame {step_now.t} ({step_now.done}/{step_now.total}); Cancel stops",
-                           gr.skip(), gr.skip())
+                           gr.skip(), gr.skip(), gr.skip())
             elapsed = time.perf_counter() - started
             rate = f"{done / elapsed:.1f} frames/s" if done and elapsed > 0 else "nothing was stale"
             if done < total:
@@ -390,26 +398,26 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             if wb is not None:
                 wb.cancel_requested = True
 
-        @_friendly(6, status_at=3)
+        @_friendly(7, status_at=3)
         def save_anchor(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool):
             wb = _need(wb)
             if not wb.set_layer(t, _layer(editor_value)) and t not in wb.session.anchors:
                 gr.Info("nothing to save: the mask on this frame is unchanged")
             return refresh(wb, t, confidence)
 
-        @_friendly(6, status_at=3)
+        @_friendly(7, status_at=3)
         def remove_anchor(wb: Workbench | None, t: int, confidence: bool):
             wb = _need(wb)
             wb.remove_anchor(t)
             return refresh(wb, t, confidence, f"removed the anchor at frame {t} (Undo brings it back)")
 
-        @_friendly(6, status_at=3)
+        @_friendly(7, status_at=3)
         def undo_change(wb: Workbench | None, t: int, confidence: bool):
             wb = _need(wb)
             what = wb.undo()
             return refresh(wb, t, confidence, f"undid {what}")
 
-        @_friendly(6, status_at=3)
+        @_friendly(7, status_at=3)
         def delete_object(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool):
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
@@ -431,8 +439,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wb.rename(wb.selected, text)
             named = wb.names.get(wb.selected)
             note = f"object {wb.selected} is {named!r}" if named else f"object {wb.selected} has no name"
-            return (*panel(wb), gr.Radio(choices=[(_label(wb, i), i) for i in range(1, MAX_OBJECTS + 1)]),
-                    f"frame {t}: {note}. {wb.status()}")
+            return (*panel(wb), f"frame {t}: {note}. {wb.status()}")
 
         @_friendly(3)
         def show_objects(wb: Workbench | None, ids: list[int] | None, t: int, confidence: bool):
@@ -442,17 +449,18 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                 wb.set_visible(info.id, info.id in wanted)
             return _picture(wb, t, confidence), wb.panel(), f"frame {t}: {wb.status()}"
 
-        @_friendly(7, status_at=4)
+        @_friendly(8, status_at=4)
         def box_click(wb: Workbench | None, editor_value: dict | None, t: int, box_on: bool, confidence: bool,
                       first: tuple | None, evt: gr.SelectData):
             wb = _need(wb)
             if not box_on:
-                return tuple(gr.skip() for _ in range(7))
+                return tuple(gr.skip() for _ in range(8))
             x, y = (int(v) // _zoom(wb) for v in evt.index[:2])  # the overlay's pixels -> the frame's
             if first is None or first[0] != t:
                 note = (f"box for object {wb.selected}: first corner ({x}, {y}); click the opposite corner "
                         "(on the overlay)")
-                return (t, x, y), gr.skip(), gr.skip(), gr.skip(), f"frame {t}: {note}", gr.skip(), gr.skip()
+                return ((t, x, y), gr.skip(), gr.skip(), gr.skip(), f"frame {t}: {note}", gr.skip(), gr.skip(),
+                        gr.skip())
             wb.set_layer(t, _layer(editor_value))
             pixels = wb.apply_box(t, first[1:], (x, y))
             if pixels:
@@ -462,7 +470,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
                 note = f"box ({first[1]}, {first[2]})-({x}, {y}): no object found in it; draw it again or paint"
             return (None, *refresh(wb, t, confidence, note))
 
-        @_friendly(6, status_at=3)
+        @_friendly(7, status_at=3)
         def upload_mask(wb: Workbench | None, file: str | None, t: int, confidence: bool):
             wb = _need(wb)
             if file:
@@ -481,20 +489,16 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wb.unexported = False
             return str(target), f"exported {target.name}. {wb.status()}"
 
-        @_friendly(8, status_at=5)
+        @_friendly(9, status_at=5)
         def play_through(wb: Workbench | None, editor_value: dict | None, t: int, confidence: bool):
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
             last = wb.session.num_frames - 1
             for index in range(t if t < last else 0, last + 1):
                 yield (gr.skip(), index, gr.skip(), _picture(wb, index, confidence), wb.strip(index),
-                       f"playing: frame {index} (Pause or Space stops)", gr.skip(), gr.skip())
+                       f"playing: frame {index} (Pause or Space stops)", gr.skip(), gr.skip(), gr.skip())
                 time.sleep(1.0 / min(wb.fps, 25.0))
             yield moved(wb, last, confidence, "played to the end")
-
-        def _label(wb: Workbench, object_id: int) -> str:
-            named = wb.names.get(object_id)
-            return f"{object_id} {object_color_name(object_id)}" + (f": {named}" if named else "")
 
         open_outputs = [workbench, shown, frame, *screen, exported]
         open_button.click(open_video, [path, no_upload, model_name, side, show_confidence, workbench],
