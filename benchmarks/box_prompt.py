@@ -12,8 +12,8 @@ Objects and masks come from two sources with exact ground truth (no download):
 
 For each object the box is its mask's bounding box widened by a margin (0 %, 10 % and 25 % of the box's
 side on each side, clipped to the frame: how loosely a user draws it). Per source and margin the table
-gives the mean and median IoU with the exact mask, the share of objects with IoU >= 0.8, the worst IoU,
-the IoU of the box itself (the filled rectangle: what the prompt improves on) and the time per box.
+gives the mean and median IoU with the exact mask, the share of objects with IoU >= 0.8, the worst IoU, how
+many boxes GrabCut found nothing in, the IoU of the box itself (the filled rectangle: what the prompt improves on) and the time per box.
 
     python benchmarks/box_prompt.py --videos 16 --out benchmarks/results/box_prompt.json
 """
@@ -98,7 +98,7 @@ def main() -> None:
     rows = []
     for source, objects in _objects(args.videos).items():
         for margin in MARGINS:
-            ious, boxes, seconds = [], [], []
+            ious, boxes, seconds, empty = [], [], [], 0
             for frame, mask in objects:
                 box = _box(mask, margin)
                 filled = np.zeros_like(mask)
@@ -107,21 +107,22 @@ def main() -> None:
                 found = box_mask(frame, box)
                 seconds.append(time.perf_counter() - started)
                 ious.append(_iou(found, mask))
+                empty += not found.any()
                 boxes.append(_iou(filled, mask))
             ious_array = np.array(ious)
             rows.append({"source": source, "margin": margin, "objects": len(objects),
                          "mean_iou": float(ious_array.mean()), "median_iou": float(np.median(ious_array)),
-                         "share_iou_0.8": float((ious_array >= 0.8).mean()), "worst_iou": float(ious_array.min()),
+                         "share_iou_0.8": float((ious_array >= 0.8).mean()), "worst_iou": float(ious_array.min()), "empty": empty,
                          "box_iou": float(np.mean(boxes)), "ms_per_box": 1000 * float(np.mean(seconds)),
                          "frame_size": list(objects[0][0].shape[:2])})
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print("| source | margin | objects | mean IoU | median IoU | IoU >= 0.8 | worst IoU | box IoU | ms/box |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| source | margin | objects | mean IoU | median IoU | IoU >= 0.8 | worst IoU | nothing found | box IoU | ms/box |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['source']} ({r['frame_size'][1]}x{r['frame_size'][0]}) | {r['margin']:.0%} | {r['objects']} | "
               f"{r['mean_iou']:.3f} | {r['median_iou']:.3f} | {r['share_iou_0.8']:.0%} | {r['worst_iou']:.3f} | "
-              f"{r['box_iou']:.3f} | {r['ms_per_box']:.0f} |")
+              f"{r['empty']} | {r['box_iou']:.3f} | {r['ms_per_box']:.0f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".tmp")
