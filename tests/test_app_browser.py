@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -75,11 +76,18 @@ class Network:
 
     def __init__(self, page) -> None:  # noqa: ANN001
         self.pending: set = set()
+        self.events: list[str] = []  # the app's callbacks the page asked for, in order (for failure reports)
         page.on("request", self._start)
         page.on("requestfinished", self._end)
         page.on("requestfailed", self._end)
 
     def _start(self, request) -> None:  # noqa: ANN001
+        if "queue/join" in request.url:
+            try:
+                body = json.loads(request.post_data or "{}")
+            except ValueError:
+                body = {}
+            self.events.append(f"{time.strftime('%H:%M:%S')} fn {body.get('fn_index')} trigger {body.get('trigger_id')}")
         if not any(stream in request.url for stream in STREAMS):
             self.pending.add(request)
 
@@ -216,7 +224,7 @@ def _object_rows(page) -> dict[int, tuple[str, str, str]]:  # noqa: ANN001
                                                    r.inner_text()) for r in rows}
 
 
-def _paint_and_save(page, network: Network, paint, anchors: str) -> None:  # noqa: ANN001
+def _paint_and_save(page, network: Network, paint, anchors: str, shots: Path) -> None:  # noqa: ANN001
     """Paint (``paint(canvas)``), press "Save anchor" and check the status lists ``anchors``; paint again (at
     most 3 times, each retry printed) if the strokes did not reach the server. Gradio's editor can still
     replace its layer with the one the server sent for the frame just after the page looks idle, and strokes
@@ -224,6 +232,7 @@ def _paint_and_save(page, network: Network, paint, anchors: str) -> None:  # noq
     for attempt in range(3):
         canvas = _ready_canvas(page, network)
         page.wait_for_timeout(1000)
+        painted_at = time.strftime("%H:%M:%S")
         paint(canvas)
         _settle(page)
         page.click("#save_anchor")
@@ -233,7 +242,10 @@ def _paint_and_save(page, network: Network, paint, anchors: str) -> None:  # noq
             timeout=TIMEOUT_MS)
         if anchors in _status(page):
             return
-        print(f"attempt {attempt + 1}: the strokes did not reach the server ({_status(page)!r}); painting again")
+        lost = shots / f"app_lost_strokes_{anchors.count(',')}_{attempt + 1}.png"
+        page.screenshot(path=str(lost))
+        print(f"attempt {attempt + 1}: the strokes painted from {painted_at} did not reach the server ({_status(page)!r}; requests still"
+              f" loading: {sorted(r.url for r in network.pending)[:5]}; last events: {network.events[-6:]}; page as it was: {lost}); painting again")
         page.wait_for_function("!document.body.innerText.includes('nothing to save')", timeout=TIMEOUT_MS)
     raise AssertionError(f"the painted strokes never reached the server: {_status(page)!r}")
 
@@ -284,7 +296,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                 for y in range(24, 42, 4):
                     _stroke(page, canvas, [(16, y), (31, y)])
 
-            _paint_and_save(page, network, paint_square, "anchors at [0]")
+            _paint_and_save(page, network, paint_square, "anchors at [0]", shots)
             _ready_canvas(page, network)
             _shot(page, shots / "app_paint.png")
             # the object panel: paint the disc (centre 90, 24, radius 11) as object 2, name it, hide it
@@ -366,7 +378,7 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                 for y in paint_rows:
                     _stroke(page, canvas, [(34, y), (49, y)])
 
-            _paint_and_save(page, network, correct, "anchors at [0, 6]")
+            _paint_and_save(page, network, correct, "anchors at [0, 6]", shots)
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "anchors at [0, 6]" in _status(page)

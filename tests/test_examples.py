@@ -34,7 +34,7 @@ def test_readme_second_command_installs_what_the_tests_need_and_matches_ci():
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     names = {extra: {re.split(r"[<>=\[ ]", req)[0] for req in reqs} for extra, reqs in extras.items()}
-    assert names["video"] | names["baselines"] | names["eval"] | {"pytest", "scipy"} <= names["dev"]
+    assert names["video"] | names["baselines"] | names["eval"] | names["cvat"] | {"pytest", "scipy"} <= names["dev"]
 
 
 def run_fetch(dest: Path, path: str) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,7 @@ from stcorr.app.painting import (
 from stcorr.app.prompts import box_mask, normalise_box
 from stcorr.errors import InputError
 from stcorr.features import default_batch_size
+from stcorr.io.annotations import convert_annotations
 from stcorr.io.frames import open_frames
 from stcorr.io.masks import write_mask_png
 from stcorr.io.reliability import RELIABILITY_FILE, write_reliability_json
@@ -387,12 +388,14 @@ class Workbench:
     def export(self, out_dir: str | Path | None = None,
                progress: Callable[[int], None] | None = None) -> Path:
         """Write ``<video>_stcorr.zip``: masks/<frame>.png (indexed), overlay.mp4, reliability.json (per frame
-        and object, as ``stcorr propagate`` writes it) and session.json."""
+        and object, as ``stcorr propagate`` writes it), session.json, and the masks as coco.json and ytvis.json
+        (COCO RLE per frame and object, one YouTube-VIS video named like the video: as ``stcorr propagate
+        --format coco|ytvis`` writes them)."""
         for _ in complete(self.session):
             if progress:
                 progress(1)
         folder = Path(out_dir or tempfile.mkdtemp(prefix="stcorr_app_"))
-        target = folder / f"{Path(self.video).stem or 'video'}_stcorr.zip"
+        target = folder / f"{self._video_name()}_stcorr.zip"
         # each export is built in its own fresh folder (removed afterwards) and replaces the zip atomically,
         # so exporting again never meets an earlier export's PNGs
         with tempfile.TemporaryDirectory(prefix="export_", dir=folder) as work_name:
@@ -407,9 +410,15 @@ class Workbench:
                                    [self.session.result(t).reliability for t in range(self.session.num_frames)])
             write_session_file(work / "session.json", session_to_json(
                 self.session, model=self.model_name, video=self.video, max_frames=self.max_frames))
+            for form in ("coco", "ytvis"):
+                convert_annotations(work / "masks", work / f"{form}.json", to=form, video=self._video_name())
             with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
                 for file in sorted(work.rglob("*")):
                     if file.is_file():
                         archive.write(file, file.relative_to(work).as_posix())
         logger.info("exported %s", target)
         return target
+
+    def _video_name(self) -> str:
+        """The video's name in exported annotations: the file's stem, or the frame folder's name."""
+        return Path(self.video).stem or "video"
