@@ -11,7 +11,8 @@ first suspect frame of the export's reliability.json). Step to frame 6 with the 
 re-propagate (the frames back to the previous anchor are recomputed and their leak shrinks), jump to the first
 suspect frame again, export again; then check the export against a headless replay (`stcorr propagate
 --session`), the corrected frame against the painted strokes, and that frame 0 did not change. Finally undo
-the correction and Open the clip again: the first press asks, the second discards and clears the export link.
+the correction and Open the clip again: the first press asks, the second discards and clears the export link
+(before that, Space plays and pauses).
 Screenshots go to $STCORR_APP_SCREENSHOTS (default: tmp).
 """
 
@@ -397,6 +398,14 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             _go_to_first_suspect(page, network, after_correction["first_suspect_frame"], before=9)
             final = _export(page, tmp_path / "final")
             assert page.locator("#exported a").count() == 1
+            # Space plays from the current frame, Space pauses (or the play reaches the end): the editor is on
+            # the frame the slider shows
+            page.click("#intro")
+            _key(page, " ", "playing: frame")
+            page.keyboard.press(" ")
+            page.wait_for_function("(s => s !== null && /: (paused|played to the end)/.test(s.innerText))"
+                                   "(document.querySelector('#status'))", timeout=TIMEOUT_MS)
+            assert _status(page).startswith(f"frame {_slider(page)}: "), (_status(page), _slider(page))
             # undo the correction (Ctrl+Z: the editor has no strokes to undo), then Open: asked, then discarded
             page.click("#intro")
             _key(page, "Control+z", "undid the anchor at frame 6 (object 1)")

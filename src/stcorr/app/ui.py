@@ -494,11 +494,22 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
             wb = _need(wb)
             wb.set_layer(t, _layer(editor_value))
             last = wb.session.num_frames - 1
+            wb.pause_requested = False
             for index in range(t if t < last else 0, last + 1):
+                if wb.pause_requested:  # Pause: stop here, with the editor on this frame
+                    wb.pause_requested = False
+                    yield moved(wb, index, confidence, "paused")
+                    return
                 yield (gr.skip(), index, gr.skip(), _picture(wb, index, confidence), wb.strip(index),
                        f"playing: frame {index} (Pause or Space stops)", gr.skip(), gr.skip(), gr.skip())
                 time.sleep(1.0 / min(wb.fps, 25.0))
             yield moved(wb, last, confidence, "played to the end")
+
+        def pause_play(wb: Workbench | None) -> None:
+            # the running play-through stops at its next frame and moves the editor there itself (an answer
+            # from here could arrive before its last frame and be overwritten)
+            if wb is not None:
+                wb.pause_requested = True
 
         open_outputs = [workbench, shown, frame, *screen, exported]
         open_button.click(open_video, [path, no_upload, model_name, side, show_confidence, workbench],
@@ -533,7 +544,7 @@ def build_app(models: ModelCache, *, video: str | None = None, model: str | None
         box_mode.change(lambda: None, None, corner)
         mask_upload.upload(upload_mask, [workbench, mask_upload, shown, show_confidence], screen)
         export.click(do_export, [workbench, editor, shown], [exported, status])
-        playing = play.click(play_through, [workbench, editor, shown, show_confidence], moves)
-        pause.click(go, [workbench, editor, shown, frame, show_confidence], moves, cancels=[playing])
+        play.click(play_through, [workbench, editor, shown, show_confidence], moves)
+        pause.click(pause_play, [workbench], None, concurrency_limit=None)
     page.stcorr_exports = exports  # the folder lives as long as the page
     return page

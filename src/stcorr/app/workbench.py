@@ -140,6 +140,7 @@ class Workbench:
         self.selected = 1  # the object the brush paints
         self.unexported = False  # an anchor changed since the video was opened or last exported
         self.cancel_requested = False  # set from another thread: the running propagate() stops at its next frame
+        self.pause_requested = False  # set from another thread: the page's running play-through stops
         self.discard_asked: str | None = None  # the page asked before discarding the changes to open this
         self._history: list[_Change] = []
 
