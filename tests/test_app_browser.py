@@ -386,12 +386,14 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             assert "done: 11 frame(s)" in _status(page)  # 1-5 (back to the previous anchor) and 7-11
             _ready_canvas(page, network)
             _shot(page, shots / "app_corrected.png")
-            page.click("#show_confidence")
+            page.click("#show_confidence input")
+            assert page.locator("#show_confidence input").is_checked()
             page.locator("#frame input[type=range]").fill("9")
             _wait_status(page, "frame 9: ")
             _ready_canvas(page, network)
             _shot(page, shots / "app_confidence.png")
-            page.click("#show_confidence")
+            page.click("#show_confidence input")
+            assert not page.locator("#show_confidence input").is_checked()
             after_correction = _reliability(_export(page, tmp_path / "now"))
             runs = _strip_runs(page, 1)
             assert all(state != "none" for _, _, state in runs) and runs[-1][1] == 11
