@@ -6,8 +6,12 @@ processes hits all variants alike: compare the ratios, not the absolute times.
 
 Variants (each checked against the plain forward: max |difference| of the L2-normalised features):
 
-- ``stcorr``: :func:`stcorr.features.encode_batch` as ``extract_features`` runs it (on CPU: the inference twin,
-  BatchNorm folded and channels-last, plus the L2 normalisation);
+- ``extract_features``: :func:`stcorr.extract_features` on the frame (batch size 1, as on CPU by default);
+- ``stcorr``: :func:`stcorr.features.encode_batch`, what ``extract_features`` runs per batch (on CPU: the
+  model's inference twin, ``model.cpu_inference_twin()``: BatchNorm folded, convolutions fused with their
+  ReLU6 / residual sum by oneDNN, weights reordered once; plus the L2 normalisation);
+- ``onednn_fused``: that twin called directly (``model.cpu_inference_twin()(rgb)``);
+- ``stcorr_before``: ``encode_batch`` as it ran before the fused twin (``bn_folded_cl`` + L2 normalisation);
 - ``eager``: ``model(rgb)`` in float32 under ``torch.inference_mode`` (what ``extract_features`` runs);
 - ``eager_pad_copy``: ``eager`` with every "same" convolution padding a copy of its input first (stcorr
   before the convolutions were changed to pad themselves where the padding is symmetric);
@@ -15,7 +19,8 @@ Variants (each checked against the plain forward: max |difference| of the L2-nor
 - ``bn_folded``: every BatchNorm folded into the convolution before it (:func:`stcorr.features.fold_batchnorm`);
 - ``bn_folded_cl``: both;
 - ``jit_frozen``: ``torch.jit.trace`` + ``torch.jit.freeze`` + ``optimize_for_inference`` (oneDNN fusions);
-- ``compiled``: ``torch.compile`` (inductor), with ``--compile`` (its compile time is reported);
+- ``compiled``: ``torch.compile`` (inductor, with freezing: the CPU inference setting), with ``--compile``
+  (its compile time is reported; needs a C++ compiler);
 - ``onnxruntime``: the same network exported to ONNX, run by ONNX Runtime's CPU provider with as many
   threads as PyTorch (needs ``pip install "stcorr[onnx]"``), called directly;
 - ``stcorr_onnx``: ``encode_batch`` (what ``extract_features`` runs) with :class:`stcorr.OnnxEncoder`.
@@ -71,9 +76,8 @@ def with_padded_copies(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def frame(height: int, width: int) -> torch.Tensor:
-    """The first frame of vtest.avi at (height, width) when the data is there, else seeded noise; (1, 3, H, W)."""
-    video = Path(__file__).resolve().parents[1] / "data" / "opencv" / "vtest.avi"
+def frame(height: int, width: int, video: Path) -> torch.Tensor:
+    """The first frame of ``video`` at (height, width) when it is there, else seeded noise; (1, 3, H, W)."""
     if video.is_file():
         source = open_frames(video, max_frames=1).resized(size=(height, width))
         return next(iter(source))[None].contiguous()
@@ -109,18 +113,31 @@ def variants(model: torch.nn.Module, rgb: torch.Tensor,
                 return module(x)
         return call
 
+    twin = model.cpu_inference_twin() if hasattr(model, "cpu_inference_twin") else None
+
+    def before() -> torch.Tensor:
+        with torch.inference_mode():
+            return F.normalize(folded_cl(rgb_cl).float(), dim=1)
+
     found = {
-        "stcorr": lambda: encode_batch(model, rgb),  # what extract_features runs now (the CPU inference twin)
+        "extract_features": lambda: stcorr.extract_features(model, rgb, batch_size=1),
+        "stcorr": lambda: encode_batch(model, rgb),  # what extract_features runs per batch (the CPU inference twin)
+        "stcorr_before": before,
         "eager": run(model, rgb),
         "eager_pad_copy": run(with_padded_copies(copy.deepcopy(model)), rgb),
         "channels_last": run(cl_model, rgb_cl),
         "bn_folded": run(folded, rgb),
         "bn_folded_cl": run(folded_cl, rgb_cl),
     }
+    if twin is not None:
+        found["onednn_fused"] = run(twin, rgb)
     with torch.no_grad():
         traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(copy.deepcopy(model), rgb)))
     found["jit_frozen"] = run(traced, rgb)
     if args.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # inference: weights as constants, oneDNN weight prepacking and fusions
         compiled = torch.compile(copy.deepcopy(model))
         start = time.perf_counter()
         run(compiled, rgb)()
@@ -160,6 +177,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--video", type=Path, default=Path(__file__).resolve().parents[1] / "data/opencv/vtest.avi",
+                        help="the frame's video (default data/opencv/vtest.avi; seeded noise if absent)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes)")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--json", help="also write the results here")
@@ -174,7 +193,8 @@ def main() -> None:
         return
 
     model = stcorr.load_model(device="cpu").eval()
-    rgb = frame(args.height, args.width)
+    rgb = frame(args.height, args.width, args.video)
+    print(f"frame: {'the first of ' + str(args.video) if args.video.is_file() else 'seeded noise'}")
     runs = variants(model, rgb, args)
     reference = F.normalize(runs["eager"]().float(), dim=1)
     differences = {name: float((F.normalize(fn().float(), dim=1) - reference).abs().max()) for name, fn in runs.items()}
@@ -189,22 +209,40 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
     base = median["eager"]
     ort = median.get("onnxruntime")
-    print("| variant | median s/frame | eager / variant | variant / onnxruntime | max abs diff vs eager |")
-    print("|---|---|---|---|---|")
+    # paired: each round's time over the same round's ONNX Runtime time, then the median (load that drifts
+    # between rounds cancels out; the ratio of the medians is printed too)
+    paired = {name: statistics.median(v / o for v, o in zip(values, times["onnxruntime"]))
+              for name, values in times.items()} if ort else {}
+    print("| variant | median s/frame | eager / variant | variant / onnxruntime (ratio of medians) "
+          "| variant / onnxruntime (median of per-round ratios) | max abs diff vs eager |")
+    print("|---|---|---|---|---|---|")
     for name in runs:
         vs_ort = f"{median[name] / ort:.2f}" if ort else "-"
-        print(f"| {name} | {median[name]:.4f} | {base / median[name]:.2f} | {vs_ort} | {differences[name]:.1e} |")
+        vs_ort_paired = f"{paired[name]:.2f}" if ort else "-"
+        print(f"| {name} | {median[name]:.4f} | {base / median[name]:.2f} | {vs_ort} | {vs_ort_paired} "
+              f"| {differences[name]:.1e} |")
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
-    print(f"machine: {cpu} ({isa}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{args.rounds} interleaved rounds, {args.width}x{args.height}")
+    emulated = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    print(f"machine: {cpu} (ISA: {isa}{', emulated as ' + emulated if emulated else ''}; PyTorch capability "
+          f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.rounds} interleaved rounds, {args.width}x{args.height}, load average {os.getloadavg()[0]:.1f}")
+    if ort:
+        ratio = paired["extract_features"]
+        verdict = "met" if ratio <= 1.25 else "NOT met"
+        print(f"acceptance: extract_features / onnxruntime = {ratio:.2f} (median of per-round ratios; ratio of "
+              f"medians {median['extract_features'] / ort:.2f}; target <= 1.25: {verdict})")
+    if isa != "avx512":
+        print("this CPU has no AVX-512: the AVX-512 kind is not measured by this run")
     if args.json:
         emulation = {key: os.environ.get(key) for key in EMULATION}
-        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "threads": torch.get_num_threads(),
+        result = {"cpu": cpu, "isa": isa, "emulation": emulation, "load_average": os.getloadavg()[0],
+                  "threads": torch.get_num_threads(),
                   "torch": torch.__version__,
                   "size": [args.height, args.width], "rounds": args.rounds, "median_s": median,
+                  "median_ratio_to_onnxruntime": paired,
                   "max_abs_diff_vs_eager": differences, "times_s": times}
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

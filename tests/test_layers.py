@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(stcorr.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("stcorr._version", "stcorr.errors", "stcorr.device", "stcorr.checks", "stcorr.color",
               "stcorr._atomic", "stcorr._signals", "stcorr.distributed", "stcorr.paths", "stcorr.baseline_catalog",
-              "stcorr.working_size")),
+              "stcorr.working_size", "stcorr.onednn")),
     ("weight files", ("stcorr.checkpoint", "stcorr.hub", "stcorr.manifest")),
     ("io", ("stcorr.io", "stcorr.frames", "stcorr.outputs", "stcorr.datasets")),
     ("features", ("stcorr.features", "stcorr.onnx_encoder")),
@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("weights loader", ("stcorr.baselines", "stcorr.loading")),
     ("metrics", ("stcorr.metrics",)),
     ("applications", ("stcorr.pipelines", "stcorr.eval", "stcorr.train", "stcorr.session_files", "stcorr.app",
-                      "stcorr.video_jobs", "stcorr.batch_manifest", "stcorr.batch")),
+                      "stcorr.video_jobs", "stcorr.batch_manifest", "stcorr.batch", "stcorr.integrations")),
     ("entry points", ("stcorr.cli", "stcorr.__main__", "stcorr")),
 ]
 

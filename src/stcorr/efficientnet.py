@@ -35,9 +35,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stcorr.errors import ChecksumError, CheckpointError, InputError, WeightsUnavailableError
 from stcorr.hub import sha256_of
+from stcorr.onednn import FusedConv2d
 
 __all__ = [
     "LITE_VARIANTS",
@@ -48,6 +50,7 @@ __all__ = [
     "stage_ends",
     "block_strides",
     "EfficientNetLite",
+    "FusedLiteBlocks",
     "packaged_lite_weights",
 ]
 
@@ -255,6 +258,55 @@ class EfficientNetLite(nn.Module):
         x = self.block_outputs(x, [len(self._blocks) - 1])[0]
         x = F.relu6(self._bn1(self._conv_head(x)))
         return self._fc(x.mean(dim=(2, 3)))
+
+
+def _same(x: torch.Tensor, conv: FusedConv2d) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) TensorFlow "same" padding of ``conv`` for ``x``."""
+    top, bottom = _same_padding(x.shape[-2], conv.weight.shape[-2], conv.stride[0])
+    left, right = _same_padding(x.shape[-1], conv.weight.shape[-1], conv.stride[1])
+    return top, bottom, left, right
+
+
+class FusedLiteBlocks(nn.Module):
+    """An eval-mode :class:`EfficientNetLite`'s :meth:`~EfficientNetLite.block_outputs` for float32 CPU
+    inference: each BatchNorm folded into its convolution, each convolution fused with its ReLU6 or residual
+    sum by oneDNN (:class:`stcorr.onednn.FusedConv2d`). A copy: later changes to ``net`` are not seen.
+    """
+
+    def __init__(self, net: EfficientNetLite) -> None:
+        super().__init__()
+        if net.training:
+            raise InputError("FusedLiteBlocks folds BatchNorm statistics: put the network in eval mode first "
+                             "(net.eval()); got a network in training mode")
+
+        def fused(conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: str) -> FusedConv2d:
+            return FusedConv2d(fuse_conv_bn_eval(conv, bn), activation)
+
+        self.stem = fused(net._conv_stem, net._bn0, "relu6")
+        self.blocks = nn.ModuleList()
+        self.residual: list[bool] = []
+        for block in net._blocks:
+            parts = nn.ModuleDict({
+                "depthwise": fused(block._depthwise_conv, block._bn1, "relu6"),
+                "project": fused(block._project_conv, block._bn2, "none"),
+            })
+            if block.expands:
+                parts["expand"] = fused(block._expand_conv, block._bn0, "relu6")
+            self.blocks.append(parts)
+            self.residual.append(block.residual)
+
+    def block_outputs(self, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
+        """As :meth:`EfficientNetLite.block_outputs` (outputs in channels-last memory format)."""
+        wanted = set(indices)
+        outputs = {}
+        x = self.stem(x, _same(x, self.stem))
+        for i, parts in enumerate(self.blocks[: max(wanted) + 1]):
+            y = parts["expand"](x) if "expand" in parts else x
+            y = parts["depthwise"](y, _same(y, parts["depthwise"]))
+            x = parts["project"](y, residual=x if self.residual[i] else None)
+            if i in wanted:
+                outputs[i] = x
+        return [outputs[i] for i in indices]
 
 
 def packaged_lite_weights(name: str) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import numbers
 import weakref
@@ -21,6 +22,8 @@ from stcorr.working_size import working_max_side
 
 __all__ = ["extract_features", "iter_features", "encode_batch", "feature_stride", "batch_frames", "check_batch_size",
            "check_fusion_weights", "default_batch_size", "device_type_of", "working_frames", "fold_batchnorm"]
+
+logger = logging.getLogger(__name__)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -79,12 +82,13 @@ def check_fusion_weights(model: Encoder, weights: Sequence[float] | None) -> Non
 
 
 # -- CPU inference twin ---------------------------------------------------------------------------------
-# On CPU an eval-mode float32 encoder runs through a copy of itself with every BatchNorm folded into the
-# convolution before it and channels-last weights (about 1.1-1.2x faster for the default model on an AVX2
-# CPU, features within 1e-5 of the plain forward: benchmarks/cpu_features.py). The copy is rebuilt whenever
-# a parameter or buffer of the model changes (in-place updates bump a tensor's version), and checked once
-# against the plain forward; a model without BatchNorm, or one the folding does not fit (a BatchNorm that
-# does not follow its convolution), keeps the plain forward.
+# On CPU an eval-mode float32 encoder runs through an inference copy of itself: the model's own
+# ``cpu_inference_twin()`` where it has one (the EfficientNet-Lite models: BatchNorm folded, convolutions
+# fused with their activation / residual sum by oneDNN, weights reordered once; stcorr.onednn), else a copy
+# with every BatchNorm folded into the convolution before it and channels-last weights. Each candidate is
+# checked once against the plain forward (features within _TWIN_TOLERANCE), the first that passes runs;
+# none passing (or a model without either) keeps the plain forward. The copy is rebuilt whenever a parameter
+# or buffer of the model changes (in-place updates bump a tensor's version). Speed: benchmarks/cpu_features.py.
 
 _TWIN_TOLERANCE = 1e-4  # max |difference| of the normalised features of the twin's self-check
 _twins: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], torch.nn.Module]]
@@ -111,14 +115,38 @@ def _signature(model: torch.nn.Module) -> tuple[Any, ...]:
     return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
 
 
+def _twin_candidates(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model's own fused CPU twin (``model.cpu_inference_twin()``, if it offers one), then the folded copy."""
+    make = getattr(model, "cpu_inference_twin", None)
+    if callable(make):
+        try:
+            twin = make()
+        except (RuntimeError, NotImplementedError) as exc:  # oneDNN refused this model: the folded copy runs
+            logger.info("no fused CPU twin for %s: %s", type(model).__name__, exc)
+            twin = None
+        if twin is not None:
+            yield twin.eval()
+    if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        yield fold_batchnorm(copy.deepcopy(model)).to(memory_format=torch.channels_last).eval()
+
+
 def _build_twin(model: torch.nn.Module, rgb: torch.Tensor) -> torch.nn.Module:
-    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
-        return model  # nothing to fold
-    with torch.no_grad():
-        twin = fold_batchnorm(copy.deepcopy(model)).to(memory_format=torch.channels_last).eval()
-        probe = rgb[:1, :, :64, :64].contiguous()
-        difference = (F.normalize(twin(probe).float(), dim=1) - F.normalize(model(probe).float(), dim=1)).abs().max()
-    return twin if float(difference) <= _TWIN_TOLERANCE else model
+    candidates = list(_twin_candidates(model))
+    if not candidates:
+        return model  # nothing to fold or fuse: no probe forward either
+    probe = rgb[:1, :, :64, :64].contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = F.normalize(model(probe).float(), dim=1)
+        for twin in candidates:
+            try:
+                difference = float((F.normalize(twin(probe).float(), dim=1) - expected).abs().max())
+            except (RuntimeError, NotImplementedError) as exc:
+                logger.info("CPU twin %s failed (%s); trying the next", type(twin).__name__, exc)
+                continue
+            if difference <= _TWIN_TOLERANCE:
+                return twin
+            logger.info("CPU twin %s differs by %.1e; trying the next", type(twin).__name__, difference)
+    return model
 
 
 def _cpu_runner(model: torch.nn.Module, rgb: torch.Tensor) -> torch.nn.Module:

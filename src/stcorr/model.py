@@ -37,10 +37,18 @@ from stcorr._version import __version__
 from stcorr.checkpoint import detect_arch, load_state_dict_strict, read_safetensors, write_safetensors
 from stcorr.color import denormalize_lab, lab_to_rgb, normalize_imagenet, normalize_lab
 from stcorr.device import resolve_device
-from stcorr.efficientnet import LITE_VARIANTS, BlockSpec, EfficientNetLite, lite_block_table, stage_ends
+from stcorr.efficientnet import (
+    LITE_VARIANTS,
+    BlockSpec,
+    EfficientNetLite,
+    FusedLiteBlocks,
+    lite_block_table,
+    stage_ends,
+)
 from stcorr.encoder import ResNetEncoder, feature_dim
 from stcorr.errors import CheckpointError, InputError, OutputWriteError, UnknownModelError, WeightsUnavailableError
 from stcorr.hub import fetch_hub_file
+from stcorr.onednn import FusedConv2d, fusion_available
 from stcorr.propagation.api import PropagationResult, propagate_labels
 from stcorr.propagation.options import PropagationOptions
 from stcorr.propagation.session import PropagationSession
@@ -410,17 +418,42 @@ class LiteCorrespondenceModel(EfficientNetLite, ModelBase, **_HUB_CARD):
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training pyramid for a normalised input: ``layer2`` = the last stride-4 block's raw output,
         ``layer3`` = the fused stride-8 features (named like the ResNet levels at the same strides)."""
-        grid = (math.ceil(x.shape[-2] / self.stride), math.ceil(x.shape[-1] / self.stride))
-        indices = (self.fine_block, *self.stage_blocks)
-        fine, *outputs = self.block_outputs(x, indices)
-        parts = [
-            _upsample_to_grid(F.normalize(y, dim=1), self.strides[i] // self.stride, grid)
-            for i, y in zip(self.stage_blocks, outputs)
-        ]
-        fused = torch.cat(parts, dim=1)
+        fine, *outputs = self.block_outputs(x, (self.fine_block, *self.stage_blocks))
+        fused = _fuse_stages(x, outputs, [self.strides[i] // self.stride for i in self.stage_blocks], self.stride)
         if self.projection_dim:
             fused = self.projection(fused)
         return {"layer2": fine, "layer3": fused}
+
+    def cpu_inference_twin(self) -> nn.Module | None:
+        """A copy of this (eval-mode) model for float32 CPU inference, ``twin(rgb) == model(rgb)`` up to rounding:
+        BatchNorm folded, every convolution fused with its ReLU6 or residual sum by oneDNN, weights reordered
+        once (:class:`stcorr.efficientnet.FusedLiteBlocks`). None where this PyTorch lacks the fused operator.
+        :func:`stcorr.extract_features` runs it on CPU, checked once against the plain forward."""
+        return _LiteCpuTwin(self) if fusion_available() else None
+
+
+def _fuse_stages(x: torch.Tensor, outputs: Sequence[torch.Tensor], factors: Sequence[int], stride: int) -> torch.Tensor:
+    """The stage outputs, each L2-normalised and upsampled by its factor to the stride grid of ``x``, concatenated."""
+    grid = (math.ceil(x.shape[-2] / stride), math.ceil(x.shape[-1] / stride))
+    return torch.cat([_upsample_to_grid(F.normalize(y, dim=1), f, grid) for y, f in zip(outputs, factors)], dim=1)
+
+
+class _LiteCpuTwin(nn.Module):
+    """:meth:`LiteCorrespondenceModel.cpu_inference_twin` (holds no reference to the model)."""
+
+    def __init__(self, model: LiteCorrespondenceModel) -> None:
+        super().__init__()
+        self.stride = model.stride
+        self.feature_dim = model.feature_dim
+        self.stage_blocks = model.stage_blocks
+        self.factors = [model.strides[i] // model.stride for i in model.stage_blocks]
+        self.blocks = FusedLiteBlocks(model)
+        self.projection = FusedConv2d(model.projection) if model.projection_dim else None
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = normalize_imagenet(rgb)
+        fused = _fuse_stages(x, self.blocks.block_outputs(x, self.stage_blocks), self.factors, self.stride)
+        return self.projection(fused) if self.projection is not None else fused
 
 
 def _stage_strides(blocks: Sequence[BlockSpec], ends: Sequence[int]) -> list[int]:

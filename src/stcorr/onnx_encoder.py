@@ -66,9 +66,10 @@ class OnnxEncoder(nn.Module):
     def __init__(self, model: nn.Module, *, threads: int | None = None,
                  cache_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
-        if not isinstance(model, nn.Module) or not getattr(model, "stride", 0):
-            raise InputError(f"OnnxEncoder wraps an encoder module with a `stride`, got {type(model).__name__}; "
-                             "pass e.g. stcorr.load_model()")
+        stride = getattr(model, "stride", None)
+        if not isinstance(model, nn.Module) or isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise InputError(f"OnnxEncoder wraps an encoder module with an integer `stride` (pixels per feature "
+                             f"cell), got {type(model).__name__} with stride {stride!r}; pass e.g. stcorr.load_model()")
         self._runtime = _runtime()
         self._model = [model.cpu().eval()]  # a list, not a submodule: .to() and state_dict() leave it alone
         self.stride = int(model.stride)

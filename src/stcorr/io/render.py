@@ -142,14 +142,16 @@ def overlay(
         raise InputError(f"ids of shape {labels.shape} do not match the frame's size {image.shape[:2]}")
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"expected alpha in [0, 1], got {alpha}")
-    colors = readonly_palette()[labels]
-    objects = labels != 0
-    blended = image.astype(np.float32)
-    blended[objects] = (1.0 - alpha) * blended[objects] + alpha * colors[objects]
-    result = (blended + 0.5).astype(np.uint8)
+    palette = readonly_palette()
+    # only the object pixels are blended (the rest is the frame unchanged): (1 - alpha) * frame + alpha * colour
+    result = image.copy()
+    objects = np.flatnonzero(labels != 0)
+    pixels, object_ids = result.reshape(-1, 3), labels.reshape(-1)[objects]
+    blended = (1.0 - alpha) * pixels[objects].astype(np.float32) + alpha * palette[object_ids].astype(np.float32)
+    pixels[objects] = (blended + 0.5).astype(np.uint8)
     if contours:
         edge = _contour_mask(labels)
-        result[edge] = colors[edge]
+        result[edge] = palette[labels[edge]]
     if points is not None:
         xy = _as_points(points)
         radius = point_radius if point_radius is not None else max(2.0, max(image.shape[:2]) / 160.0)

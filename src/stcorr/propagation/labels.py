@@ -40,6 +40,7 @@ __all__ = [
     "to_grid",
     "mask_to_working",
     "upsample",
+    "channel_argmax",
     "decode_ids",
     "confidence_map",
     "resize_ids_nearest",
@@ -151,10 +152,29 @@ def _minmax_per_channel(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(high > 0, scaled, probs)
 
 
+def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(dim=0)`` of (K, H, W) scores: the first channel wins ties and a NaN wins, as there.
+
+    On CPU it is computed one channel at a time (K is small), several times faster than PyTorch's reduction
+    over the outer dimension of an image-sized tensor, which dominated decoding each frame's labels
+    (``benchmarks/profile_demo.py``); the index is uint8 when K <= 256.
+    """
+    if scores.device.type != "cpu" or scores.dim() != 3 or scores.shape[0] == 0:
+        return scores.argmax(dim=0)
+    best = scores[0].clone()
+    index = torch.zeros(scores.shape[1:], dtype=torch.uint8 if scores.shape[0] <= 256 else torch.int64)
+    for k in range(1, scores.shape[0]):
+        index.masked_fill_(scores[k] > best, k)
+        torch.maximum(best, scores[k], out=best)
+    if torch.isnan(best).any():  # NaN is the maximum of torch.argmax: its own rules there
+        return scores.argmax(dim=0)
+    return index
+
+
 def decode_ids(probs: torch.Tensor, labels: LabelSet, *, minmax: bool = False) -> np.ndarray:
     """Soft labels (K, H, W) at image size -> uint8 id map (H, W); 255 where no label mass arrived."""
     scores = _minmax_per_channel(probs) if minmax else probs
-    index = scores.argmax(dim=0).cpu().numpy()
+    index = channel_argmax(scores).cpu().numpy()
     ids = labels.lookup_table()[index]
     empty = (probs.amax(dim=0) <= 0).cpu().numpy()
     ids[empty] = VOID
