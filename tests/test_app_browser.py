@@ -1,13 +1,19 @@
-"""`stcorr app` in a real headless Chromium (Debian's chromium, driven by Playwright).
+"""`stcorr app` in a real headless Chromium (Debian's chromium, driven by Playwright), in a 1400x1000 window.
 
 On a generated 12-frame clip where a look-alike of the red square appears right below it at frame 3 (the label
-leaks onto it): open the app, paint the square with mouse events on frame 0, propagate, export; the strip shows
+leaks onto it): open the app, step frames with the keyboard (not while typing in a text box), paint the square
+with mouse events on frame 0; in the object panel choose object 2 (the brush takes its colour), get the disc's
+mask from a box prompt (two clicks on the overlay),
+name it, hide it in the overlay, delete it, undo the deletion and then undo its anchor; Open asks before it
+discards the changes. Propagate, export; the strip shows
 object 1's reliability cells and "Go to first suspect frame" jumps to the frame where the leak starts (the
-first suspect frame of the export's reliability.json). Go to frame 6, erase the leak and paint a correction,
+first suspect frame of the export's reliability.json). Step to frame 6 with the keys, erase the leak and paint a correction,
 re-propagate (the frames back to the previous anchor are recomputed and their leak shrinks), jump to the first
 suspect frame again, export again; then check the export against a headless replay (`stcorr propagate
---session`), the corrected frame against the painted strokes, and that frame 0 did not change. Screenshots go to
-$STCORR_APP_SCREENSHOTS (default: tmp).
+--session`), the corrected frame against the painted strokes, and that frame 0 did not change. Finally undo
+the correction and Open the clip again: the first press asks, the second discards and clears the export link
+(before that, Space plays and pauses).
+Screenshots go to $STCORR_APP_SCREENSHOTS (default: tmp).
 """
 
 from __future__ import annotations
@@ -180,6 +186,45 @@ def _masks(folder: Path) -> np.ndarray:
     return np.stack([read_mask(folder / "masks" / f"{t:05d}.png") for t in range(12)])
 
 
+def _key(page, key: str, status: str) -> None:  # noqa: ANN001
+    """Press a shortcut key (nothing focused) and wait until the status says ``status``."""
+    page.keyboard.press(key)
+    _wait_status(page, status)
+
+
+def _choose_object(page, object_id: int, rgb: str) -> None:  # noqa: ANN001
+    """Choose the object to paint in the panel: the status says so and the editor's brush takes its colour."""
+    page.click(f"#object_select label:nth-of-type({object_id})")
+    _wait_status(page, f"painting object {object_id}")
+    page.wait_for_function(f"document.querySelector(\"#editor button[aria-label='Color']\").style.color === {rgb!r}",
+                           timeout=TIMEOUT_MS)
+
+
+def _shot(page, path: Path) -> None:  # noqa: ANN001
+    """A screenshot of the window scrolled to the top (clicks scroll the page)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
+
+
+def _click_view(page, x: int, y: int) -> None:  # noqa: ANN001
+    """Click frame pixel (x, y) on the overlay image (drawn centred, scaled to fit its box)."""
+    image = page.locator("#view img")
+    box = image.bounding_box()
+    width, height = image.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    zoom = width / W  # the app sends a small frame's overlay enlarged, and the page never enlarges it more
+    scale = min(box["width"] / width, box["height"] / height, 1.0)
+    left, top = box["x"] + (box["width"] - width * scale) / 2, box["y"] + (box["height"] - height * scale) / 2
+    page.mouse.click(left + (x + 0.5) * zoom * scale, top + (y + 0.5) * zoom * scale)
+
+
+def _object_rows(page) -> dict[int, tuple[str, str, str]]:  # noqa: ANN001
+    """The object panel: id -> (visible, selected, text)."""
+    rows = page.locator("#objects .object-row").all()
+    return {int(r.get_attribute("data-object")): (r.get_attribute("data-visible"), r.get_attribute("data-selected"),
+                                                   r.inner_text()) for r in rows}
+
+
 def _paint_and_save(page, network: Network, paint, anchors: str, shots: Path) -> None:  # noqa: ANN001
     """Paint (``paint(canvas)``), press "Save anchor" and check the status lists ``anchors``; paint again (at
     most 3 times, each retry printed) if the strokes did not reach the server. Gradio's editor can still
@@ -219,17 +264,32 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
         with playwright_api.sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
                 str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True,
-                viewport={"width": 1280, "height": 1100}, accept_downloads=True)
+                viewport={"width": 1400, "height": 1000}, accept_downloads=True)
             page = context.new_page()
             network = Network(page)
             page.goto(f"http://127.0.0.1:{port}/", timeout=TIMEOUT_MS)
             _wait_status(page, "12 frames 128x96")
             page.wait_for_selector("#editor canvas", timeout=TIMEOUT_MS)
             # bad input: a message in the page, and the open video stays usable
-            page.fill("#video_path textarea", str(tmp_path / "missing.mp4"))
+            page.fill("#video_path input", str(tmp_path / "missing.mp4"))
             page.click("#open")
             page.get_by_text("does not exist; give a video file").first.wait_for(timeout=TIMEOUT_MS)
-            page.fill("#video_path textarea", str(clip))
+            page.fill("#video_path input", str(clip))
+            # the status line and the overlay (where the progress shows) are in view at 1400x1000
+            for element in ("#status", "#view"):
+                box = page.locator(element).bounding_box()
+                assert box is not None and box["y"] + min(box["height"], 40) < 1000, (element, box)
+            # keys typed into a text box stay there; outside it they step frames
+            page.press("#video_path input", "End")
+            page.keyboard.type(".")
+            assert page.locator("#video_path input").input_value() == f"{clip}." and _slider(page) == 0
+            page.fill("#video_path input", str(clip))
+            page.click("#intro")
+            _key(page, "ArrowRight", "frame 1: ")
+            _key(page, ".", "frame 2: ")
+            _key(page, ",", "frame 1: ")
+            _key(page, "ArrowLeft", "frame 0: ")
+            assert _slider(page) == 0
 
             # frame 0: paint the red square (x 12..35, y 20..43) with the brush, object 1
             def paint_square(canvas: Canvas) -> None:
@@ -238,7 +298,52 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
                     _stroke(page, canvas, [(16, y), (31, y)])
 
             _paint_and_save(page, network, paint_square, "anchors at [0]", shots)
-            page.screenshot(path=str(shots / "app_paint.png"))
+            _ready_canvas(page, network)
+            _shot(page, shots / "app_paint.png")
+            # the object panel: paint the disc (centre 90, 24, radius 11) as object 2, name it, hide it
+            _choose_object(page, 2, "rgb(0, 128, 0)")
+
+            # a box prompt on the overlay: two clicks around the disc give object 2's mask
+            page.click("#box_mode input")
+            _click_view(page, 76, 10)
+            _wait_status(page, "box for object 2: first corner (76, 10)")
+            _click_view(page, 104, 38)
+            _wait_status(page, "object 2 has")
+            assert "anchors at [0]; objects [1, 2];" in _status(page)
+            pixels = int(re.search(r"object 2 has (\d+) px", _status(page)).group(1))
+            assert abs(pixels - int((truth[0] == 2).sum())) < 0.1 * (truth[0] == 2).sum(), pixels
+            page.click("#box_mode input")
+            page.fill("#object_name input", "blue disc")
+            page.click("#rename")
+            _wait_status(page, "object 2 is 'blue disc'")
+            rows = _object_rows(page)
+            assert sorted(rows) == [1, 2] and rows[2][:2] == ("true", "true") and "blue disc" in rows[2][2]
+            _shot(page, shots / "app_objects.png")
+            page.locator("#object_visible label", has_text="2 green: blue disc").click()
+            page.wait_for_function("document.querySelector('#objects .object-row[data-object=\"2\"]')"
+                                   ".dataset.visible === 'false'", timeout=TIMEOUT_MS)
+            assert _object_rows(page)[1][0] == "true"
+            # delete it, undo the deletion (name back), then undo its anchor (keyboard): the square alone
+            page.click("#delete_object")
+            _wait_status(page, "deleted object 2")
+            assert "objects [1];" in _status(page) and sorted(_object_rows(page)) == [1]
+            page.click("#intro")
+            _key(page, "u", "undid deleting object 2 (blue disc)")
+            assert "objects [1, 2]" in _status(page) and "blue disc" in _object_rows(page)[2][2]
+            _key(page, "u", "undid the box for object 2 at frame 0")
+            assert "anchors at [0]; objects [1];" in _status(page)
+            # Open with changes not exported asks first (and the session stays)
+            page.click("#open")
+            _wait_status(page, "press Open again to discard them")
+            page.click("#intro")
+            _key(page, ".", "frame 1: ")
+            assert "anchors at [0]; objects [1];" in _status(page)
+            # the brush keeps the chosen object's colour on another frame; the panel's names follow the undo
+            assert page.locator("#editor button[aria-label='Color']").evaluate("b => b.style.color") == "rgb(0, 128, 0)"
+            assert page.locator("#object_select label", has_text="2 green").inner_text().strip() == "2 green"
+            _key(page, "ArrowLeft", "frame 0: ")
+            _choose_object(page, 1, "rgb(128, 0, 0)")
+            _ready_canvas(page, network)
             page.click("#propagate")
             _wait_status(page, "done:")
             assert "0 frame(s) to propagate" in _status(page)
@@ -253,12 +358,13 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             assert runs[0][0] == 0 and runs[-1][1] == 11 and all(state != "none" for _, _, state in runs)
             assert next(first for first, _, state in runs if state == "suspect") == suspect
             _go_to_first_suspect(page, network, suspect, before=0)
-            page.screenshot(path=str(shots / "app_suspect.png"))
+            _shot(page, shots / "app_suspect.png")
 
             # frame 6: the square moved to x 30..53; paint it, erase the propagated mask elsewhere and the leak
             # onto the look-alike (x 30..53, y 48..71)
-            page.locator("#frame input[type=range]").fill("6")
-            _wait_status(page, "frame 6: ")
+            page.click("#intro")
+            for t in (4, 5, 6):
+                _key(page, "ArrowRight" if t != 5 else ".", f"frame {t}: ")
             before_correction = _masks(first)[6]
             erase_rows = list(range(14, 52, 4))
             leak_rows = list(range(48, 73, 4))
@@ -279,18 +385,38 @@ def test_paint_propagate_correct_export_in_chromium(tmp_path: Path) -> None:
             assert "anchors at [0, 6]" in _status(page)
             assert "done: 11 frame(s)" in _status(page)  # 1-5 (back to the previous anchor) and 7-11
             _ready_canvas(page, network)
-            page.screenshot(path=str(shots / "app_corrected.png"))
-            page.click("#show_confidence")
+            _shot(page, shots / "app_corrected.png")
+            page.click("#show_confidence input")
+            assert page.locator("#show_confidence input").is_checked()
             page.locator("#frame input[type=range]").fill("9")
             _wait_status(page, "frame 9: ")
             _ready_canvas(page, network)
-            page.screenshot(path=str(shots / "app_confidence.png"))
-            page.click("#show_confidence")
+            _shot(page, shots / "app_confidence.png")
+            page.click("#show_confidence input")
+            assert not page.locator("#show_confidence input").is_checked()
             after_correction = _reliability(_export(page, tmp_path / "now"))
             runs = _strip_runs(page, 1)
             assert all(state != "none" for _, _, state in runs) and runs[-1][1] == 11
             _go_to_first_suspect(page, network, after_correction["first_suspect_frame"], before=9)
             final = _export(page, tmp_path / "final")
+            assert page.locator("#exported a").count() == 1
+            # Space plays from the current frame, Space pauses (or the play reaches the end): the editor is on
+            # the frame the slider shows
+            page.click("#intro")
+            _key(page, " ", "playing: frame")
+            page.keyboard.press(" ")
+            page.wait_for_function("(s => s !== null && /: (paused|played to the end)/.test(s.innerText))"
+                                   "(document.querySelector('#status'))", timeout=TIMEOUT_MS)
+            assert _status(page).startswith(f"frame {_slider(page)}: "), (_status(page), _slider(page))
+            # undo the correction (Ctrl+Z: the editor has no strokes to undo), then Open: asked, then discarded
+            page.click("#intro")
+            _key(page, "Control+z", "undid the anchor at frame 6 (object 1)")
+            assert "anchors at [0];" in _status(page)
+            page.click("#open")
+            _wait_status(page, "press Open again")
+            page.click("#open")
+            _wait_status(page, "anchors at none yet")
+            page.wait_for_function("document.querySelectorAll('#exported a').length === 0", timeout=TIMEOUT_MS)
             context.close()
     finally:
         server.close()

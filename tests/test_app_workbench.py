@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from app_helpers import write_shapes_folder
-from stcorr.app.painting import SUSPECT_BELOW, ids_to_layer, layer_to_ids, object_color_hex, reliability_strip
+from stcorr.app.painting import (
+    PAINT_OPACITY,
+    SUSPECT_BELOW,
+    brush_colors,
+    ids_to_layer,
+    layer_to_ids,
+    object_color_hex,
+    reliability_strip,
+)
 from stcorr.app.workbench import Workbench, check_video_size
 from stcorr.baselines import load_baseline
 from stcorr.cli import main as cli_main
@@ -40,7 +48,8 @@ def default_model():
 def test_paint_layer_round_trip_for_every_id() -> None:
     ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
     layer = ids_to_layer(ids)
-    assert (layer[..., 3][ids == 0] == 0).all() and (layer[..., 3][ids != 0] == 255).all()
+    painted = round(255 * PAINT_OPACITY)  # semi-transparent: the frame shows through the paint
+    assert (layer[..., 3][ids == 0] == 0).all() and (layer[..., 3][ids != 0] == painted).all() and painted < 200
     assert np.array_equal(layer_to_ids(layer), ids)
     assert object_color_hex(1) == "#800000" and object_color_hex(2) == "#008000"
 
@@ -51,6 +60,15 @@ def test_layer_to_ids_absorbs_stroke_edges() -> None:
     layer[0, 1] = (0, 128, 0, 60)  # faint: not painted
     layer[1, 2] = (0, 125, 4, 200)  # object 2
     assert layer_to_ids(layer).tolist() == [[1, 0, 0], [0, 0, 2]]
+    # semi-transparent strokes: one stroke (alpha 0.6), two strokes over each other (0.84), a stroke of
+    # object 2 over a shown mask of object 1 (the later colour dominates the blend)
+    one, two = round(255 * PAINT_OPACITY), round(255 * (1 - (1 - PAINT_OPACITY) ** 2))
+    over = (np.array([0, 128, 0]) * PAINT_OPACITY + np.array([128, 0, 0]) * PAINT_OPACITY * (1 - PAINT_OPACITY))
+    layer[0, 1] = (128, 0, 128, one)
+    layer[1, 0] = (*(over / (PAINT_OPACITY + PAINT_OPACITY * (1 - PAINT_OPACITY))).round().astype(int), two)
+    assert layer_to_ids(layer, range(1, 11)).tolist() == [[1, 5, 0], [2, 0, 2]]
+    assert layer_to_ids(layer)[1, 0] not in (1, 2)  # among all 255 palette colours the blend is another id
+    assert brush_colors()[1] == (object_color_hex(2), PAINT_OPACITY) and len(brush_colors()) == 10
     with pytest.raises(InputError, match="RGBA"):
         layer_to_ids(np.zeros((2, 3, 3), np.uint8))
 
@@ -269,3 +287,168 @@ def test_workbench_streams_features_frame_by_frame_on_cpu(clip, model) -> None:
         list(wb.propagate())
     for t in range(streamed.session.num_frames):
         assert np.array_equal(streamed.mask(t), batched.mask(t))
+
+
+def test_object_panel_names_visibility_and_selection(clip, model) -> None:
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    assert wb.objects() == [] and "No objects yet" in wb.panel()
+    wb.set_mask(0, truth[0])
+    wb.rename(2, "  the   blue disc ")
+    wb.select(2)
+    objects = wb.objects()
+    assert [(o.id, o.color, o.name, o.visible, o.anchors) for o in objects] == [
+        (1, "#800000", "", True, (0,)), (2, "#008000", "the blue disc", True, (0,))]
+    assert objects[1].label == "2 green: the blue disc" and objects[0].label == "1 dark red"
+    panel = wb.panel()
+    assert re.search(r'data-object="2" data-visible="true" data-selected="true"', panel)
+    assert "the blue disc" in panel and 'data-object="1" data-visible="true" data-selected="false"' in panel
+    wb.rename(1, "<b>square</b>")
+    assert "&lt;b&gt;square&lt;/b&gt;" in wb.panel()  # names are text, never markup
+    # hiding an object takes it out of the overlay only (the editor's layer and the masks keep it)
+    list(wb.propagate())
+    shown = wb.view(5)
+    wb.set_visible(2, False)
+    hidden = wb.view(5)
+    disc, square = wb.mask(5) == 2, wb.mask(5) == 1
+    assert np.array_equal(hidden[disc], wb.session.frame(5)[disc]) and not np.array_equal(shown[disc], hidden[disc])
+    assert np.array_equal(hidden[square], shown[square])
+    assert layer_to_ids(wb.editor_value(5)["layers"][0])[disc].min() == 2
+    assert 'data-object="2" data-visible="false"' in wb.panel()
+    wb.set_visible(2, True)
+    assert np.array_equal(wb.view(5), shown)
+    # unsaved paint: the overlay can show the editor's layer instead of the saved mask
+    painted = np.zeros_like(truth[5])
+    painted[:10, :10] = 3
+    assert np.array_equal(wb.view(5, layer=ids_to_layer(painted)), wb.view(5, layer=ids_to_layer(painted)))
+    assert not np.array_equal(wb.view(5, layer=ids_to_layer(painted))[:10, :10], wb.session.frame(5)[:10, :10])
+    with pytest.raises(InputError, match="1 to 10"):
+        wb.select(11)
+    with pytest.raises(InputError, match="at most 40 characters"):
+        wb.rename(1, "x" * 41)
+    with pytest.raises(InputError, match="1 to 254"):
+        wb.set_visible(0, False)
+    with pytest.raises(InputError, match="paint layer is 10x10"):
+        wb.view(0, layer=np.zeros((10, 10, 4), np.uint8))
+
+
+def test_undo_anchor_correction_removal_and_deletion(clip, model) -> None:
+    """Undo restores the anchors (and names) before the last change; frames still cached from them are up to
+    date again at once, the others are recomputed to the same masks as before the change."""
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    with pytest.raises(InputError, match="nothing to undo"):
+        wb.undo()
+    wb.set_mask(0, truth[0])
+    list(wb.propagate())
+    before = [wb.mask(t).copy() for t in range(12)]
+    corrected = np.where(before[6] == 2, 0, before[6]).astype(np.uint8)  # erase the disc at frame 6
+    assert wb.set_mask(6, corrected) and wb.can_undo == "the anchor at frame 6 (object 2)"
+    assert wb.undo() == "the anchor at frame 6 (object 2)"
+    assert sorted(wb.session.anchors) == [0] and wb.session.stale_frames() == []  # nothing to recompute
+    assert all(np.array_equal(wb.mask(t), before[t]) for t in range(12))
+    # a correction that was propagated, then undone: recomputed to the same masks
+    wb.set_mask(6, corrected)
+    list(wb.propagate())
+    assert not (wb.mask(6) == 2).any()
+    wb.undo()
+    assert wb.session.stale_frames() == list(range(1, 12))
+    list(wb.propagate())
+    assert all(np.array_equal(wb.mask(t), before[t]) for t in range(12))
+    # a removed anchor and a deleted object (with its name) come back
+    wb.set_mask(6, corrected)
+    wb.remove_anchor(6)
+    assert wb.undo() == "removing the anchor at frame 6" and sorted(wb.session.anchors) == [0, 6]
+    wb.undo()
+    wb.rename(2, "disc")
+    wb.set_visible(2, False)
+    assert wb.session.stale_frames() == []
+    wb.delete_object(2)
+    assert wb.session.object_ids == [1] and wb.names == {} and wb.hidden == set()
+    assert wb.undo() == "deleting object 2 (disc)"
+    assert wb.session.object_ids == [1, 2] and wb.names == {2: "disc"} and wb.session.stale_frames() == []
+    assert all(np.array_equal(wb.mask(t), before[t]) for t in range(12))
+    with pytest.raises(InputError, match="not an anchor"):
+        wb.remove_anchor(3)
+    assert wb.unexported
+
+
+def test_history_is_bounded(clip, model) -> None:
+    from stcorr.app.workbench import HISTORY_LENGTH
+
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    for i in range(HISTORY_LENGTH + 5):
+        assert wb.set_mask(0, np.where(truth[0] == 1, 1 + i % 2, 0).astype(np.uint8))
+    undone = 0
+    while wb.can_undo:
+        wb.undo()
+        undone += 1
+    assert undone == HISTORY_LENGTH
+
+
+def test_delete_object_recomputes_only_the_frames_it_reaches(clip, model) -> None:
+    """Object 2 lives only in an anchor at frame 8: deleting it leaves frames 0-4 (predicted from the anchors
+    at 0 and 4) cached, and the recomputed frames equal a session that never had object 2."""
+    folder, truth = clip
+    square = np.where(truth == 1, 1, 0).astype(np.uint8)
+    wb = Workbench(model, None, folder)
+    wb.set_mask(0, square[0])
+    wb.set_mask(4, square[4])
+    wb.session.add_mask(8, np.where(truth[8] == 2, 2, 0).astype(np.uint8), objects=[2])
+    list(wb.propagate())
+    assert wb.delete_object(2) == list(range(5, 12))
+    assert wb.session.stale_frames() == list(range(5, 12))
+    assert sorted(wb.session.anchors) == [0, 4]
+    list(wb.propagate())
+    fresh = Workbench(model, None, folder)
+    fresh.set_mask(0, square[0])
+    fresh.set_mask(4, square[4])
+    list(fresh.propagate())
+    assert all(np.array_equal(wb.mask(t), fresh.mask(t)) for t in range(12))
+
+
+def test_cancel_request_stops_the_run_after_the_current_frame(clip, model) -> None:
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    wb.set_mask(0, truth[0])
+    steps = []
+    for step in wb.propagate():
+        steps.append(step)
+        if step.done == 3:
+            wb.cancel_requested = True  # what the Cancel button does, from another thread
+    assert len(steps) == 3 and len(wb.session.stale_frames()) == 12 - 3 and not wb.cancel_requested
+    assert len(list(wb.propagate())) == 9  # the next run finishes the rest
+
+
+def test_box_prompt_gives_the_object_and_is_undoable(clip, model) -> None:
+    from stcorr.app.prompts import box_mask, normalise_box
+
+    folder, truth = clip
+    wb = Workbench(model, None, folder)
+    wb.set_mask(0, np.where(truth[0] == 1, 1, 0).astype(np.uint8))
+    wb.select(2)
+    disc = truth[0] == 2
+    pixels = wb.apply_box(0, (104, 38), (76, 10))  # corners in any order, around the disc (centre 90, 24; r 11)
+    shown = wb.mask(0)
+    iou = ((shown == 2) & disc).sum() / ((shown == 2) | disc).sum()
+    assert pixels == (shown == 2).sum() and iou > 0.9, iou
+    assert np.array_equal(shown == 1, truth[0] == 1)  # the other object keeps its pixels
+    assert wb.can_undo == "the box for object 2 at frame 0"
+    # a box over another object takes background pixels only; a second box replaces the object's pixels
+    wb.apply_box(5, (10, 16), (50, 48), object_id=1)
+    square = wb.mask(5) == 1
+    assert (((truth[5] == 1) & square).sum() / ((truth[5] == 1) | square).sum()) > 0.9
+    wb.undo()
+    wb.undo()
+    assert sorted(wb.session.anchors) == [0] and wb.session.object_ids == [1]
+    assert normalise_box((5.7, 90), (-3, 2), (96, 128)) == (0, 2, 6, 91)
+    with pytest.raises(InputError, match="smaller than 4x4"):
+        normalise_box((5, 5), (6, 30), (96, 128))
+    with pytest.raises(InputError, match="whole frame"):
+        box_mask(wb.session.frame(0), (0, 0, 128, 96))
+    with pytest.raises(InputError, match="uint8 RGB"):
+        box_mask(np.zeros((4, 4)), (0, 0, 2, 2))
+    # a box on flat background finds nothing and changes nothing
+    flat = np.full((40, 40, 3), 90, np.uint8)
+    assert not box_mask(flat, (10, 10, 20, 20)).any()

@@ -431,3 +431,28 @@ def test_one_shot_api_with_anchors_equals_a_kept_session(model, clip, mask):
     run(session)
     streamed = propagate_labels(model, clip, shifted(mask, 1), start=1, anchors=anchors, options=BOTH)
     np.testing.assert_array_equal(streamed.labels, labels_of(session))
+
+
+@pytest.mark.parametrize("options", [OPTIONS, BOTH], ids=["forward", "both"])
+def test_removing_an_anchor_brings_every_frame_up_to_date(model, clip, mask, options):
+    """After an anchor is removed, Propagate recomputes every frame it had reached (the frames that were
+    fused with its backward pass, and its own frame, keep a valid forward part but need a result of their
+    own) and gives what a session that never had it gives; restoring the anchors (undo) needs no work."""
+    session = PropagationSession(model, clip, options=options)
+    session.add_mask(0, mask)
+    run(session)
+    state = session.anchor_state()
+    session.add_mask(4, np.roll(mask, (SHIFT[0] * 4, SHIFT[1] * 4), axis=(0, 1)))
+    run(session)
+    session.remove_anchor(4)
+    stale = session.stale_frames()
+    assert run(session) == stale and session.stale_frames() == []
+    never = PropagationSession(model, clip, options=options)
+    never.add_mask(0, mask)
+    run(never)
+    np.testing.assert_array_equal(labels_of(session), labels_of(never))
+    session.add_mask(4, np.roll(mask, (SHIFT[0] * 4, SHIFT[1] * 4), axis=(0, 1)))
+    session.restore_anchors(state)
+    assert session.stale_frames() == [] and "AnchorState(frames=[0])" == repr(state)
+    with pytest.raises(InputError, match="anchor_state"):
+        session.restore_anchors({0: mask})

@@ -85,7 +85,7 @@ def launch(video: str | None = None, *, model: str | None = None, host: str = DE
 
     from stcorr.app.hosts import HostCheck
     from stcorr.app.hosts import allowed_hosts as hosts_for
-    from stcorr.app.ui import CSS, ModelCache, build_app
+    from stcorr.app.ui import CSS, HEAD, ModelCache, build_app
 
     names = hosts_for(host, allowed_hosts)
     check = Middleware(HostCheck, allowed=names, any_ip=host.strip() in ("0.0.0.0", "::"))
@@ -95,7 +95,7 @@ def launch(video: str | None = None, *, model: str | None = None, host: str = DE
     try:
         # no SSR (a Node front server) and no static-file worker processes: every request goes through the check
         page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                    footer_links=[], show_error=True, css=CSS, app_kwargs={"middleware": [check]},
+                    footer_links=[], show_error=True, css=CSS, head=HEAD, app_kwargs={"middleware": [check]},
                     max_file_size=int(max_upload_mb * 1_000_000), ssr_mode=False, num_workers=0)
     except OSError as exc:  # the port was taken between the check and the start
         raise OutputWriteError(f"cannot start the app on {host}:{port}: {exc}; choose another --port") from exc

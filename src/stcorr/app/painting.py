@@ -1,12 +1,14 @@
 """Masks as the browser paints them, and the pictures the app shows (pure NumPy and HTML, no Gradio).
 
-The editor holds one RGBA paint layer over the frame. Object ``i`` is painted in its DAVIS palette colour
-(opaque); erased or never painted pixels are transparent (background, id 0). :func:`ids_to_layer` and
-:func:`layer_to_ids` convert between that layer and an (H, W) id mask, exactly for every id 1..255.
+The editor holds one RGBA paint layer over the frame. Object ``i`` is painted in its DAVIS palette colour,
+semi-transparent (:data:`PAINT_OPACITY`, so the object under the paint stays visible); erased or never painted
+pixels are transparent (background, id 0). :func:`ids_to_layer` and :func:`layer_to_ids` convert between that
+layer and an (H, W) id mask, exactly for every id 1..255.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -17,6 +19,10 @@ from stcorr.io.masks import davis_palette
 __all__ = [
     "MAX_OBJECTS",
     "object_color_hex",
+    "object_color_name",
+    "brush_colors",
+    "PAINT_OPACITY",
+    "object_panel",
     "ids_to_layer",
     "layer_to_ids",
     "confidence_view",
@@ -25,7 +31,11 @@ __all__ = [
 ]
 
 MAX_OBJECTS = 10  # brush colours offered in the editor (ids 1..10); uploaded masks may hold any id 1..254
-_OPAQUE = 128  # a layer pixel with at least this alpha is painted
+PAINT_OPACITY = 0.6  # of the brush and of the masks the editor shows: the frame stays visible under the paint
+_PAINTED = 64  # a layer pixel with at least this alpha is painted (a stroke's faint anti-aliased rim is not)
+_CLEAR = 3 * 12**2  # squared RGB distance under which a pixel is plainly its nearest palette colour
+_MAX_BLEND_CANDIDATES = 64  # blends "i over j" are tried among at most this many ids (pairs grow as its square)
+_COLOR_NAMES = ("dark red", "green", "olive", "navy", "purple", "teal", "grey", "maroon", "red", "grass")
 
 
 def object_color_hex(object_id: int) -> str:
@@ -34,30 +44,62 @@ def object_color_hex(object_id: int) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def object_color_name(object_id: int) -> str:
+    """A word for the colour of the brush colours' ids 1..MAX_OBJECTS (``"colour <id>"`` above)."""
+    return _COLOR_NAMES[object_id - 1] if 1 <= object_id <= len(_COLOR_NAMES) else f"colour {object_id}"
+
+
+def brush_colors() -> list[tuple[str, float]]:
+    """The editor's brush colours: objects 1..MAX_OBJECTS, each ``(#rrggbb, PAINT_OPACITY)``."""
+    return [(object_color_hex(i), PAINT_OPACITY) for i in range(1, MAX_OBJECTS + 1)]
+
+
 def ids_to_layer(ids: np.ndarray) -> np.ndarray:
-    """(H, W) ids -> (H, W, 4) uint8 RGBA paint layer: palette colours, transparent background."""
+    """(H, W) ids -> (H, W, 4) uint8 RGBA paint layer: palette colours at :data:`PAINT_OPACITY`, transparent
+    background."""
     ids = np.asarray(ids)
     layer = np.zeros((*ids.shape, 4), np.uint8)
     painted = ids != 0
     layer[painted, :3] = davis_palette()[ids[painted]]
-    layer[painted, 3] = 255
+    layer[painted, 3] = round(255 * PAINT_OPACITY)
     return layer
 
 
-def layer_to_ids(layer: np.ndarray) -> np.ndarray:
-    """(H, W, 4) RGBA paint layer -> (H, W) uint8 ids: each painted pixel gets the id of the nearest palette
-    colour (brush colours are exact palette colours; nearest only absorbs blending at stroke edges)."""
+def layer_to_ids(layer: np.ndarray, ids: Collection[int] | None = None) -> np.ndarray:
+    """(H, W, 4) RGBA paint layer -> (H, W) uint8 ids among ``ids`` (default every id 1..255).
+
+    A painted pixel (alpha at least a faint stroke rim's) gets the id of the nearest palette colour. Where
+    a semi-transparent stroke of object i covers paint of object j (alpha above one stroke's) the pixel's
+    colour is their blend, which can lie nearer to a third palette colour: such a pixel gets the id i of
+    the nearest blend "i over j" when that is nearer than every plain colour. Give as ``ids`` the ids that
+    can be there (the brush colours and the ids the frame shows): fewer candidates, fewer confusions."""
     layer = np.asarray(layer)
     if layer.ndim != 3 or layer.shape[2] != 4:
         raise InputError(f"expected an (H, W, 4) RGBA paint layer, got shape {layer.shape}")
-    ids = np.zeros(layer.shape[:2], np.uint8)
-    painted = layer[..., 3] >= _OPAQUE
-    if painted.any():
-        palette = davis_palette()[1:].astype(np.int32)  # ids 1..255
-        colors = layer[painted, :3].astype(np.int32)
-        distances = ((colors[:, None, :] - palette[None, :, :]) ** 2).sum(-1)
-        ids[painted] = (distances.argmin(1) + 1).astype(np.uint8)
-    return ids
+    candidates = np.arange(1, 256) if ids is None else np.array(sorted({int(i) for i in ids} - {0}), np.int64)
+    out = np.zeros(layer.shape[:2], np.uint8)
+    painted = layer[..., 3] >= _PAINTED
+    if not painted.any() or not candidates.size:
+        return out
+    palette = davis_palette()[candidates].astype(np.float32)
+    colors = layer[painted, :3].astype(np.float32)
+    distances = ((colors[:, None, :] - palette[None, :, :]) ** 2).sum(-1)
+    best = distances.argmin(1)
+    chosen = candidates[best]
+    # a stroke over paint of another object: alpha a + a (1 - a), colour (c_i + (1 - a) c_j) / (2 - a)
+    a = PAINT_OPACITY
+    layered = layer[painted, 3] >= round(255 * (a + a * (1 - a) / 2))
+    unclear = layered & (distances[np.arange(len(best)), best] > _CLEAR)
+    if unclear.any() and len(candidates) > 1 and len(candidates) <= _MAX_BLEND_CANDIDATES:
+        top = 1.0 / (2.0 - a)
+        blends = (top * palette[:, None, :] + (1.0 - top) * palette[None, :, :]).reshape(-1, 3)  # (i, j) pairs
+        pairs = ((colors[unclear][:, None, :] - blends[None, :, :]) ** 2).sum(-1)
+        pairs[:, np.arange(len(candidates)) * (len(candidates) + 1)] = np.inf  # i over i is a plain colour
+        nearer = pairs.min(1) < distances[unclear].min(1)
+        over = candidates[pairs.argmin(1) // len(candidates)]
+        chosen[np.flatnonzero(unclear)[nearer]] = over[nearer]
+    out[painted] = chosen.astype(np.uint8)
+    return out
 
 
 def confidence_view(frame: np.ndarray, confidence: np.ndarray) -> np.ndarray:
@@ -128,3 +170,26 @@ def reliability_strip(rows: Mapping[int, Sequence[float | None]], current: int, 
               'fill="#1e1e1e"/>')
     html.append(line("frame", marker, ' data-kind="current"'))
     return f'<div class="reliability-strip" data-frames="{frames}">{"".join(html)}</div>'
+
+
+def object_panel(rows: Sequence[tuple[int, str, bool, Sequence[int]]], selected: int) -> str:
+    """The object panel as HTML: per object ``(id, name, visible, anchor frames)`` a row with its colour
+    swatch, id, colour word, name, whether the overlay shows it and its anchors; the ``selected`` object (the
+    brush's) is marked. Each row carries ``data-object``, ``data-visible`` and ``data-selected``."""
+    if not rows:
+        return ('<div class="object-panel"><i>No objects yet: choose an object below and paint it '
+                "(or draw a box).</i></div>")
+    lines = []
+    for object_id, name, visible, anchors in rows:
+        mark = "&#9998; " if object_id == selected else ""
+        frames = ", ".join(map(str, anchors)) or "none"
+        text = html.escape(name) if name else '<span style="color:#888">(no name)</span>'
+        lines.append(
+            f'<div class="object-row" data-object="{object_id}" data-visible="{str(visible).lower()}" '
+            f'data-selected="{str(object_id == selected).lower()}" style="display:flex;gap:6px;align-items:center;'
+            f'font:13px sans-serif;{"font-weight:bold;" if object_id == selected else ""}'
+            f'{"" if visible else "opacity:0.45;"}">'
+            f'<span style="display:inline-block;width:14px;height:14px;background:{object_color_hex(object_id)}">'
+            f"</span>{mark}{object_id} {object_color_name(object_id)}: {text}"
+            f'<span style="color:#666">{"" if visible else " (hidden)"} anchors {frames}</span></div>')
+    return f'<div class="object-panel">{"".join(lines)}</div>'

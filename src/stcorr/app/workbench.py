@@ -11,14 +11,25 @@ import logging
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stcorr._atomic import atomic_path
-from stcorr.app.painting import SUSPECT_BELOW, confidence_view, ids_to_layer, layer_to_ids, reliability_strip
+from stcorr.app.painting import (
+    MAX_OBJECTS,
+    SUSPECT_BELOW,
+    confidence_view,
+    ids_to_layer,
+    layer_to_ids,
+    object_color_hex,
+    object_color_name,
+    object_panel,
+    reliability_strip,
+)
+from stcorr.app.prompts import box_mask, normalise_box
 from stcorr.errors import InputError
 from stcorr.features import default_batch_size
 from stcorr.io.annotations import convert_annotations
@@ -29,17 +40,19 @@ from stcorr.io.render import overlay
 from stcorr.io.video import VideoWriter
 from stcorr.pipelines import load_first_mask
 from stcorr.propagation.options import PropagationOptions
-from stcorr.propagation.session import PropagationSession
+from stcorr.propagation.session import AnchorState, PropagationSession
 from stcorr.session_files import complete, session_to_json, write_session_file
 from stcorr.working_size import working_max_side
 
-__all__ = ["Workbench", "Progress", "MAX_PIXELS"]
+__all__ = ["Workbench", "Progress", "ObjectInfo", "MAX_PIXELS", "HISTORY_LENGTH"]
 
 logger = logging.getLogger(__name__)
 
 # Frames x height x width at the working size above which a video is refused (features alone take about
 # 16 bytes per pixel for the ResNet-18 models): the message says which --max-side fits.
 MAX_PIXELS = 200_000_000
+HISTORY_LENGTH = 50  # changes the app can undo (each keeps references to the anchors of its time, not copies)
+MAX_NAME = 40  # characters of an object's name
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,33 @@ class Progress:
     t: int
     done: int
     total: int
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object of the panel: its id, brush colour, optional name, whether the overlay shows it, and the
+    anchor frames holding it."""
+
+    id: int
+    color: str
+    color_name: str
+    name: str
+    visible: bool
+    anchors: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """``"2 green"`` or ``"2 green: walker"``."""
+        return f"{self.id} {self.color_name}" + (f": {self.name}" if self.name else "")
+
+
+@dataclass(frozen=True)
+class _Change:
+    """What an undo restores: the anchors and object names before a change, and the change's description."""
+
+    what: str
+    anchors: AnchorState
+    names: dict[int, str]
 
 
 def _fitting_side(frames: int, size: tuple[int, int], budget: int) -> int:
@@ -95,6 +135,14 @@ class Workbench:
         self.fps = source.fps or 10.0
         self.session = PropagationSession(model, source, options=options or PropagationOptions(), max_side=max_side,
                                           batch_size=default_batch_size(model.device.type))
+        self.names: dict[int, str] = {}  # object id -> the name the user gave it
+        self.hidden: set[int] = set()  # objects the overlay leaves out (the editor always shows every object)
+        self.selected = 1  # the object the brush paints
+        self.unexported = False  # an anchor changed since the video was opened or last exported
+        self.cancel_requested = False  # set from another thread: the running propagate() stops at its next frame
+        self.pause_requested = False  # set from another thread: the page's running play-through stops
+        self.discard_asked: str | None = None  # the page asked before discarding the changes to open this
+        self._history: list[_Change] = []
 
     # -- what the browser shows ------------------------------------------------------------------
     def mask(self, t: int) -> np.ndarray:
@@ -110,14 +158,28 @@ class Workbench:
         """The ImageEditor value for frame t: the frame as background and its mask as the paint layer."""
         return {"background": self.session.frame(t), "layers": [ids_to_layer(self.mask(t))], "composite": None}
 
-    def view(self, t: int, show_confidence: bool = False) -> np.ndarray:
-        """The overlay of frame t, or its confidence map (red where the propagation was unsure)."""
+    def view(self, t: int, show_confidence: bool = False, layer: np.ndarray | None = None) -> np.ndarray:
+        """The overlay of frame t (the objects not hidden), or its confidence map (red where the propagation
+        was unsure). ``layer``: the editor's paint layer, shown instead of the saved mask (unsaved paint)."""
         frame = self.session.frame(t)
         if show_confidence:
             result = self.session.result(t)
             confidence = result.confidence if result is not None else np.ones(self.session.frame_size, np.float32)
             return confidence_view(frame, confidence)
-        return overlay(frame, self.mask(t))
+        ids = self.mask(t) if layer is None else self._layer_ids(t, layer)
+        if self.hidden:
+            ids = np.where(np.isin(ids, sorted(self.hidden)), 0, ids).astype(np.uint8)
+        return overlay(frame, ids)
+
+    def _layer_ids(self, t: int, layer: np.ndarray) -> np.ndarray:
+        """The ids the editor's layer at frame t holds: its colours among the brush colours and the ids the
+        frame shows (see :func:`~stcorr.app.painting.layer_to_ids`)."""
+        present = set(range(1, MAX_OBJECTS + 1)) | set(self.session.object_ids) | set(np.unique(self.mask(t)).tolist())
+        ids = layer_to_ids(layer, present)
+        if ids.shape != tuple(self.session.frame_size):
+            raise InputError(f"the paint layer is {ids.shape[1]}x{ids.shape[0]} but the frames are "
+                             f"{self.session.frame_size[1]}x{self.session.frame_size[0]}")
+        return ids
 
     def reliability(self, t: int) -> dict[int, float] | None:
         """Frame t's per-object reliability (object id -> [0, 1], see ``FrameResult.reliability``), None while
@@ -170,6 +232,7 @@ class Workbench:
                              f"{self.session.frame_size[1]}x{self.session.frame_size[0]}")
         anchors = self.session.anchors
         if t in anchors and not ids.any():
+            self._record(f"the paint that emptied frame {t} (its anchor was removed)")
             self.session.remove_anchor(t)
             return True
         shown = self.mask(t)
@@ -177,6 +240,9 @@ class Workbench:
         edited = sorted((set(np.unique(ids[changed]).tolist()) | set(np.unique(shown[changed]).tolist())) - {0, 255})
         if not edited:
             return False
+        kind = "correction" if t in anchors else "anchor"
+        self._record(f"the {kind} at frame {t} (object{'s' if len(edited) > 1 else ''} "
+                     f"{', '.join(map(str, edited))})")
         self.session.add_mask(t, ids, objects=edited)
         return True
 
@@ -184,16 +250,53 @@ class Workbench:
         """:meth:`set_mask` from the editor's RGBA paint layer."""
         if layer is None:
             return False
-        return self.set_mask(t, layer_to_ids(layer))
+        return self.set_mask(t, self._layer_ids(t, layer))
+
+    def apply_box(self, t: int, corner: tuple[float, float], other: tuple[float, float],
+                  object_id: int | None = None) -> int:
+        """A box prompt: the object inside the box with corners ``corner`` and ``other`` (x, y pixels, any
+        order) becomes ``object_id`` (default: the selected object) on frame t, found by GrabCut
+        (:func:`stcorr.app.prompts.box_mask`). The object's earlier pixels at t are replaced; the mask takes
+        background pixels only (other objects keep theirs). Saved as an anchor like painted masks
+        (undoable), to refine with the brush. Returns the object's pixel count (0: GrabCut found nothing,
+        nothing changed)."""
+        object_id = self.selected if object_id is None else self._check_id(object_id)
+        box = normalise_box(corner, other, tuple(self.session.frame_size))
+        found = box_mask(self.session.frame(t), box)
+        if not found.any():
+            return 0
+        shown = self.mask(t)
+        ids = np.where(shown == object_id, 0, shown).astype(np.uint8)
+        ids[found & (ids == 0)] = object_id
+        if self.set_mask(t, ids):
+            self._history[-1] = replace(self._history[-1], what=f"the box for object {object_id} at frame {t}")
+        return int((ids == object_id).sum())
 
     def load_mask_file(self, t: int, path: str | Path) -> bool:
         """Use an indexed (or colour) PNG mask as the anchor of frame t, resized (nearest) if needed."""
         return self.set_mask(t, load_first_mask(path, tuple(self.session.frame_size), resize=True))
 
-    def delete_object(self, object_id: int) -> None:
-        """Remove an object from every anchor (its propagated frames are recomputed)."""
+    def remove_anchor(self, t: int) -> None:
+        """Remove the anchor at frame t (undoable)."""
+        if t not in self.session.anchors:
+            raise InputError(f"frame {t} is not an anchor; the anchors are at {sorted(self.session.anchors) or 'none'}")
+        self._record(f"removing the anchor at frame {t}")
+        self.session.remove_anchor(t)
+
+    def delete_object(self, object_id: int) -> list[int]:
+        """Remove an object from the anchors that hold it, and return the frames this made stale.
+
+        Only those anchors change (each keeps its other objects; one left empty is removed), so only the
+        frames predicted from them are recomputed: an object that lives in later anchors only leaves the
+        frames before them as they are. Frames that carried the object are recomputed for every object, as
+        the objects share each pixel's soft labels in the propagation. Undoable (:meth:`undo`).
+        """
         if object_id not in self.session.object_ids:
             raise InputError(f"there is no object {object_id}; the objects are {self.session.object_ids}")
+        stale = set(self.session.stale_frames())
+        self._record(f"deleting object {object_id}" + (f" ({self.names[object_id]})" if object_id in self.names else ""))
+        self.names.pop(object_id, None)
+        self.hidden.discard(object_id)
         for t, ids in self.session.anchors.items():
             if (ids == object_id).any():
                 rest = np.where(ids == object_id, 0, ids).astype(np.uint8)
@@ -201,6 +304,72 @@ class Workbench:
                     self.session.add_mask(t, rest, objects=[object_id])  # the anchor's other objects stay
                 else:
                     self.session.remove_anchor(t)
+        return sorted(set(self.session.stale_frames()) - stale)
+
+    # -- objects ---------------------------------------------------------------------------------
+    def objects(self) -> list[ObjectInfo]:
+        """The object panel: every object of the anchors, with its colour, name, visibility and anchors."""
+        anchors = self.session.anchors
+        return [ObjectInfo(i, object_color_hex(i), object_color_name(i), self.names.get(i, ""), i not in self.hidden,
+                           tuple(t for t, ids in anchors.items() if (ids == i).any()))
+                for i in self.session.object_ids]
+
+    def panel(self) -> str:
+        """The object panel (HTML)."""
+        return object_panel([(o.id, o.name, o.visible, o.anchors) for o in self.objects()], self.selected)
+
+    def _check_id(self, object_id: Any, highest: int = 254) -> int:
+        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)) or not 1 <= object_id <= highest:
+            raise InputError(f"an object id is a whole number from 1 to {highest}, got {object_id!r}")
+        return int(object_id)
+
+    def select(self, object_id: int) -> None:
+        """Choose the object the brush paints (one of the brush colours, 1..MAX_OBJECTS)."""
+        self.selected = self._check_id(object_id, MAX_OBJECTS)
+
+    def rename(self, object_id: int, name: str) -> None:
+        """Name an object (shown in the panel; an empty name removes it). Any id 1..254, painted yet or not."""
+        object_id = self._check_id(object_id)
+        name = " ".join(str(name or "").split())
+        if len(name) > MAX_NAME:
+            raise InputError(f"an object's name has at most {MAX_NAME} characters, got {len(name)}: {name[:50]!r}")
+        if name:
+            self.names[object_id] = name
+        else:
+            self.names.pop(object_id, None)
+
+    def set_visible(self, object_id: int, visible: bool) -> None:
+        """Show or hide one object in the overlay (the editor and the export always hold every object)."""
+        object_id = self._check_id(object_id)
+        if visible:
+            self.hidden.discard(object_id)
+        else:
+            self.hidden.add(object_id)
+
+    # -- history ---------------------------------------------------------------------------------
+    def _record(self, what: str) -> None:
+        self._history.append(_Change(what, self.session.anchor_state(), dict(self.names)))
+        del self._history[:-HISTORY_LENGTH]
+        self.unexported = True
+        self.discard_asked = None
+
+    @property
+    def can_undo(self) -> str | None:
+        """What :meth:`undo` would undo, or None."""
+        return self._history[-1].what if self._history else None
+
+    def undo(self) -> str:
+        """Undo the last change of the anchors (a saved anchor or correction, a removed anchor, an uploaded
+        mask, a deleted object) and return what it was. The anchors come back as they were, so frames still
+        cached from them are not recomputed; the rest become stale (Propagate recomputes them)."""
+        if not self._history:
+            raise InputError("nothing to undo: no anchor was saved, removed or changed and no object deleted yet")
+        change = self._history.pop()
+        self.session.restore_anchors(change.anchors)
+        self.names = dict(change.names)
+        self.unexported = True
+        self.discard_asked = None
+        return change.what
 
     # -- propagation and export ------------------------------------------------------------------
     def propagate(self) -> Iterator[Progress]:
@@ -210,8 +379,12 @@ class Workbench:
         if not self.session.object_ids:
             raise InputError("the masks are empty: paint at least one object with the brush before propagating")
         total = len(self.session.stale_frames())
+        self.cancel_requested = False
         for done, result in enumerate(self.session.propagate(), start=1):
             yield Progress(result.t, done, total)
+            if self.cancel_requested:
+                self.cancel_requested = False
+                return
 
     def export(self, out_dir: str | Path | None = None,
                progress: Callable[[int], None] | None = None) -> Path:

@@ -66,7 +66,7 @@ from stcorr.propagation.passes import (
 from stcorr.propagation.reliability import RECENT_FRAMES, ObjectShape, object_shapes
 from stcorr.propagation.session_format import SESSION_FORMATS, check_session_dict
 
-__all__ = ["PropagationSession", "FrameResult", "FUSION_RULES"]
+__all__ = ["PropagationSession", "FrameResult", "FUSION_RULES", "AnchorState"]
 
 _SESSION_FORMAT = SESSION_FORMATS[-1]  # 2: anchors carry "objects", options "directions"; format 1 is still read
 _READABLE_FORMATS = SESSION_FORMATS
@@ -79,6 +79,16 @@ class _Anchor:
     version: int  # bumped by every change, so a cached frame can tell whether its anchors changed
     objects: frozenset[int] = frozenset()  # object ids the anchor is authoritative for (masks)
     ids: frozenset[int] = frozenset()  # ids present in ``labels`` (void excluded)
+
+
+@dataclass(frozen=True)
+class AnchorState:
+    """The anchors of a session at one moment (from :meth:`PropagationSession.anchor_state`); opaque."""
+
+    anchors: Mapping[int, _Anchor]
+
+    def __repr__(self) -> str:
+        return f"AnchorState(frames={sorted(self.anchors)})"
 
 
 @dataclass(frozen=True)
@@ -388,6 +398,20 @@ class PropagationSession:
                     )
                 return
 
+    def anchor_state(self) -> AnchorState:
+        """The anchors as they are now: an immutable value to give back to :meth:`restore_anchors` (undo)."""
+        return AnchorState(dict(self._anchors))
+
+    def restore_anchors(self, state: AnchorState) -> None:
+        """Put back the anchors of an earlier :meth:`anchor_state`, replacing the current ones.
+
+        Each anchor comes back with the version it had, so the frames still cached from exactly those
+        anchors are up to date again (an undo right after a change recomputes nothing); the others are stale.
+        """
+        if not isinstance(state, AnchorState):
+            raise InputError(f"restore_anchors takes a value of anchor_state(), got {type(state).__name__}")
+        self._anchors = dict(state.anchors)
+
     def remove_anchor(self, t: int) -> None:
         """Remove the anchor at frame ``t`` (frames that depended on it become stale)."""
         if t not in self._anchors:
@@ -573,10 +597,15 @@ class PropagationSession:
             yield from self._forward(self._first_stale_forward(anchors[-1], end), end)
 
     def _first_stale_forward(self, begin: int, end: int) -> int | None:
-        """The first frame of ``begin..end`` whose forward work is stale: an anchor's output or a forward
-        prediction."""
+        """The first frame of ``begin..end`` whose forward work is stale: an anchor's output, a forward
+        prediction, or the result of a frame predicted forward only whose forward part is cached but its
+        result is not (it was fused, or an anchor, before an anchor was removed)."""
         for t in range(begin, end + 1):
-            if not (self._valid(t) if t in self._anchors else self._valid_part("forward", t)):
+            if t in self._anchors:
+                done = self._valid(t)
+            else:
+                done = self._valid_part("forward", t) and (self._fused(t) or self._valid(t))
+            if not done:
                 return t
         return None
 
