@@ -64,10 +64,10 @@ _MAX_SEEDS = 200
 class PointBenchmarkConfig:
     """What the point benchmark runs; :meth:`quick` is the reduced version used by the tests."""
 
-    videos: int = 10
+    videos: int = 40
     first_seed: int = 0
     fit_seed: int = 1000  # the visibility model is fitted on scenes from this seed on
-    fit_videos: int = 6
+    fit_videos: int = 20
     num_frames: int = 24
     size: tuple[int, int] = (256, 256)
     spacing: float = 12.0
