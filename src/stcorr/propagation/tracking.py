@@ -83,8 +83,8 @@ class VisibilityModel:
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-DEFAULT_VISIBILITY = VisibilityModel(bias=-5.781043163842348, w_sim=5.0174303672513085, w_cycle=0.8112250858222816,
-                                     w_best=7.744825930041707)
+DEFAULT_VISIBILITY = VisibilityModel(bias=-5.017981798540489, w_sim=5.223097707001983, w_cycle=0.5031910220563824,
+                                     w_best=5.133895418697314)
 """Fitted by ``python -m stcorr.eval offline --fit-visibility`` on the embedded model (see
 :mod:`stcorr.eval.point_benchmark`)."""
 
