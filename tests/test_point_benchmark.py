@@ -8,6 +8,7 @@ import pytest
 from stcorr.eval.point_benchmark import (
     PointBenchmarkConfig,
     benchmark_videos,
+    calibration,
     fit_visibility,
     point_video,
 )
@@ -99,3 +100,31 @@ def test_quick_run_from_the_command_line(tmp_path, capsys) -> None:
     assert gain["mean"] == pytest.approx(ours["average_jaccard"] - all_visible["average_jaccard"], abs=1e-9)
     assert 0.0 < data["occluded"]["first"] < 1.0
     # (that visibility finds hidden points is tested in test_tracking.py; the full run's table is in the README)
+
+
+def test_calibration_by_hand() -> None:
+    scores = np.array([0.05, 0.15, 0.15, 0.95, 1.0, 0.55])
+    visible = np.array([False, True, False, True, True, False])
+    result = calibration(scores, visible, bins=10)
+    assert result.counts == (1, 2, 0, 0, 0, 1, 0, 0, 0, 2)  # 1.0 falls in the last bin
+    assert result.predicted[1] == pytest.approx(0.15) and result.observed[1] == pytest.approx(0.5)
+    assert result.observed[9] == 1.0 and result.predicted[9] == pytest.approx(0.975)
+    gaps = 1 * 0.05 + 2 * 0.35 + 1 * 0.55 + 2 * 0.025
+    assert result.ece == pytest.approx(gaps / 6)
+    assert result.brier == pytest.approx(np.mean((scores - visible) ** 2))
+    with pytest.raises(ValueError, match="one shape"):
+        calibration(scores, visible[:3])
+
+
+def test_quick_fit_reports_constants_ablations_and_calibration(capsys) -> None:
+    """``python -m stcorr.eval offline --quick --fit-visibility``: fitted constants, the ablation rows and the
+    calibration table of the fitted scores."""
+    from stcorr.eval.cli import main
+
+    assert main(["offline", "--quick", "--fit-visibility", "--models", "efficientnet-lite0"]) == 0
+    out = capsys.readouterr().out
+    assert "all terms: VisibilityModel(" in out and "| efficientnet-lite0, similarity only |" in out
+    table = [line for line in out.splitlines() if line.startswith("| 0.")]
+    assert len(table) == 10
+    pairs = sum(int(line.split("|")[2]) for line in table)
+    assert pairs > 0 and "first: ECE" in out

@@ -45,6 +45,9 @@ __all__ = [
     "fit_visibility",
     "fit_on_scenes",
     "fit_and_ablate",
+    "Calibration",
+    "calibration",
+    "calibration_markdown",
     "TERMS",
     "ABLATIONS",
     "run_point_benchmark",
@@ -345,6 +348,66 @@ def fit_on_scenes(model: Encoder, config: PointBenchmarkConfig) -> dict[str, Vis
     return fitted
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """How well ``scores`` match how often points are visible: per bin of predicted probability, the number of
+    scored (frame, point) pairs, their mean score and the fraction actually visible; ``ece`` (the bins' absolute
+    gaps weighted by their counts) and ``brier`` (mean squared error of the scores)."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    predicted: tuple[float, ...]
+    observed: tuple[float, ...]
+    ece: float
+    brier: float
+
+
+def calibration(scores: np.ndarray, visible: np.ndarray, bins: int = 10) -> Calibration:
+    """The :class:`Calibration` of probabilities ``scores`` against the booleans ``visible`` (same shape)."""
+    scores, visible = np.ravel(scores).astype(np.float64), np.ravel(visible).astype(np.float64)
+    if scores.shape != visible.shape or len(scores) == 0:
+        raise ValueError(f"scores and visible must be non-empty and of one shape, got {scores.shape} and "
+                         f"{visible.shape}")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        predicted = np.bincount(index, scores, bins) / counts
+        observed = np.bincount(index, visible, bins) / counts
+    gaps = np.where(counts > 0, np.abs(predicted - observed), 0.0)
+    return Calibration(tuple(edges.tolist()), tuple(int(c) for c in counts), tuple(predicted.tolist()),
+                       tuple(observed.tolist()), float((gaps * counts).sum() / counts.sum()),
+                       float(np.mean((scores - visible) ** 2)))
+
+
+def _scored_scores(tracked: Sequence[_Tracked], mode: str,
+                   visibility: VisibilityModel) -> tuple[np.ndarray, np.ndarray]:
+    """The scores of ``visibility`` and the ground-truth visibility of every scored (frame, point) pair."""
+    scores, visible = [], []
+    for item in tracked:
+        mask = evaluation_mask(item.queries.query_points[:, 0], item.tracks.shape[1], mode)
+        scores.append(visibility.probability(item.similarity, item.cycle, item.best)[mask])
+        visible.append(~item.queries.occluded[mask])
+    return np.concatenate(scores), np.concatenate(visible)
+
+
+def calibration_markdown(by_mode: dict[str, Calibration]) -> str:
+    """A table of :class:`Calibration` per query mode: each bin's count, mean score and fraction visible."""
+    modes = list(by_mode)
+    first = by_mode[modes[0]]
+    lines = ["| score bin | " + " | ".join(f"{m}: pairs | {m}: mean score | {m}: visible" for m in modes) + " |",
+             "|---|" + "---:|" * (3 * len(modes))]
+    for b in range(len(first.counts)):
+        cells = []
+        for m in modes:
+            c = by_mode[m]
+            cells += [str(c.counts[b]), "-" if not c.counts[b] else f"{c.predicted[b]:.2f}",
+                      "-" if not c.counts[b] else f"{c.observed[b]:.2f}"]
+        lines.append(f"| {first.edges[b]:.1f}-{first.edges[b + 1]:.1f} | " + " | ".join(cells) + " |")
+    lines += ["", "; ".join(f"{m}: ECE {by_mode[m].ece:.3f}, Brier {by_mode[m].brier:.3f}" for m in modes)]
+    return "\n".join(lines)
+
+
 def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmarkConfig()) -> str:
     """Fit the visibility models on the fitting scenes (:func:`fit_on_scenes`) and score each on the scored
     scenes: the fitted constants, then the table (``python -m stcorr.eval offline --fit-visibility``)."""
@@ -368,4 +431,7 @@ def fit_and_ablate(model_name: str, config: PointBenchmarkConfig = PointBenchmar
     occluded = {mode: _occluded_share(tracked[mode], mode) for mode in config.query_modes}
     constants = "\n".join(f"{label}: {visibility}" for label, visibility in fitted.items())
     report = PointBenchmarkReport(config, rows, _video_info(videos), gains=gains, occluded=occluded)
-    return constants + "\n\n" + report.to_markdown()
+    calibrated = {mode: calibration(*_scored_scores(tracked[mode], mode, fitted["all terms"]))
+                  for mode in config.query_modes}
+    return (constants + "\n\n" + report.to_markdown() + "\n\nCalibration of the fitted scores (all terms) on the "
+            "scored scenes, every scored (frame, point) pair:\n\n" + calibration_markdown(calibrated))
