@@ -11,7 +11,7 @@ refined against the query itself: the query's feature (sampled at its query fram
 frame t's features upsampled 2x bilinearly (half-stride cells), within :data:`REFINE_RADIUS` half-cells of the
 propagated position; the refined point is the soft-argmax (temperature :data:`REFINE_TEMPERATURE`) over the best
 half-cell and its 8 neighbours. ``propagated`` keeps the positions before refinement; ``refine=False`` returns
-them as ``points``. On the offline point benchmark this raises <δavg by about 12 points
+them as ``points``. On the offline point benchmark this raises <δavg by 10 to 13 points
 (:mod:`stcorr.eval.point_benchmark`; the constants were chosen on its fitting scenes). ``refine_scale=2``
 refines on features of the frames upsampled 2x (a feature grid twice as fine, the window the same in pixels).
 
